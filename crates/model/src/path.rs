@@ -1,0 +1,246 @@
+//! ASL data-flow primitives: reference paths (`$`, `$.a.b`, `$.items[0]`, `$['odd key']`) and `Parameters` /
+//! `ResultSelector` templates (`{"user.$": "$.name", "fixed": 1}`).
+//!
+//! Reference paths select exactly one node; wildcards, filters and slices are rejected at parse time, as in AWS
+//! Step Functions. The context object (`$$`) and intrinsic functions (`States.Format(...)`) are not supported yet
+//! and are rejected with an error that says so.
+
+use serde_json::{Map, Value};
+
+use crate::Error;
+
+/// One step of a reference path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    Field(String),
+    Index(usize),
+}
+
+/// A parsed reference path. The empty path is `$`, the whole document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Path {
+    pub segments: Vec<Segment>,
+    text: String,
+}
+
+impl std::fmt::Display for Path {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl Path {
+    /// `$`: the whole document.
+    pub fn root() -> Path {
+        Path { segments: Vec::new(), text: "$".into() }
+    }
+
+    pub fn parse(text: &str) -> Result<Path, Error> {
+        let fail = |message: &str| Error::Path { path: text.to_string(), message: message.to_string() };
+        if text.starts_with("$$") {
+            return Err(fail("the context object ($$) is not supported yet"));
+        }
+        if text.starts_with("States.") {
+            return Err(fail("intrinsic functions (States.*) are not supported yet"));
+        }
+        let rest = text.strip_prefix('$').ok_or_else(|| fail("a path must start with '$'"))?;
+        let bytes: Vec<char> = rest.chars().collect();
+        let mut segments = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                '.' => {
+                    let start = i + 1;
+                    let mut end = start;
+                    while end < bytes.len() && bytes[end] != '.' && bytes[end] != '[' {
+                        end += 1;
+                    }
+                    let field: String = bytes[start..end].iter().collect();
+                    if field.is_empty() {
+                        return Err(fail("empty field name after '.'"));
+                    }
+                    if field == "*" || field.contains(['*', '?', '@', '(', ')', ',', ':']) {
+                        return Err(fail("only plain field names and [index] are allowed in a reference path"));
+                    }
+                    segments.push(Segment::Field(field));
+                    i = end;
+                }
+                '[' => {
+                    let close = bytes[i..].iter().position(|c| *c == ']').ok_or_else(|| fail("missing ']'"))? + i;
+                    let inner: String = bytes[i + 1..close].iter().collect();
+                    let quoted = inner
+                        .strip_prefix('\'')
+                        .and_then(|s| s.strip_suffix('\''))
+                        .or_else(|| inner.strip_prefix('"').and_then(|s| s.strip_suffix('"')));
+                    if let Some(field) = quoted {
+                        segments.push(Segment::Field(field.to_string()));
+                    } else if let Ok(index) = inner.parse::<usize>() {
+                        segments.push(Segment::Index(index));
+                    } else {
+                        return Err(fail("only [N] and ['field'] are allowed in brackets"));
+                    }
+                    i = close + 1;
+                }
+                c => return Err(fail(&format!("unexpected '{c}'"))),
+            }
+        }
+        Ok(Path { segments, text: text.to_string() })
+    }
+
+    /// The node the path selects, if present.
+    pub fn get<'a>(&self, value: &'a Value) -> Option<&'a Value> {
+        let mut node = value;
+        for segment in &self.segments {
+            node = match (segment, node) {
+                (Segment::Field(f), Value::Object(map)) => map.get(f)?,
+                (Segment::Index(i), Value::Array(items)) => items.get(*i)?,
+                _ => return None,
+            };
+        }
+        Some(node)
+    }
+
+    /// Writes `new` at the path inside `target`, creating objects on the way (ASL `ResultPath` semantics).
+    pub fn set(&self, target: &mut Value, new: Value) -> Result<(), String> {
+        let mut node = target;
+        for segment in &self.segments {
+            node = match segment {
+                Segment::Field(f) => {
+                    if node.is_null() {
+                        *node = Value::Object(Map::new());
+                    }
+                    match node {
+                        Value::Object(map) => map.entry(f.clone()).or_insert(Value::Null),
+                        other => {
+                            return Err(format!(
+                                "ResultPath {}: cannot set field \"{f}\" inside a {}",
+                                self.text,
+                                type_name(other)
+                            ));
+                        }
+                    }
+                }
+                Segment::Index(i) => match node {
+                    Value::Array(items) if *i < items.len() => &mut items[*i],
+                    _ => return Err(format!("ResultPath {}: index {i} does not exist", self.text)),
+                },
+            };
+        }
+        *node = new;
+        Ok(())
+    }
+}
+
+pub fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// A `Parameters` or `ResultSelector` template: literals, plus `"key.$": "$.path"` entries that copy from input.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Template {
+    Literal(Value),
+    Path(Path),
+    Object(Vec<(String, Template)>),
+    Array(Vec<Template>),
+}
+
+impl Template {
+    pub fn parse(value: &Value) -> Result<Template, Error> {
+        Ok(match value {
+            Value::Object(map) => {
+                let mut entries = Vec::with_capacity(map.len());
+                for (key, v) in map {
+                    if let Some(name) = key.strip_suffix(".$") {
+                        let text = v.as_str().ok_or_else(|| Error::Path {
+                            path: key.clone(),
+                            message: "a key ending in \".$\" needs a path string as its value".into(),
+                        })?;
+                        entries.push((name.to_string(), Template::Path(Path::parse(text)?)));
+                    } else {
+                        entries.push((key.clone(), Template::parse(v)?));
+                    }
+                }
+                Template::Object(entries)
+            }
+            Value::Array(items) => Template::Array(items.iter().map(Template::parse).collect::<Result<_, _>>()?),
+            other => Template::Literal(other.clone()),
+        })
+    }
+
+    /// Instantiates the template against `input`. A path that selects nothing is an error, as in Step Functions.
+    pub fn eval(&self, input: &Value) -> Result<Value, String> {
+        Ok(match self {
+            Template::Literal(v) => v.clone(),
+            Template::Path(p) => p
+                .get(input)
+                .cloned()
+                .ok_or_else(|| format!("the path {p} in Parameters selects nothing in the input"))?,
+            Template::Object(entries) => {
+                let mut map = Map::new();
+                for (k, t) in entries {
+                    map.insert(k.clone(), t.eval(input)?);
+                }
+                Value::Object(map)
+            }
+            Template::Array(items) => Value::Array(items.iter().map(|t| t.eval(input)).collect::<Result<_, _>>()?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parse_and_get() {
+        let doc = json!({"a": {"b": [10, {"c": "x"}]}, "odd key": 1});
+        for (path, expect) in [
+            ("$", Some(doc.clone())),
+            ("$.a.b[0]", Some(json!(10))),
+            ("$.a.b[1].c", Some(json!("x"))),
+            ("$['odd key']", Some(json!(1))),
+            ("$.a.missing", None),
+            ("$.a.b[7]", None),
+        ] {
+            assert_eq!(Path::parse(path).unwrap().get(&doc).cloned(), expect, "{path}");
+        }
+    }
+
+    #[test]
+    fn rejects_what_asl_rejects() {
+        for (path, needle) in [
+            ("a.b", "must start with '$'"),
+            ("$.a[*]", "brackets"),
+            ("$..a", "empty field"),
+            ("$$.Execution.Id", "context object"),
+            ("$.a.*", "plain field"),
+        ] {
+            let err = Path::parse(path).unwrap_err().to_string();
+            assert!(err.contains(needle), "{path}: {err}");
+        }
+    }
+
+    #[test]
+    fn set_creates_objects() {
+        let mut doc = json!({"x": 1});
+        Path::parse("$.r.s").unwrap().set(&mut doc, json!(true)).unwrap();
+        assert_eq!(doc, json!({"x": 1, "r": {"s": true}}));
+        let err = Path::parse("$.x.y").unwrap().set(&mut doc, json!(1)).unwrap_err();
+        assert!(err.contains("inside a number"), "{err}");
+    }
+
+    #[test]
+    fn templates() {
+        let t = Template::parse(&json!({"u.$": "$.user", "k": [1, {"n.$": "$.n"}]})).unwrap();
+        assert_eq!(t.eval(&json!({"user": "al", "n": 3})).unwrap(), json!({"u": "al", "k": [1, {"n": 3}]}));
+        assert!(t.eval(&json!({"user": "al"})).unwrap_err().contains("$.n"));
+    }
+}
