@@ -34,15 +34,38 @@ pub enum Next {
 #[derive(Debug, Clone, PartialEq)]
 pub enum StateKind {
     /// Runs one function.
-    Task { function: String, io: Io, next: Next },
+    Task {
+        function: String,
+        io: Io,
+        next: Next,
+    },
     /// Picks the first rule that holds, else `default`; with no default and no match the workflow fails.
-    Choice { input_path: Option<Path>, output_path: Option<Path>, rules: Vec<(Rule, StateId)>, default: Option<StateId> },
+    Choice {
+        input_path: Option<Path>,
+        output_path: Option<Path>,
+        rules: Vec<(Rule, StateId)>,
+        default: Option<StateId>,
+    },
     /// Passes its input (or `result`) through the data flow.
-    Pass { io: Io, result: Option<Value>, next: Next },
+    Pass {
+        io: Io,
+        result: Option<Value>,
+        next: Next,
+    },
     /// Runs every branch on the same input; the result is the array of branch outputs.
-    Parallel { branches: Vec<Graph>, io: Io, next: Next },
-    Succeed { input_path: Option<Path>, output_path: Option<Path> },
-    Fail { error: String, cause: String },
+    Parallel {
+        branches: Vec<Graph>,
+        io: Io,
+        next: Next,
+    },
+    Succeed {
+        input_path: Option<Path>,
+        output_path: Option<Path>,
+    },
+    Fail {
+        error: String,
+        cause: String,
+    },
 }
 
 /// How a path field was given: absent (use the default `$`), `null` (discard), or a path.
@@ -69,7 +92,10 @@ fn select(field: &PathField, value: &Value, what: &str) -> Result<Value, String>
     match field {
         PathField::Default => Ok(value.clone()),
         PathField::Null => Ok(Value::Object(Default::default())),
-        PathField::Path(p) => p.get(value).cloned().ok_or_else(|| format!("{what} {p} selects nothing in {value}")),
+        PathField::Path(p) => p
+            .get(value)
+            .cloned()
+            .ok_or_else(|| format!("{what} {p} selects nothing in {value}")),
     }
 }
 
@@ -107,7 +133,10 @@ impl Io {
 pub fn select_path(path: &Option<Path>, value: &Value, what: &str) -> Result<Value, String> {
     match path {
         None => Ok(value.clone()),
-        Some(p) => p.get(value).cloned().ok_or_else(|| format!("{what} {p} selects nothing")),
+        Some(p) => p
+            .get(value)
+            .cloned()
+            .ok_or_else(|| format!("{what} {p} selects nothing")),
     }
 }
 
@@ -118,7 +147,9 @@ impl Graph {
         for state in &self.states {
             match &state.kind {
                 StateKind::Task { function, .. } => out.push(function.as_str()),
-                StateKind::Parallel { branches, .. } => branches.iter().for_each(|b| out.extend(b.functions())),
+                StateKind::Parallel { branches, .. } => {
+                    branches.iter().for_each(|b| out.extend(b.functions()))
+                }
                 _ => {}
             }
         }
@@ -135,7 +166,11 @@ impl Graph {
                 kind: StateKind::Task {
                     function: f.clone(),
                     io: Io::default(),
-                    next: if i + 1 == functions.len() { Next::End } else { Next::State(i + 1) },
+                    next: if i + 1 == functions.len() {
+                        Next::End
+                    } else {
+                        Next::State(i + 1)
+                    },
                 },
             })
             .collect();
@@ -159,10 +194,19 @@ mod tests {
         };
         let raw = json!({"order": {"id": 7}, "other": true});
         assert_eq!(io.effective_input(&raw).unwrap(), json!({"id": 7, "k": 1}));
-        assert_eq!(io.output(&raw, json!("ok")).unwrap(), json!({"order": {"id": 7}, "other": true, "result": "ok"}));
-        let discard = Io { result_path: PathField::Null, ..Io::default() };
+        assert_eq!(
+            io.output(&raw, json!("ok")).unwrap(),
+            json!({"order": {"id": 7}, "other": true, "result": "ok"})
+        );
+        let discard = Io {
+            result_path: PathField::Null,
+            ..Io::default()
+        };
         assert_eq!(discard.output(&raw, json!(1)).unwrap(), raw);
-        let nothing = Io { output_path: PathField::Null, ..Io::default() };
+        let nothing = Io {
+            output_path: PathField::Null,
+            ..Io::default()
+        };
         assert_eq!(nothing.output(&raw, json!(1)).unwrap(), json!({}));
     }
 }
