@@ -1,0 +1,66 @@
+// The specfaas function SDK for Node.js.
+//
+//   const specfaas = require('specfaas');
+//   await specfaas.kv.put('user:alice', { visits: 1 });
+//   await specfaas.kv.get('user:alice');          // -> { visits: 1 }, or null if absent
+//   await specfaas.kv.delete('user:alice');
+//   await specfaas.invoke('other-function', { x: 1 });  // resolves to the callee's result
+//
+// Every call goes to the platform over the activation's connection; the platform, not the function, talks to
+// storage. Keys are strings and values are JSON. Calls return promises.
+'use strict';
+
+class SpecfaasError extends Error {}
+class InvokeError extends SpecfaasError {
+  constructor(error) {
+    super(typeof error === 'string' ? error : JSON.stringify(error));
+    this.error = error;
+  }
+}
+
+let conn = null;
+
+function _attach(socket, lineReader) {
+  let nextRid = 0;
+  const waiting = new Map();
+  lineReader(socket, (msg) => {
+    if (msg.op !== 'reply') return;
+    const w = waiting.get(msg.rid);
+    if (!w) return;
+    waiting.delete(msg.rid);
+    if (msg.ok) w.resolve(msg.value === undefined ? null : msg.value);
+    else if (msg.kind === 'function') w.reject(new InvokeError(msg.error));
+    else w.reject(new SpecfaasError(msg.error || 'platform call failed'));
+  });
+  conn = {
+    call(call, fields) {
+      const rid = ++nextRid;
+      return new Promise((resolve, reject) => {
+        waiting.set(rid, { resolve, reject });
+        socket.write(JSON.stringify(Object.assign({}, fields, { op: 'call', rid, call })) + '\n');
+      });
+    },
+  };
+}
+
+function _detach() {
+  conn = null;
+}
+
+function call(name, fields) {
+  if (!conn) return Promise.reject(new SpecfaasError('specfaas SDK calls are only allowed while handling an activation'));
+  return conn.call(name, fields);
+}
+
+module.exports = {
+  kv: {
+    get: (key) => call('kv.get', { key }),
+    put: (key, value) => call('kv.put', { key, value }).then(() => undefined),
+    delete: (key) => call('kv.delete', { key }).then(() => undefined),
+  },
+  invoke: (name, args) => call('invoke', { function: name, args: args === undefined ? {} : args }),
+  Error: SpecfaasError,
+  InvokeError,
+  _attach,
+  _detach,
+};

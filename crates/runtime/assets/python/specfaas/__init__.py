@@ -1,0 +1,81 @@
+"""The specfaas function SDK for Python.
+
+    import specfaas
+    specfaas.kv.put("user:alice", {"visits": 1})
+    specfaas.kv.get("user:alice")        # -> {"visits": 1}, or None if absent
+    specfaas.kv.delete("user:alice")
+    specfaas.invoke("other-function", {"x": 1})   # blocks; returns the callee's result
+
+Every call goes to the platform over the activation's connection; the platform, not the function, talks to
+storage. Keys are strings and values are JSON.
+"""
+
+import json
+
+__all__ = ["kv", "invoke", "Error", "InvokeError"]
+
+
+class Error(Exception):
+    """A platform call failed (bad key, limit exceeded, ...)."""
+
+
+class InvokeError(Error):
+    """The invoked function failed; `.error` holds its error."""
+
+    def __init__(self, error):
+        super().__init__(error if isinstance(error, str) else json.dumps(error))
+        self.error = error
+
+
+_conn = None
+
+
+def _attach(sock, lock, reader):
+    global _conn
+    _conn = _Connection(sock, lock, reader)
+
+
+class _Connection:
+    def __init__(self, sock, lock, reader):
+        self.sock, self.lock, self.lines, self.next_rid = sock, lock, reader.lines(), 0
+
+    def call(self, call, **fields):
+        self.next_rid += 1
+        rid = self.next_rid
+        msg = dict(fields, op="call", rid=rid, call=call)
+        data = (json.dumps(msg, separators=(",", ":")) + "\n").encode()
+        with self.lock:
+            self.sock.sendall(data)
+        for line in self.lines:
+            reply = json.loads(line)
+            if reply.get("op") == "reply" and reply.get("rid") == rid:
+                if reply.get("ok"):
+                    return reply.get("value")
+                if call == "invoke" and "error" in reply and reply.get("kind") == "function":
+                    raise InvokeError(reply["error"])
+                raise Error(reply.get("error", "platform call failed"))
+        raise Error("the platform closed the connection")
+
+
+def _call(call, **fields):
+    if _conn is None:
+        raise Error("specfaas SDK calls are only allowed while handling an activation")
+    return _conn.call(call, **fields)
+
+
+class _Kv:
+    def get(self, key):
+        return _call("kv.get", key=key)
+
+    def put(self, key, value):
+        _call("kv.put", key=key, value=value)
+
+    def delete(self, key):
+        _call("kv.delete", key=key)
+
+
+kv = _Kv()
+
+
+def invoke(name, args=None):
+    return _call("invoke", function=name, args=args if args is not None else {})

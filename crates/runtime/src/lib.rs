@@ -1,0 +1,208 @@
+//! Runtimes run one activation of a function at a time per call, and nothing else: they know nothing about the
+//! engine, applications or storage. A running function reaches the platform only through its [`Host`] channel.
+//!
+//! - [`Runtime`] makes a function warm ([`Runtime::load`]); a [`Warm`] function starts activations
+//!   ([`Warm::start`]) that can be killed at any time through [`Running::kill`].
+//! - [`native`]: Rust closures registered in-process; kill aborts the task.
+//! - [`process`]: one warm process per function for Python (fork per activation) and Node.js (worker thread per
+//!   activation), talking line-delimited JSON over a Unix socket.
+//! - [`conformance`]: the behaviour every runtime must show, run against each of them.
+//!
+//! **Architecture invariant:** every outcome of user code — success, error, crash, timeout, kill — arrives as a
+//! [`Report`]; nothing a function does can fail the caller's task or the warm process of another activation.
+
+pub mod conformance;
+pub mod native;
+pub mod process;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use model::{FunctionSpec, Kind};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One activation to run.
+#[derive(Debug, Clone)]
+pub struct Activation {
+    /// The activation id (32 hex characters, OpenWhisk style).
+    pub id: String,
+    pub input: Value,
+    /// Extra environment variables for this activation only.
+    pub env: BTreeMap<String, String>,
+}
+
+/// A request from running code to the platform.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HostCall {
+    KvGet { key: String },
+    KvPut { key: String, value: Value },
+    KvDelete { key: String },
+    Invoke { function: String, args: Value },
+}
+
+/// The platform's answer to a [`HostCall`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum HostReply {
+    /// The call succeeded: the value read (`null` when absent), the callee's result, or `null`.
+    Ok(Value),
+    /// The call was refused (bad key, limit exceeded, unknown function, ...).
+    Refused(String),
+    /// The invoked function failed; this is its error value.
+    FunctionFailed(Value),
+}
+
+pub struct HostRequest {
+    pub call: HostCall,
+    pub reply: oneshot::Sender<HostReply>,
+}
+
+/// The channel a running function uses to reach the platform.
+pub type Host = mpsc::UnboundedSender<HostRequest>;
+
+/// How an activation ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The function returned a dictionary without an `error` field.
+    Success(Value),
+    /// The function returned `{"error": ...}` (or, in Node.js, rejected with a plain value): the error value.
+    ApplicationError(Value),
+    /// The function threw, crashed, exited, ran out of memory or returned something that is not a dictionary.
+    DeveloperError(String),
+    /// The function ran past its timeout and was killed.
+    Timeout { timeout_ms: u64 },
+    /// The platform killed the activation ([`Running::kill`]).
+    Killed,
+}
+
+impl Outcome {
+    /// Classifies a value a function returned, the OpenWhisk way.
+    pub fn from_returned(value: Value) -> Outcome {
+        match value {
+            Value::Object(mut map) => match map.remove("error") {
+                Some(error) => Outcome::ApplicationError(error),
+                None => Outcome::Success(Value::Object(map)),
+            },
+            other => Outcome::DeveloperError(format!(
+                "The action did not return a dictionary; it returned {}.",
+                model::path::type_name(&other)
+            )),
+        }
+    }
+}
+
+/// What a finished activation produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub outcome: Outcome,
+    /// OpenWhisk-style log lines: `2024-05-01T10:00:00.123456Z stdout: text`.
+    pub logs: Vec<String>,
+}
+
+/// Accumulates log lines up to a byte limit, then records one warning line (OpenWhisk's wording).
+#[derive(Debug)]
+pub struct LogSink {
+    lines: Vec<String>,
+    bytes: u64,
+    limit: u64,
+    truncated: bool,
+}
+
+impl LogSink {
+    pub fn new(limit: u64) -> Self {
+        LogSink {
+            lines: Vec::new(),
+            bytes: 0,
+            limit,
+            truncated: false,
+        }
+    }
+
+    pub fn push(&mut self, stream: &str, line: &str) {
+        if self.truncated {
+            return;
+        }
+        let size = line.len() as u64 + 1; // the newline the function wrote
+        if self.bytes + size > self.limit {
+            self.truncated = true;
+            self.lines.push(format!(
+                "{} stderr: Logs were truncated because the total bytes size exceeds the limit of {} bytes.",
+                now_rfc3339(),
+                self.limit
+            ));
+            return;
+        }
+        self.bytes += size;
+        self.lines
+            .push(format!("{} {stream}: {line}", now_rfc3339()));
+    }
+
+    pub fn into_lines(self) -> Vec<String> {
+        self.lines
+    }
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+}
+
+/// A started activation.
+pub struct Running {
+    pub kill: Killer,
+    pub done: oneshot::Receiver<Report>,
+}
+
+/// Stops a running activation at once. Killing a finished activation does nothing.
+#[derive(Clone)]
+pub struct Killer(Arc<dyn Fn() + Send + Sync>);
+
+impl Killer {
+    pub fn new(f: impl Fn() + Send + Sync + 'static) -> Self {
+        Killer(Arc::new(f))
+    }
+    pub fn kill(&self) {
+        (self.0)()
+    }
+}
+
+impl Running {
+    pub fn kill(&self) {
+        self.kill.kill()
+    }
+}
+
+/// A function made warm by a [`Runtime`]: its code is loaded once and serves many activations.
+pub trait Warm: Send + Sync {
+    fn spec(&self) -> &FunctionSpec;
+    /// Starts one activation and returns at once. Enforces the function's timeout.
+    fn start(&self, activation: Activation, host: Host) -> Running;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The function's code failed to load (syntax error, missing entry point, ...).
+    #[error("function \"{function}\" failed to initialize: {message}")]
+    Init { function: String, message: String },
+    /// This runtime cannot run that kind of function.
+    #[error("runtime for {runtime} cannot run function \"{function}\" of kind {kind}")]
+    WrongKind {
+        runtime: &'static str,
+        function: String,
+        kind: &'static str,
+    },
+    /// The runtime could not start (missing interpreter, I/O).
+    #[error("runtime failure: {0}")]
+    Io(String),
+}
+
+/// Makes functions of some kinds warm.
+pub trait Runtime: Send + Sync {
+    fn kinds(&self) -> &'static [Kind];
+    fn load(&self, spec: Arc<FunctionSpec>) -> BoxFuture<'_, Result<Arc<dyn Warm>, Error>>;
+}
