@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use model::{FunctionSpec, Limits};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::{Activation, HostCall, HostReply, Outcome, Report, Runtime, Warm};
+use crate::{Activation, HostCall, HostReply, Killer, Outcome, Report, Runtime, Warm};
 
 /// What a fixture function must do. Inputs and outputs are fixed here so every runtime is held to the same bar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +47,7 @@ pub struct MockHost {
 }
 
 impl MockHost {
+    /// The [`Host`](crate::Host) callback a function gets: calls are served by a task, in order.
     pub fn channel(&self) -> crate::Host {
         let (tx, mut rx) = mpsc::unbounded_channel::<crate::HostRequest>();
         let me = self.clone();
@@ -73,11 +74,38 @@ impl MockHost {
                         HostReply::Ok(json!({"from": function, "args": args}))
                     }
                 };
-                let _ = req.reply.send(reply);
+                (req.reply)(reply);
             }
         });
-        tx
+        Arc::new(move |req| {
+            let _ = tx.send(req);
+        })
     }
+}
+
+/// A started activation, for tests: its killer and a receiver for its report.
+pub struct Started {
+    pub killer: Killer,
+    pub done: oneshot::Receiver<Report>,
+}
+
+impl Started {
+    pub fn kill(&self) {
+        self.killer.kill()
+    }
+}
+
+/// Starts `activation` on `warm` with `host`, collecting the report in a oneshot.
+pub fn start(warm: &dyn Warm, activation: Activation, host: &MockHost) -> Started {
+    let (tx, rx) = oneshot::channel();
+    let killer = warm.start(
+        activation,
+        host.channel(),
+        Box::new(move |r| {
+            let _ = tx.send(r);
+        }),
+    );
+    Started { killer, done: rx }
 }
 
 pub async fn load(fixture: &dyn Fixture, behaviour: Behaviour, limits: Limits) -> Arc<dyn Warm> {
@@ -105,7 +133,7 @@ pub async fn run(warm: &dyn Warm, input: Value) -> Report {
 }
 
 pub async fn run_with(warm: &dyn Warm, input: Value, host: &MockHost) -> Report {
-    let running = warm.start(activation(input), host.channel());
+    let running = start(warm, activation(input), host);
     tokio::time::timeout(Duration::from_secs(30), running.done)
         .await
         .expect("activation hung")
@@ -205,8 +233,8 @@ pub async fn timeout_stops_the_activation(f: &dyn Fixture) {
 pub async fn kill_stops_one_activation_and_the_function_stays_warm(f: &dyn Fixture) {
     let warm = load(f, Behaviour::Sleep, Limits::default()).await;
     let host = MockHost::default();
-    let victim = warm.start(activation(json!({"ms": 60_000})), host.channel());
-    let bystander = warm.start(activation(json!({"ms": 200})), host.channel());
+    let victim = start(&*warm, activation(json!({"ms": 60_000})), &host);
+    let bystander = start(&*warm, activation(json!({"ms": 200})), &host);
     tokio::time::sleep(Duration::from_millis(100)).await;
     victim.kill();
     let report = tokio::time::timeout(Duration::from_secs(5), victim.done)
@@ -233,7 +261,7 @@ pub async fn concurrent_activations_are_independent(f: &dyn Fixture) {
     let warm = load(f, Behaviour::Echo, Limits::default()).await;
     let host = MockHost::default();
     let running: Vec<_> = (0..8)
-        .map(|i| warm.start(activation(json!({"i": i})), host.channel()))
+        .map(|i| start(&*warm, activation(json!({"i": i})), &host))
         .collect();
     for (i, r) in running.into_iter().enumerate() {
         let report = r.done.await.unwrap();

@@ -2,10 +2,11 @@
 //! engine, applications or storage. A running function reaches the platform only through its [`Host`] channel.
 //!
 //! - [`Runtime`] makes a function warm ([`Runtime::load`]); a [`Warm`] function starts activations
-//!   ([`Warm::start`]) that can be killed at any time through [`Running::kill`].
+//!   ([`Warm::start`]) that can be killed at any time through the returned [`Killer`]. Calls and the final
+//!   [`Report`] are delivered through callbacks, so no task sits between a runtime and the platform.
 //! - [`native`]: Rust closures registered in-process; kill aborts the task.
-//! - [`process`]: one warm process per function for Python (fork per activation) and Node.js (worker thread per
-//!   activation), talking line-delimited JSON over a Unix socket.
+//! - [`process`]: one warm process per function for Python and Node.js, with a pool of handlers (forked
+//!   processes, worker threads) that each hold a connection to the platform and run one activation at a time.
 //! - [`conformance`]: the behaviour every runtime must show, run against each of them.
 //!
 //! **Architecture invariant:** every outcome of user code — success, error, crash, timeout, kill — arrives as a
@@ -22,7 +23,6 @@ use std::sync::Arc;
 
 use model::{FunctionSpec, Kind};
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -58,11 +58,18 @@ pub enum HostReply {
 
 pub struct HostRequest {
     pub call: HostCall,
-    pub reply: oneshot::Sender<HostReply>,
+    /// Called once with the answer; must not block.
+    pub reply: ReplyTo,
 }
 
-/// The channel a running function uses to reach the platform.
-pub type Host = mpsc::UnboundedSender<HostRequest>;
+/// Delivers the platform's answer to a [`HostCall`].
+pub type ReplyTo = Box<dyn FnOnce(HostReply) + Send>;
+
+/// How a running function reaches the platform: each call is handed to this callback, which must not block.
+pub type Host = Arc<dyn Fn(HostRequest) + Send + Sync>;
+
+/// Receives an activation's [`Report`], exactly once, from whatever task ends the activation.
+pub type Done = Box<dyn FnOnce(Report) + Send>;
 
 /// How an activation ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -152,12 +159,6 @@ fn now_rfc3339() -> String {
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
 
-/// A started activation.
-pub struct Running {
-    pub kill: Killer,
-    pub done: oneshot::Receiver<Report>,
-}
-
 /// Stops a running activation at once. Killing a finished activation does nothing.
 #[derive(Clone)]
 pub struct Killer(Arc<dyn Fn() + Send + Sync>);
@@ -171,17 +172,11 @@ impl Killer {
     }
 }
 
-impl Running {
-    pub fn kill(&self) {
-        self.kill.kill()
-    }
-}
-
 /// A function made warm by a [`Runtime`]: its code is loaded once and serves many activations.
 pub trait Warm: Send + Sync {
     fn spec(&self) -> &FunctionSpec;
-    /// Starts one activation and returns at once. Enforces the function's timeout.
-    fn start(&self, activation: Activation, host: Host) -> Running;
+    /// Starts one activation and returns at once; the report goes to `done`. Enforces the function's timeout.
+    fn start(&self, activation: Activation, host: Host, done: Done) -> Killer;
 }
 
 #[derive(Debug, thiserror::Error)]

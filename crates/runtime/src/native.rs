@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -14,8 +15,8 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use crate::{
-    Activation, BoxFuture, Error, Host, HostCall, HostReply, HostRequest, Killer, LogSink, Outcome,
-    Report, Running, Runtime, Warm,
+    Activation, BoxFuture, Done, Error, Host, HostCall, HostReply, HostRequest, Killer, LogSink,
+    Outcome, Report, Runtime, Warm,
 };
 
 pub type NativeFn =
@@ -44,10 +45,11 @@ impl Context {
     }
 
     async fn call(&self, call: HostCall) -> Result<Value, CallError> {
-        let (reply, rx) = oneshot::channel();
-        self.host
-            .send(HostRequest { call, reply })
-            .map_err(|_| CallError::Refused("the platform is gone".into()))?;
+        let (tx, rx) = oneshot::channel();
+        let reply = Box::new(move |r| {
+            let _ = tx.send(r);
+        });
+        (self.host)(HostRequest { call, reply });
         match rx.await {
             Ok(HostReply::Ok(v)) => Ok(v),
             Ok(HostReply::Refused(m)) => Err(CallError::Refused(m)),
@@ -154,8 +156,7 @@ impl Warm for NativeWarm {
         &self.spec
     }
 
-    fn start(&self, activation: Activation, host: Host) -> Running {
-        let (done_tx, done_rx) = oneshot::channel();
+    fn start(&self, activation: Activation, host: Host, done: Done) -> Killer {
         let logs = Arc::new(Mutex::new(LogSink::new(self.spec.limits.logs_bytes_max)));
         let ctx = Context {
             host,
@@ -164,30 +165,57 @@ impl Warm for NativeWarm {
         };
         let timeout_ms = self.spec.limits.timeout_ms;
         let fut = (self.f)(ctx, activation.input);
-        let task = tokio::spawn(tokio::time::timeout(Duration::from_millis(timeout_ms), fut));
-        let abort = task.abort_handle();
-        tokio::spawn(async move {
-            let outcome = match task.await {
-                Ok(Ok(Ok(value))) => Outcome::from_returned(value),
-                Ok(Ok(Err(message))) => Outcome::DeveloperError(message),
-                Ok(Err(_elapsed)) => Outcome::Timeout { timeout_ms },
-                Err(e) if e.is_cancelled() => Outcome::Killed,
-                Err(e) => Outcome::DeveloperError(format!(
-                    "An error has occurred: the function panicked: {e}"
-                )),
+        let killed = Arc::new(AtomicBool::new(false));
+        // Reports exactly once: normally at the end, or from Drop when the task is aborted (kill) or panics.
+        let mut guard = ReportGuard {
+            done: Some(done),
+            logs,
+            killed: killed.clone(),
+        };
+        let task = tokio::spawn(async move {
+            let outcome = match tokio::time::timeout(Duration::from_millis(timeout_ms), fut).await {
+                Ok(Ok(value)) => Outcome::from_returned(value),
+                Ok(Err(message)) => Outcome::DeveloperError(message),
+                Err(_elapsed) => Outcome::Timeout { timeout_ms },
             };
+            guard.report(outcome);
+        });
+        let abort = task.abort_handle();
+        Killer::new(move || {
+            killed.store(true, Ordering::Release);
+            abort.abort();
+        })
+    }
+}
+
+struct ReportGuard {
+    done: Option<Done>,
+    logs: Arc<Mutex<LogSink>>,
+    killed: Arc<AtomicBool>,
+}
+
+impl ReportGuard {
+    fn report(&mut self, outcome: Outcome) {
+        if let Some(done) = self.done.take() {
             let logs = std::mem::replace(
-                &mut *logs.lock().expect("log sink poisoned"),
+                &mut *self.logs.lock().unwrap_or_else(|e| e.into_inner()),
                 LogSink::new(0),
             );
-            let _ = done_tx.send(Report {
+            done(Report {
                 outcome,
                 logs: logs.into_lines(),
             });
-        });
-        Running {
-            kill: Killer::new(move || abort.abort()),
-            done: done_rx,
         }
+    }
+}
+
+impl Drop for ReportGuard {
+    fn drop(&mut self) {
+        let outcome = if self.killed.load(Ordering::Acquire) {
+            Outcome::Killed
+        } else {
+            Outcome::DeveloperError("An error has occurred: the function panicked.".into())
+        };
+        self.report(outcome);
     }
 }

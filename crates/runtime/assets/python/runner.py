@@ -1,17 +1,22 @@
 """specfaas Python runner: the Initializer of the Initializer/Handler model.
 
 Started once per warm function as `python3 -u runner.py SOCKET CODE_FILE MAIN`. It loads the function's code once,
-then forks one Handler process per activation. Each handler opens its own connection to the platform's Unix
-socket and speaks line-delimited JSON on it, so the platform can answer its storage reads while it runs. Killing a
-handler (SIGKILL from the platform) leaves this process, and the loaded code, warm.
+then forks Handler processes when the platform asks for them. Each handler opens its own connection to the
+platform's Unix socket and waits there for activations; the platform sends an activation straight to an idle
+handler, so forking (about 1.5 ms for a Python process on a small VM) stays off the path of an invocation. A
+handler runs one activation at a time and is reused after a clean finish, as an OpenWhisk container is. Killing a
+handler (SIGKILL from the platform) leaves this process, and the loaded code, warm; the platform asks for a new one.
 
 Protocol, one JSON object per line:
-  initializer -> platform : hello{role:init,pid} ready | init_error{error}  forked{id,pid}  exited{id,code|signal}
-  platform -> initializer : run{id,args,env}  kill{id}
-  handler -> platform     : hello{role:handler,id}  log{stream,line}  call{rid,call,...}  result{value}  error{message}
-  platform -> handler     : reply{rid,ok,value|error}
+  initializer -> platform : hello{role:init,pid}  ready | init_error{error}  exited{hid,code|signal}
+  platform -> initializer : spawn{}  kill{hid}
+  handler -> platform     : hello{role:handler,hid,pid}  log{stream,line}  call{rid,call,...}  result{value}
+                            error{message}
+  platform -> handler     : run{id,args,env}  reply{rid,ok,value|error}
 """
 
+import ctypes
+import gc
 import importlib.util
 import json
 import os
@@ -45,67 +50,102 @@ class LineReader:
             self.buf += chunk
 
 
-def pump_logs(fd, stream, sock, lock):
-    """Forwards one captured stream (stdout or stderr) line by line."""
-    with os.fdopen(fd, "rb", buffering=0) as f:
-        pending = b""
+class Capture:
+    """Captures fd 1 and 2 through pipes, so output of C extensions and subprocesses is logged too.
+
+    One pump thread forwards output line by line while the activation runs (a full pipe would block the function).
+    At the end of an activation the handler drains both pipes itself, under the same lock, so every byte written
+    before the result is logged with this activation, with no thread round trip when there is nothing to read."""
+
+    STREAMS = ((1, "stdout"), (2, "stderr"))
+
+    def __init__(self, sock, lock):
+        self.sock, self.send_lock = sock, lock
+        self.lock = threading.Lock()
+        self.pipes = {}
+        self.pending = {}
+        for fd, stream in self.STREAMS:
+            r, w = os.pipe()
+            os.dup2(w, fd)
+            os.close(w)
+            os.set_blocking(r, False)
+            self.pipes[r] = stream
+            self.pending[r] = b""
+        threading.Thread(target=self.pump, daemon=True).start()
+
+    def pump(self):
         while True:
-            chunk = f.read(1 << 16)
+            readable, _, _ = select.select(list(self.pipes), [], [])
+            with self.lock:
+                for r in readable:
+                    self.drain(r, final=False)
+
+    def drain(self, r, final):
+        while True:
+            try:
+                chunk = os.read(r, 1 << 16)
+            except BlockingIOError:
+                break
             if not chunk:
                 break
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
+            self.pending[r] += chunk
+            *lines, self.pending[r] = self.pending[r].split(b"\n")
             for line in lines:
-                send(sock, lock, {"op": "log", "stream": stream, "line": line.decode("utf-8", "replace")})
-        if pending:
-            send(sock, lock, {"op": "log", "stream": stream, "line": pending.decode("utf-8", "replace")})
+                self.forward(r, line)
+        if final and self.pending[r]:
+            self.forward(r, self.pending[r])
+            self.pending[r] = b""
+
+    def forward(self, r, line):
+        msg = {"op": "log", "stream": self.pipes[r], "line": line.decode("utf-8", "replace")}
+        send(self.sock, self.send_lock, msg)
+
+    def barrier(self):
+        """Forwards everything written so far, including a last line without a newline."""
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        with self.lock:
+            for r in self.pipes:
+                self.drain(r, final=True)
 
 
-def handle(socket_path, main_fn, msg):
-    """Runs in the forked handler process; never returns."""
+def handler(socket_path, main_fn):
+    """Runs in a forked handler process; never returns."""
     import specfaas
 
+    try:  # die with the initializer (PR_SET_PDEATHSIG = 1)
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(socket_path)
     lock = threading.Lock()
-    send(sock, lock, {"op": "hello", "role": "handler", "id": msg["id"]})
+    send(sock, lock, {"op": "hello", "role": "handler", "hid": os.getpid(), "pid": os.getpid()})
 
-    # Capture fd 1 and 2, so output of C extensions and subprocesses is logged too.
-    pumps = []
-    for fd, stream in ((1, "stdout"), (2, "stderr")):
-        r, w = os.pipe()
-        os.dup2(w, fd)
-        os.close(w)
-        t = threading.Thread(target=pump_logs, args=(r, stream, sock, lock), daemon=True)
-        t.start()
-        pumps.append(t)
+    capture = Capture(sock, lock)
     sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
     sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
 
-    os.environ.update(msg.get("env") or {})
-    specfaas._attach(sock, lock, LineReader(sock))
-    outcome = None
-    try:
-        result = main_fn(msg.get("args") or {})
-        outcome = {"op": "result", "value": result}
-        json.dumps(outcome)  # a result that is not JSON is the function's error
-    except BaseException as e:  # noqa: BLE001 - every failure of user code is reported
-        traceback.print_exc()
-        outcome = {"op": "error", "message": "An error has occurred: %s: %s" % (type(e).__name__, e)}
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    finally:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 1)
-        os.dup2(devnull, 2)
-        for t in pumps:
-            t.join(timeout=5)
-    try:
+    reader = LineReader(sock)
+    specfaas._attach(sock, lock, reader)
+    for line in reader.lines():
+        msg = json.loads(line)
+        if msg.get("op") != "run":
+            continue
+        os.environ.update(msg.get("env") or {})
+        try:
+            result = main_fn(msg.get("args") or {})
+            outcome = {"op": "result", "value": result}
+            json.dumps(outcome)  # a result that is not JSON is the function's error
+        except BaseException as e:  # noqa: BLE001 - every failure of user code is reported
+            traceback.print_exc()
+            outcome = {"op": "error", "message": "An error has occurred: %s: %s" % (type(e).__name__, e)}
+        capture.barrier()
         send(sock, lock, outcome)
-    except (TypeError, ValueError) as e:
-        send(sock, lock, {"op": "error", "message": "The action returned a value that is not JSON: %s" % e})
-    os._exit(0)
+    os._exit(0)  # the platform closed the connection: this handler is retired
 
 
 def main():
@@ -115,6 +155,8 @@ def main():
     lock = threading.Lock()
     send(control, lock, {"op": "hello", "role": "init", "pid": os.getpid()})
     try:
+        import specfaas  # noqa: F401 - imported once here, so handlers inherit it
+
         sys.path.insert(0, os.path.dirname(os.path.abspath(code_file)))
         spec = importlib.util.spec_from_file_location("__action__", code_file)
         module = importlib.util.module_from_spec(spec)
@@ -125,6 +167,9 @@ def main():
     except BaseException as e:  # noqa: BLE001
         send(control, lock, {"op": "init_error", "error": "%s: %s" % (type(e).__name__, e)})
         return
+    # Objects that exist now are never collected, so forks share their pages instead of copying them.
+    gc.collect()
+    gc.freeze()
     send(control, lock, {"op": "ready"})
 
     # SIGCHLD wakes the select loop through a self-pipe, so exits are reported promptly.
@@ -132,8 +177,7 @@ def main():
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
-    children = {}  # pid -> activation id
-    by_id = {}  # activation id -> pid
+    children = set()
     reader = LineReader(control)
     while True:
         ready, _, _ = select.select([control, wake_r], [], [])
@@ -146,41 +190,35 @@ def main():
                 break
             if pid == 0:
                 break
-            aid = children.pop(pid, None)
-            by_id.pop(aid, None)
-            if aid is None:
-                continue
+            children.discard(pid)
             if os.WIFSIGNALED(status):
-                send(control, lock, {"op": "exited", "id": aid, "signal": os.WTERMSIG(status)})
+                send(control, lock, {"op": "exited", "hid": pid, "signal": os.WTERMSIG(status)})
             else:
-                send(control, lock, {"op": "exited", "id": aid, "code": os.WEXITSTATUS(status)})
+                send(control, lock, {"op": "exited", "hid": pid, "code": os.WEXITSTATUS(status)})
         if control not in ready:
             continue
-        chunk = control.recv(1 << 20)
+        chunk = control.recv(1 << 16)
         if not chunk:
             return  # the platform went away: so do we
         reader.buf += chunk
         while b"\n" in reader.buf:
             line, reader.buf = reader.buf.split(b"\n", 1)
             msg = json.loads(line)
-            if msg["op"] == "run":
+            if msg["op"] == "spawn":
                 pid = os.fork()
                 if pid == 0:
                     try:
                         signal.set_wakeup_fd(-1)
                         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                         control.close()
-                        handle(socket_path, main_fn, msg)
+                        handler(socket_path, main_fn)
                     finally:
                         os._exit(70)
-                children[pid] = msg["id"]
-                by_id[msg["id"]] = pid
-                send(control, lock, {"op": "forked", "id": msg["id"], "pid": pid})
+                children.add(pid)
             elif msg["op"] == "kill":
-                pid = by_id.get(msg["id"])
-                if pid:
+                if msg.get("hid") in children:
                     try:
-                        os.kill(pid, signal.SIGKILL)
+                        os.kill(msg["hid"], signal.SIGKILL)
                     except ProcessLookupError:
                         pass
 

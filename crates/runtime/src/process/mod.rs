@@ -1,11 +1,17 @@
 //! Warm process functions: Python and Node.js, written the OpenWhisk way.
 //!
-//! Per warm function there is one long-lived **initializer** process that loads the code once, and per activation
-//! one **handler**: a forked child process (Python) or a worker thread (Node.js; see `assets/node/runner.js`).
-//! Each handler opens its own connection to the function's Unix socket and speaks the line-delimited JSON
-//! protocol of [`protocol`]: its storage reads and calls are answered by the platform while it runs.
+//! Per warm function there is one long-lived **initializer** process that loads the code once, and a pool of
+//! **handlers** it creates on request: forked child processes (Python) or worker threads (Node.js; see
+//! `assets/node/runner.js`). Each handler holds its own connection to the function's Unix socket and runs one
+//! activation at a time over the line-delimited JSON protocol of [`protocol`]: the platform sends `run`, answers
+//! the handler's storage reads and calls while it runs, and reads the `result`.
 //!
-//! Kill: a Python handler gets `SIGKILL` straight from this process (pid reported by the initializer); a Node.js
+//! Hand-off: an activation goes straight to an idle handler; one spare handler is kept ready, so creating one
+//! (a fork costs about 1.5 ms for a Python process on a small VM) stays off the invocation's path. A handler that
+//! finishes cleanly is reused, as OpenWhisk reuses a warm container; one that was killed, timed out or crashed is
+//! never reused.
+//!
+//! Kill: a Python handler gets `SIGKILL` straight from this process (its pid came with its hello); a Node.js
 //! worker is terminated by its initializer on a `kill` message. Either way the initializer stays warm. If an
 //! initializer dies, the next activation starts a new one.
 //!
@@ -15,24 +21,25 @@
 
 pub mod protocol;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use model::{Code, FunctionSpec, Kind};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::UnixListener;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::{
-    Activation, BoxFuture, Error, Host, HostCall, HostReply, HostRequest, Killer, LogSink, Outcome,
-    Report, Running, Runtime, Warm,
+    Activation, BoxFuture, Done, Error, Host, HostCall, HostReply, HostRequest, Killer, LogSink,
+    Outcome, Report, Runtime, Warm,
 };
-use protocol::{FromHandler, FromInit, Hello, Reply, ToInit, line};
+use protocol::{FromHandler, FromInit, Hello, Reply, ToHandler, ToInit, line};
 
 const RUNNER_PY: &str = include_str!("../../assets/python/runner.py");
 const SDK_PY: &str = include_str!("../../assets/python/specfaas/__init__.py");
@@ -46,13 +53,15 @@ const INIT_TIMEOUT: Duration = Duration::from_secs(30);
 const EXIT_WAIT: Duration = Duration::from_secs(2);
 /// Open-file limit of function processes (OpenWhisk's value).
 const NOFILE_MAX: u64 = 1024;
+/// Idle handlers kept ready beyond the activations waiting for one.
+const SPARES: usize = 1;
+/// Idle handlers kept at most; more are retired when they finish.
+const IDLE_MAX: usize = 4;
 
 /// Runs Python and Node.js functions in warm processes.
 pub struct ProcessRuntime {
     dir: PathBuf,
     next: AtomicU64,
-    python: String,
-    node: String,
 }
 
 impl ProcessRuntime {
@@ -75,8 +84,6 @@ impl ProcessRuntime {
         Ok(ProcessRuntime {
             dir,
             next: AtomicU64::new(0),
-            python: "python3".into(),
-            node: "node".into(),
         })
     }
 }
@@ -99,23 +106,18 @@ impl Runtime for ProcessRuntime {
             let io = |e: std::io::Error| Error::Io(e.to_string());
             let fn_dir = self.dir.join("fn").join(format!("{n}"));
             std::fs::create_dir_all(&fn_dir).map_err(io)?;
-            let (code_file, interpreter, runner, path_var, path_val) = match spec.kind {
-                Kind::Python => (
-                    fn_dir.join("action.py"),
-                    self.python.clone(),
-                    self.dir.join("py/runner.py"),
-                    "PYTHONPATH",
-                    self.dir.join("py"),
-                ),
+            let (file, interpreter, runner, path_var, path_val) = match spec.kind {
+                Kind::Python => ("action.py", "python3", "py/runner.py", "PYTHONPATH", "py"),
                 Kind::Node => (
-                    fn_dir.join("action.js"),
-                    self.node.clone(),
-                    self.dir.join("js/runner.js"),
+                    "action.js",
+                    "node",
+                    "js/runner.js",
                     "NODE_PATH",
-                    self.dir.join("js/node_modules"),
+                    "js/node_modules",
                 ),
                 Kind::Native => unreachable!("native code is not Source"),
             };
+            let code_file = fn_dir.join(file);
             std::fs::write(&code_file, text).map_err(io)?;
             let socket = self.dir.join(format!("{n}.sock"));
             let _ = std::fs::remove_file(&socket);
@@ -123,22 +125,24 @@ impl Runtime for ProcessRuntime {
             let shared = Arc::new(Shared {
                 spec: spec.clone(),
                 launch: Launch {
-                    interpreter,
+                    interpreter: interpreter.into(),
                     args: vec![
-                        runner.display().to_string(),
+                        self.dir.join(runner).display().to_string(),
                         socket.display().to_string(),
                         code_file.display().to_string(),
                         main.clone(),
                         spec.limits.memory_mb.to_string(),
                     ],
-                    env: (path_var, path_val.display().to_string()),
+                    env: (path_var, self.dir.join(path_val).display().to_string()),
                     memory_bytes: (spec.kind == Kind::Python)
                         .then_some(spec.limits.memory_mb * 1024 * 1024),
                 },
                 socket,
-                routes: Mutex::new(HashMap::new()),
                 init: tokio::sync::Mutex::new(None),
                 pending_init: Mutex::new(None),
+                control: Mutex::new(None),
+                pool: Mutex::new(Pool::default()),
+                exits: Mutex::new(HashMap::new()),
             });
             tokio::spawn(accept_loop(listener, Arc::downgrade(&shared)));
             shared.ensure_init().await?;
@@ -154,13 +158,22 @@ struct Launch {
     memory_bytes: Option<u64>,
 }
 
-/// Per-activation routing state, keyed by activation id.
-#[derive(Default)]
-struct Route {
-    conn: Option<oneshot::Sender<Conn>>,
-    exited: Option<oneshot::Sender<Exit>>,
+type Conn = (Lines<BufReader<OwnedReadHalf>>, OwnedWriteHalf);
+
+/// An idle or busy handler: its connection, and how to kill it.
+struct Handler {
+    hid: i64,
     pid: Option<i32>,
-    killed: bool,
+    lines: Lines<BufReader<OwnedReadHalf>>,
+    write: OwnedWriteHalf,
+}
+
+#[derive(Default)]
+struct Pool {
+    idle: Vec<Handler>,
+    waiters: VecDeque<oneshot::Sender<Handler>>,
+    /// Handlers requested from the initializer that have not connected yet.
+    spawning: usize,
 }
 
 #[derive(Debug)]
@@ -172,7 +185,6 @@ struct Exit {
 
 /// A live initializer process.
 struct Init {
-    control: mpsc::UnboundedSender<String>,
     alive: Arc<AtomicBool>,
     _child: tokio::process::Child,
 }
@@ -181,9 +193,13 @@ struct Shared {
     spec: Arc<FunctionSpec>,
     launch: Launch,
     socket: PathBuf,
-    routes: Mutex<HashMap<String, Route>>,
     init: tokio::sync::Mutex<Option<Init>>,
     pending_init: Mutex<Option<oneshot::Sender<Conn>>>,
+    /// The live initializer's control channel, if there is one.
+    control: Mutex<Option<mpsc::UnboundedSender<String>>>,
+    pool: Mutex<Pool>,
+    /// Busy handlers' activations, waiting to hear if the handler dies: hid → sender.
+    exits: Mutex<HashMap<i64, oneshot::Sender<Exit>>>,
 }
 
 impl Drop for Shared {
@@ -192,14 +208,11 @@ impl Drop for Shared {
     }
 }
 
-/// A connection after its hello line: the buffered read half (it may already hold the next lines) and the write
-/// half.
-type Conn = (
-    tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
-    tokio::net::unix::OwnedWriteHalf,
-);
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
-async fn accept_loop(listener: UnixListener, shared: std::sync::Weak<Shared>) {
+async fn accept_loop(listener: UnixListener, shared: Weak<Shared>) {
     while let Ok((stream, _)) = listener.accept().await {
         let Some(shared) = shared.upgrade() else {
             return;
@@ -216,23 +229,20 @@ async fn accept_loop(listener: UnixListener, shared: std::sync::Weak<Shared>) {
             if hello.op != "hello" {
                 return;
             }
-            let conn: Conn = (lines, write);
-            match (hello.role.as_str(), hello.id) {
+            match (hello.role.as_str(), hello.hid) {
                 ("init", _) => {
-                    if let Some(tx) = shared.pending_init.lock().expect("poisoned").take() {
-                        let _ = tx.send(conn);
+                    if let Some(tx) = lock(&shared.pending_init).take() {
+                        let _ = tx.send((lines, write));
                     }
                 }
-                ("handler", Some(id)) => {
-                    let tx = shared
-                        .routes
-                        .lock()
-                        .expect("poisoned")
-                        .get_mut(&id)
-                        .and_then(|r| r.conn.take());
-                    if let Some(tx) = tx {
-                        let _ = tx.send(conn);
-                    }
+                ("handler", Some(hid)) => {
+                    shared.handler_ready(Handler {
+                        hid,
+                        pid: hello.pid,
+                        lines,
+                        write,
+                    });
+                    shared.request_spawns();
                 }
                 _ => {}
             }
@@ -241,25 +251,57 @@ async fn accept_loop(listener: UnixListener, shared: std::sync::Weak<Shared>) {
 }
 
 fn sigkill(pid: i32) {
-    // SAFETY: kill(2) with a pid we were told by our own initializer; at worst the process is already gone.
+    // SAFETY: kill(2) on a handler pid our own initializer forked; at worst the process is already gone.
     unsafe {
         libc::kill(pid, libc::SIGKILL);
     }
 }
 
 impl Shared {
-    /// Starts the initializer if none is alive; returns its control channel.
-    async fn ensure_init(self: &Arc<Self>) -> Result<mpsc::UnboundedSender<String>, Error> {
-        let mut guard = self.init.lock().await;
-        if let Some(init) = guard.as_ref() {
-            if init.alive.load(Ordering::Acquire) {
-                return Ok(init.control.clone());
+    fn send_control(&self, msg: String) -> bool {
+        lock(&self.control)
+            .as_ref()
+            .is_some_and(|c| c.send(msg).is_ok())
+    }
+
+    /// Asks the initializer for handlers until the pool covers the waiting activations plus the spares.
+    fn request_spawns(&self) {
+        let mut pool = lock(&self.pool);
+        while pool.idle.len() + pool.spawning < pool.waiters.len() + SPARES {
+            if !self.send_control(line(&ToInit::Spawn {})) {
+                return;
+            }
+            pool.spawning += 1;
+        }
+    }
+
+    /// A handler connected, or finished an activation cleanly: give it to a waiting activation, or keep it idle.
+    fn handler_ready(&self, mut handler: Handler) {
+        let mut pool = lock(&self.pool);
+        while let Some(waiter) = pool.waiters.pop_front() {
+            match waiter.send(handler) {
+                Ok(()) => return,
+                Err(h) => handler = h, // that activation gave up waiting
             }
         }
-        let init = self.spawn_init().await?;
-        let control = init.control.clone();
-        *guard = Some(init);
-        Ok(control)
+        if pool.idle.len() < IDLE_MAX {
+            pool.idle.push(handler);
+        } // else: dropping the connection retires the handler
+    }
+
+    /// Starts the initializer if none is alive.
+    async fn ensure_init(self: &Arc<Self>) -> Result<(), Error> {
+        let mut guard = self.init.lock().await;
+        if guard
+            .as_ref()
+            .is_some_and(|i| i.alive.load(Ordering::Acquire))
+        {
+            return Ok(());
+        }
+        *guard = Some(self.spawn_init().await?);
+        drop(guard);
+        self.request_spawns();
+        Ok(())
     }
 
     async fn spawn_init(self: &Arc<Self>) -> Result<Init, Error> {
@@ -268,7 +310,7 @@ impl Shared {
             message,
         };
         let (tx, rx) = oneshot::channel();
-        *self.pending_init.lock().expect("poisoned") = Some(tx);
+        *lock(&self.pending_init) = Some(tx);
         let mut cmd = tokio::process::Command::new(&self.launch.interpreter);
         cmd.args(&self.launch.args)
             .env(self.launch.env.0, &self.launch.env.1)
@@ -302,19 +344,17 @@ impl Shared {
         let mut child = cmd
             .spawn()
             .map_err(|e| Error::Io(format!("cannot start {}: {e}", self.launch.interpreter)))?;
-        let stderr = child.stderr.take();
         let stderr_tail = Arc::new(Mutex::new(String::new()));
-        if let Some(stderr) = stderr {
+        if let Some(stderr) = child.stderr.take() {
             let tail = stderr_tail.clone();
             tokio::spawn(async move {
                 let mut lines = BufReader::new(stderr).lines();
                 while let Ok(Some(l)) = lines.next_line().await {
-                    let mut t = tail.lock().expect("poisoned");
+                    let mut t = lock(&tail);
                     t.push_str(&l);
                     t.push('\n');
                     if t.len() > 4096 {
-                        let cut = t.len() - 4096;
-                        let cut = (cut..t.len())
+                        let cut = (t.len() - 4096..t.len())
                             .find(|i| t.is_char_boundary(*i))
                             .unwrap_or(t.len());
                         t.drain(..cut);
@@ -322,13 +362,13 @@ impl Shared {
                 }
             });
         }
+        let tail = || lock(&stderr_tail).clone();
         let (mut lines, mut write) = tokio::select! {
             s = rx => s.map_err(|_| fail("the runner did not connect".into()))?,
             status = child.wait() => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                let tail = stderr_tail.lock().expect("poisoned").clone();
-                return Err(fail(format!("the runner exited ({}) before connecting: {tail}",
-                    status.map(|s| s.to_string()).unwrap_or_default())));
+                return Err(fail(format!("the runner exited ({}) before connecting: {}",
+                    status.map(|s| s.to_string()).unwrap_or_default(), tail())));
             }
             _ = tokio::time::sleep(INIT_TIMEOUT) => return Err(fail("the runner did not connect in time".into())),
         };
@@ -348,9 +388,9 @@ impl Shared {
             Some(Ok(FromInit::Ready)) => {}
             Some(Ok(FromInit::InitError { error })) => return Err(fail(error)),
             other => {
-                let tail = stderr_tail.lock().expect("poisoned").clone();
                 return Err(fail(format!(
-                    "the runner failed while loading the code: {other:?} {tail}"
+                    "the runner failed while loading the code: {other:?} {}",
+                    tail()
                 )));
             }
         }
@@ -363,60 +403,47 @@ impl Shared {
                 }
             }
         });
+        *lock(&self.control) = Some(control_tx);
         let me = Arc::downgrade(self);
         let alive_flag = alive.clone();
         tokio::spawn(async move {
             while let Ok(Some(l)) = lines.next_line().await {
                 let Some(shared) = me.upgrade() else { return };
-                match serde_json::from_str::<FromInit>(&l) {
-                    Ok(FromInit::Forked { id, pid }) => {
-                        let mut routes = shared.routes.lock().expect("poisoned");
-                        match routes.get_mut(&id) {
-                            Some(route) if route.killed => sigkill(pid),
-                            Some(route) => route.pid = Some(pid),
-                            None => sigkill(pid), // its activation is already over
-                        }
-                    }
-                    Ok(FromInit::Exited {
-                        id,
-                        code,
-                        signal,
-                        reason,
-                    }) => {
-                        let tx = shared
-                            .routes
-                            .lock()
-                            .expect("poisoned")
-                            .get_mut(&id)
-                            .and_then(|r| r.exited.take());
-                        if let Some(tx) = tx {
-                            let _ = tx.send(Exit {
-                                code,
-                                signal,
-                                reason,
-                            });
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            alive_flag.store(false, Ordering::Release);
-            // The initializer is gone: fail every activation still waiting on it.
-            if let Some(shared) = me.upgrade() {
-                let mut routes = shared.routes.lock().expect("poisoned");
-                for route in routes.values_mut() {
-                    if let Some(tx) = route.exited.take() {
+                if let Ok(FromInit::Exited {
+                    hid,
+                    code,
+                    signal,
+                    reason,
+                }) = serde_json::from_str::<FromInit>(&l)
+                {
+                    lock(&shared.pool).idle.retain(|h| h.hid != hid);
+                    if let Some(tx) = lock(&shared.exits).remove(&hid) {
                         let _ = tx.send(Exit {
-                            code: None,
-                            signal: None,
-                            reason: Some("the runtime process exited".into()),
+                            code,
+                            signal,
+                            reason,
                         });
                     }
                 }
             }
+            alive_flag.store(false, Ordering::Release);
+            // The initializer is gone, and its handlers with it: fail every activation still using one.
+            if let Some(shared) = me.upgrade() {
+                *lock(&shared.control) = None;
+                let mut pool = lock(&shared.pool);
+                pool.idle.clear();
+                pool.spawning = 0;
+                drop(pool);
+                for (_, tx) in lock(&shared.exits).drain() {
+                    let _ = tx.send(Exit {
+                        code: None,
+                        signal: None,
+                        reason: Some("the runtime process exited".into()),
+                    });
+                }
+            }
         });
         Ok(Init {
-            control: control_tx,
             alive,
             _child: child,
         })
@@ -427,85 +454,77 @@ struct ProcessWarm {
     shared: Arc<Shared>,
 }
 
+/// What a [`Killer`] needs to stop the handler of one activation.
+#[derive(Default)]
+struct KillState {
+    killed: bool,
+    handler: Option<(i64, Option<i32>)>,
+}
+
+impl KillState {
+    /// Kills the handler, if the activation has one; `shared` is used to reach a Node.js initializer.
+    fn kill_handler(&self, shared: &Shared) {
+        match self.handler {
+            Some((_, Some(pid))) => sigkill(pid),
+            Some((hid, None)) => {
+                shared.send_control(line(&ToInit::Kill { hid }));
+            }
+            None => {}
+        }
+    }
+}
+
 impl Warm for ProcessWarm {
     fn spec(&self) -> &FunctionSpec {
         &self.shared.spec
     }
 
-    fn start(&self, activation: Activation, host: Host) -> Running {
-        let (done_tx, done_rx) = oneshot::channel();
-        let (conn_tx, conn_rx) = oneshot::channel();
-        let (exit_tx, exit_rx) = oneshot::channel();
+    fn start(&self, activation: Activation, host: Host, done: Done) -> Killer {
+        let state = Arc::new(Mutex::new(KillState::default()));
         let killed = Arc::new(Notify::new());
-        let control_slot: Arc<Mutex<Option<mpsc::UnboundedSender<String>>>> =
-            Arc::new(Mutex::new(None));
-        self.shared.routes.lock().expect("poisoned").insert(
-            activation.id.clone(),
-            Route {
-                conn: Some(conn_tx),
-                exited: Some(exit_tx),
-                pid: None,
-                killed: false,
-            },
-        );
         let killer = {
             let shared = Arc::downgrade(&self.shared);
-            let id = activation.id.clone();
+            let state = state.clone();
             let killed = killed.clone();
-            let control_slot = control_slot.clone();
             Killer::new(move || {
+                let mut s = lock(&state);
+                s.killed = true;
                 if let Some(shared) = shared.upgrade() {
-                    let mut routes = shared.routes.lock().expect("poisoned");
-                    if let Some(route) = routes.get_mut(&id) {
-                        route.killed = true;
-                        match route.pid {
-                            Some(pid) => sigkill(pid),
-                            None => {
-                                if let Some(control) =
-                                    control_slot.lock().expect("poisoned").as_ref()
-                                {
-                                    let _ = control.send(line(&ToInit::Kill { id: &id }));
-                                }
-                            }
-                        }
-                    }
+                    s.kill_handler(&shared);
                 }
+                drop(s);
                 killed.notify_one();
             })
         };
         let shared = self.shared.clone();
-        let kill_again = killer.clone();
         tokio::spawn(async move {
-            let report = run_activation(
-                &shared,
-                activation.clone(),
-                host,
-                conn_rx,
-                exit_rx,
-                killed,
-                control_slot,
-            )
-            .await;
-            let was_killed = {
-                let mut routes = shared.routes.lock().expect("poisoned");
-                routes.remove(&activation.id).map(|r| (r.killed, r.pid))
-            };
-            // A handler that outlived its activation (timeout, platform error) must not keep running.
-            if !matches!(
-                report.outcome,
-                Outcome::Success(_) | Outcome::ApplicationError(_)
-            ) {
-                if let Some((_, Some(pid))) = was_killed {
-                    sigkill(pid);
-                }
-            }
-            drop(kill_again);
-            let _ = done_tx.send(report);
+            let report = run_activation(&shared, activation, host, &state, &killed).await;
+            done(report);
         });
-        Running {
-            kill: killer,
-            done: done_rx,
+        killer
+    }
+}
+
+/// Takes an idle handler, or waits for one.
+async fn acquire(shared: &Arc<Shared>) -> Result<Handler, Error> {
+    shared.ensure_init().await?;
+    let waiter = {
+        let mut pool = lock(&shared.pool);
+        match pool.idle.pop() {
+            Some(h) => Ok(h),
+            None => {
+                let (tx, rx) = oneshot::channel();
+                pool.waiters.push_back(tx);
+                Err(rx)
+            }
         }
+    };
+    shared.request_spawns();
+    match waiter {
+        Ok(h) => Ok(h),
+        Err(rx) => rx
+            .await
+            .map_err(|_| Error::Io("the runtime process exited".into())),
     }
 }
 
@@ -513,10 +532,8 @@ async fn run_activation(
     shared: &Arc<Shared>,
     activation: Activation,
     host: Host,
-    conn_rx: oneshot::Receiver<Conn>,
-    mut exit_rx: oneshot::Receiver<Exit>,
-    killed: Arc<Notify>,
-    control_slot: Arc<Mutex<Option<mpsc::UnboundedSender<String>>>>,
+    state: &Mutex<KillState>,
+    killed: &Notify,
 ) -> Report {
     let spec = &shared.spec;
     let mut logs = LogSink::new(spec.limits.logs_bytes_max);
@@ -526,121 +543,117 @@ async fn run_activation(
         outcome,
         logs: logs.into_lines(),
     };
-    let control = match shared.ensure_init().await {
-        Ok(c) => c,
-        Err(e) => return finish(Outcome::DeveloperError(e.to_string()), logs),
-    };
-    *control_slot.lock().expect("poisoned") = Some(control.clone());
-    let kill_handler = |shared: &Arc<Shared>| {
-        let pid = shared
-            .routes
-            .lock()
-            .expect("poisoned")
-            .get(&activation.id)
-            .and_then(|r| r.pid);
-        match pid {
-            Some(pid) => sigkill(pid),
-            None => {
-                let _ = control.send(line(&ToInit::Kill { id: &activation.id }));
-            }
-        }
-    };
-    if shared
-        .routes
-        .lock()
-        .expect("poisoned")
-        .get(&activation.id)
-        .is_some_and(|r| r.killed)
-    {
+    if lock(state).killed {
         return finish(Outcome::Killed, logs);
     }
-    let run = line(&ToInit::Run {
+    let mut handler = tokio::select! {
+        h = acquire(shared) => match h {
+            Ok(h) => h,
+            Err(e) => return finish(Outcome::DeveloperError(e.to_string()), logs),
+        },
+        _ = killed.notified() => return finish(Outcome::Killed, logs),
+        _ = tokio::time::sleep_until(deadline) => return finish(Outcome::Timeout { timeout_ms }, logs),
+    };
+    let (exit_tx, mut exit_rx) = oneshot::channel();
+    lock(&shared.exits).insert(handler.hid, exit_tx);
+    {
+        let mut s = lock(state);
+        s.handler = Some((handler.hid, handler.pid));
+        if s.killed {
+            s.kill_handler(shared);
+            lock(&shared.exits).remove(&handler.hid);
+            return finish(Outcome::Killed, logs);
+        }
+    }
+    let run = line(&ToHandler::Run {
         id: &activation.id,
         args: &activation.input,
         env: &activation.env,
     });
-    if control.send(run).is_err() {
-        return finish(
-            Outcome::DeveloperError("the runtime process is gone".into()),
-            logs,
-        );
-    }
-    // Wait for the handler to connect.
-    let (mut lines, mut write) = tokio::select! {
-        s = conn_rx => match s {
-            Ok(s) => s,
-            Err(_) => return finish(Outcome::DeveloperError("the handler never connected".into()), logs),
-        },
-        exit = &mut exit_rx => return finish(exit_outcome(spec, exit.ok()), logs),
-        _ = killed.notified() => { kill_handler(shared); return finish(Outcome::Killed, logs) }
-        _ = tokio::time::sleep_until(deadline) => { kill_handler(shared); return finish(Outcome::Timeout { timeout_ms }, logs) }
-    };
-    let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<String>();
-    let writer = tokio::spawn(async move {
-        while let Some(msg) = reply_rx.recv().await {
-            if write.write_all(msg.as_bytes()).await.is_err() {
-                return;
+    let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<(u64, HostReply)>();
+    let mut clean = false;
+    let outcome = if handler.write.write_all(run.as_bytes()).await.is_err() {
+        Outcome::DeveloperError("the handler went away before the activation started".into())
+    } else {
+        loop {
+            tokio::select! {
+                next = handler.lines.next_line() => match next {
+                    Ok(Some(l)) => match serde_json::from_str::<FromHandler>(&l) {
+                        Ok(FromHandler::Log { stream, line }) => logs.push(&stream, &line),
+                        Ok(FromHandler::Call(call)) => {
+                            let rid = call.rid;
+                            match to_host_call(call) {
+                                Ok(call) => {
+                                    let tx = reply_tx.clone();
+                                    let reply = Box::new(move |r| { let _ = tx.send((rid, r)); });
+                                    host(HostRequest { call, reply });
+                                }
+                                Err(m) => { let _ = reply_tx.send((rid, HostReply::Refused(m))); }
+                            }
+                        }
+                        Ok(FromHandler::Result { value }) => { clean = true; break Outcome::from_returned(value) }
+                        Ok(FromHandler::Error { message }) => { clean = true; break Outcome::DeveloperError(message) }
+                        Err(e) => break Outcome::DeveloperError(format!("protocol error from the handler: {e}")),
+                    },
+                    // The handler closed its connection without a result: ask the initializer why.
+                    Ok(None) | Err(_) => {
+                        let exit = tokio::select! {
+                            e = &mut exit_rx => e.ok(),
+                            _ = tokio::time::sleep(EXIT_WAIT) => None,
+                        };
+                        break if lock(state).killed { Outcome::Killed } else { exit_outcome(spec, exit) };
+                    }
+                },
+                Some((rid, reply)) = reply_rx.recv() => {
+                    let msg = line(&to_reply(rid, reply));
+                    if handler.write.write_all(msg.as_bytes()).await.is_err() {
+                        continue; // the read side will see the handler go
+                    }
+                }
+                _ = killed.notified() => break Outcome::Killed,
+                exit = &mut exit_rx => break exit_outcome(spec, exit.ok()),
+                _ = tokio::time::sleep_until(deadline) => break Outcome::Timeout { timeout_ms },
             }
         }
-    });
-    let outcome = loop {
-        tokio::select! {
-            next = lines.next_line() => match next {
-                Ok(Some(l)) => match serde_json::from_str::<FromHandler>(&l) {
-                    Ok(FromHandler::Log { stream, line }) => logs.push(&stream, &line),
-                    Ok(FromHandler::Call(call)) => {
-                        let rid = call.rid;
-                        match to_host_call(call) {
-                            Ok(call) => {
-                                let (tx, rx) = oneshot::channel();
-                                if host.send(HostRequest { call, reply: tx }).is_err() {
-                                    let _ = reply_tx.send(line(&refused(rid, "the platform is gone".into())));
-                                    continue;
-                                }
-                                let reply_tx = reply_tx.clone();
-                                tokio::spawn(async move {
-                                    let reply = match rx.await {
-                                        Ok(HostReply::Ok(v)) => Reply { op: "reply", rid, ok: true, value: Some(v), error: None, kind: None },
-                                        Ok(HostReply::Refused(m)) => refused(rid, m),
-                                        Ok(HostReply::FunctionFailed(e)) => Reply { op: "reply", rid, ok: false, value: None, error: Some(e), kind: Some("function") },
-                                        Err(_) => refused(rid, "the platform dropped the call".into()),
-                                    };
-                                    let _ = reply_tx.send(line(&reply));
-                                });
-                            }
-                            Err(m) => { let _ = reply_tx.send(line(&refused(rid, m))); }
-                        }
-                    }
-                    Ok(FromHandler::Result { value }) => break Outcome::from_returned(value),
-                    Ok(FromHandler::Error { message }) => break Outcome::DeveloperError(message),
-                    Err(e) => break Outcome::DeveloperError(format!("protocol error from the handler: {e}")),
-                },
-                // The handler closed its connection without a result: ask the initializer why.
-                Ok(None) | Err(_) => {
-                    let exit = tokio::select! {
-                        e = &mut exit_rx => e.ok(),
-                        _ = tokio::time::sleep(EXIT_WAIT) => None,
-                    };
-                    let was_killed = shared.routes.lock().expect("poisoned").get(&activation.id).is_some_and(|r| r.killed);
-                    break if was_killed { Outcome::Killed } else { exit_outcome(spec, exit) };
-                }
-            },
-            _ = killed.notified() => { kill_handler(shared); break Outcome::Killed }
-            _ = tokio::time::sleep_until(deadline) => { kill_handler(shared); break Outcome::Timeout { timeout_ms } }
-        }
     };
-    writer.abort();
+    lock(&shared.exits).remove(&handler.hid);
+    let s = lock(state);
+    if clean && !s.killed {
+        drop(s);
+        shared.handler_ready(handler);
+    } else {
+        // Never reuse a handler that was killed, timed out, crashed or broke the protocol.
+        s.kill_handler(shared);
+    }
     finish(outcome, logs)
 }
 
-fn refused(rid: u64, message: String) -> Reply {
-    Reply {
-        op: "reply",
-        rid,
-        ok: false,
-        value: None,
-        error: Some(Value::String(message)),
-        kind: None,
+fn to_reply(rid: u64, reply: HostReply) -> Reply {
+    match reply {
+        HostReply::Ok(v) => Reply {
+            op: "reply",
+            rid,
+            ok: true,
+            value: Some(v),
+            error: None,
+            kind: None,
+        },
+        HostReply::Refused(m) => Reply {
+            op: "reply",
+            rid,
+            ok: false,
+            value: None,
+            error: Some(Value::String(m)),
+            kind: None,
+        },
+        HostReply::FunctionFailed(e) => Reply {
+            op: "reply",
+            rid,
+            ok: false,
+            value: None,
+            error: Some(e),
+            kind: Some("function"),
+        },
     }
 }
 

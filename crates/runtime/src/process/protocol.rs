@@ -1,5 +1,6 @@
 //! The line-delimited JSON protocol between the platform and the runner processes (`assets/python/runner.py`,
-//! `assets/node/runner.js`). One JSON object per line; `op` says what it is.
+//! `assets/node/runner.js`). One JSON object per line; `op` says what it is. Handlers are identified by a
+//! handler id (`hid`): the pid of a Python handler, the thread id of a Node.js worker.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -12,14 +13,9 @@ pub enum FromInit {
     InitError {
         error: String,
     },
-    /// Python: a handler process was forked for activation `id`.
-    Forked {
-        id: String,
-        pid: i32,
-    },
-    /// A handler (process or worker) ended; `reason` is set by Node.js (e.g. `ERR_WORKER_OUT_OF_MEMORY`).
+    /// A handler ended; `reason` is set by Node.js (e.g. `ERR_WORKER_OUT_OF_MEMORY`).
     Exited {
-        id: String,
+        hid: i64,
         code: Option<i32>,
         signal: Option<i32>,
         reason: Option<String>,
@@ -29,15 +25,11 @@ pub enum FromInit {
 /// Sent by the platform on the control connection.
 #[derive(Debug, Serialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
-pub enum ToInit<'a> {
-    Run {
-        id: &'a str,
-        args: &'a Value,
-        env: &'a std::collections::BTreeMap<String, String>,
-    },
-    Kill {
-        id: &'a str,
-    },
+pub enum ToInit {
+    /// Create one more handler.
+    Spawn {},
+    /// Stop this handler now (Node.js workers; Python handlers are killed by pid).
+    Kill { hid: i64 },
 }
 
 /// The first line of every connection.
@@ -45,10 +37,22 @@ pub enum ToInit<'a> {
 pub struct Hello {
     pub op: String,
     pub role: String,
-    pub id: Option<String>,
+    pub hid: Option<i64>,
+    pub pid: Option<i32>,
 }
 
-/// Sent by a handler on its activation's connection.
+/// Sent by the platform to a handler.
+#[derive(Debug, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ToHandler<'a> {
+    Run {
+        id: &'a str,
+        args: &'a Value,
+        env: &'a std::collections::BTreeMap<String, String>,
+    },
+}
+
+/// Sent by a handler on its connection.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum FromHandler {

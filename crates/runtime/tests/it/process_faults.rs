@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use model::{Kind, Limits};
-use runtime::conformance::{MockHost, activation, run};
+use runtime::conformance::{MockHost, activation, run, start};
 use runtime::{Outcome, Runtime, Warm};
 use serde_json::json;
 
@@ -95,7 +95,7 @@ async fn busy_loops_are_killed_at_once() {
         (Kind::Node, "function main() { while (true) {} }"),
     ] {
         let warm = load(kind, code, Limits::default()).await;
-        let running = warm.start(activation(json!({})), MockHost::default().channel());
+        let running = start(&*warm, activation(json!({})), &MockHost::default());
         tokio::time::sleep(Duration::from_millis(200)).await;
         running.kill();
         let report = tokio::time::timeout(Duration::from_secs(5), running.done)
@@ -206,11 +206,7 @@ async fn activation_environment_is_visible_to_the_function() {
         let mut act = activation(json!({}));
         act.env.insert("__OW_ACTIVATION_ID".into(), act.id.clone());
         let id = act.id.clone();
-        let report = warm
-            .start(act, MockHost::default().channel())
-            .done
-            .await
-            .unwrap();
+        let report = start(&*warm, act, &MockHost::default()).done.await.unwrap();
         assert_eq!(
             report.outcome,
             Outcome::Success(json!({"id": id})),

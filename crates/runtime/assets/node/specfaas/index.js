@@ -20,10 +20,15 @@ class InvokeError extends SpecfaasError {
 
 let conn = null;
 
-function _attach(socket, lineReader) {
+// Called once per handler by the runner: replies go to waiting calls, `run` messages to `onRun`.
+function _attach(socket, lineReader, onRun) {
   let nextRid = 0;
   const waiting = new Map();
   lineReader(socket, (msg) => {
+    if (msg.op === 'run') {
+      onRun(msg);
+      return;
+    }
     if (msg.op !== 'reply') return;
     const w = waiting.get(msg.rid);
     if (!w) return;
@@ -43,12 +48,8 @@ function _attach(socket, lineReader) {
   };
 }
 
-function _detach() {
-  conn = null;
-}
-
 function call(name, fields) {
-  if (!conn) return Promise.reject(new SpecfaasError('specfaas SDK calls are only allowed while handling an activation'));
+  if (!conn) return Promise.reject(new SpecfaasError('specfaas SDK calls are only allowed in a handler'));
   return conn.call(name, fields);
 }
 
@@ -62,5 +63,4 @@ module.exports = {
   Error: SpecfaasError,
   InvokeError,
   _attach,
-  _detach,
 };

@@ -1,0 +1,46 @@
+//! Benchmarks of specfaas. They measure what a user waits for, run the sides they compare in one run, and report
+//! the setup with the numbers.
+//!
+//! - [`handoff`]: transfer of control between functions on a chain of no-op functions, per runtime.
+
+pub mod handoff;
+
+/// Describes the machine and build a benchmark ran on, for the record.
+pub fn setup() -> serde_json::Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    serde_json::json!({ "cpu": cpu, "cores": cores, "commit": commit, "profile": profile, "os": std::env::consts::OS })
+}
+
+/// The `p`-quantile (0..=1) of `samples`, which it sorts.
+pub fn quantile(samples: &mut [f64], p: f64) -> f64 {
+    if samples.is_empty() {
+        return f64::NAN;
+    }
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let i = ((samples.len() - 1) as f64 * p).round() as usize;
+    samples[i]
+}
+
+pub fn mean(samples: &[f64]) -> f64 {
+    samples.iter().sum::<f64>() / samples.len().max(1) as f64
+}

@@ -1,0 +1,202 @@
+//! `specfaas`: the one binary. Subcommands:
+//! - `run DIR APP --input JSON`: deploy a project in-process on the embedded store and run one invocation;
+//! - `activation list|get`: query the activation records in a data directory;
+//! - `bench handoff`: the hand-off benchmark (see the `bench` crate).
+//!
+//! Exit codes: 0 the invocation succeeded; 1 the command failed before invoking (bad project, bad input);
+//! 3 the invocation completed with an error status.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+use storage::{ActivationQuery, RedbStore, Store};
+
+#[derive(Parser)]
+#[command(
+    name = "specfaas",
+    version,
+    about = "A serverless platform that runs multi-function applications speculatively"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Deploy the project in DIR and run one invocation of APP (an application or a function) on the embedded store.
+    Run {
+        /// Project directory containing specfaas.toml.
+        dir: PathBuf,
+        /// Application (or function) to invoke.
+        app: String,
+        /// Input, a JSON object.
+        #[arg(long, default_value = "{}")]
+        input: String,
+        /// Where the embedded store lives [default: DIR/.specfaas].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Print only the result, not the activation records.
+        #[arg(long)]
+        result: bool,
+    },
+    /// Query stored activation records.
+    Activation {
+        #[command(subcommand)]
+        command: ActivationCommand,
+    },
+    /// Benchmarks; results go to stdout as Markdown and, with --json, to a file.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ActivationCommand {
+    /// List records, newest first.
+    List {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Only records of this function or application.
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, default_value_t = 30)]
+        limit: usize,
+        #[arg(long, default_value_t = 0)]
+        skip: usize,
+    },
+    /// Print one record.
+    Get {
+        id: String,
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Hand-off cost between functions on a chain of no-op functions, native and Python (and Node.js).
+    Handoff {
+        /// Functions in the chain.
+        #[arg(long, default_value_t = 10)]
+        chain: usize,
+        /// Measured invocations per runtime (after warm-up).
+        #[arg(long, default_value_t = 200)]
+        iterations: usize,
+        /// Also write the results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+fn open_store(data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    Ok(Arc::new(RedbStore::open(data_dir.join("store.redb"))?))
+}
+
+fn print(value: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("JSON prints")
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    match dispatch(cli.command).await {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<i32> {
+    match command {
+        Command::Run {
+            dir,
+            app,
+            input,
+            data_dir,
+            result,
+        } => {
+            let input: Value = serde_json::from_str(&input)
+                .with_context(|| format!("--input is not valid JSON: {input}"))?;
+            let data_dir = data_dir.unwrap_or_else(|| dir.join(".specfaas"));
+            let store = open_store(&data_dir)?;
+            let work = tempfile::Builder::new()
+                .prefix("specfaas")
+                .tempdir_in("/tmp")?;
+            let platform =
+                platform::Platform::new(store, work.path(), platform::Config::default())?;
+            let ns = platform::DEFAULT_NAMESPACE;
+            platform.deploy_project(ns, &dir).await?;
+            let inv = platform.invoke(ns, &app, input).await?;
+            platform.flush_records().await;
+            if result {
+                print(&inv.result);
+            } else {
+                let runs: Vec<Value> = inv.runs.iter().map(|r| r.to_json()).collect();
+                print(
+                    &json!({"result": inv.result, "activation": inv.record.to_json(), "runs": runs}),
+                );
+            }
+            Ok(if inv.status == platform::Status::Success {
+                0
+            } else {
+                3
+            })
+        }
+        Command::Activation { command } => match command {
+            ActivationCommand::List {
+                data_dir,
+                name,
+                limit,
+                skip,
+            } => {
+                let store = open_store(&data_dir)?;
+                let query = ActivationQuery {
+                    name,
+                    limit,
+                    skip,
+                    ..Default::default()
+                };
+                let list = store.list_activations(platform::DEFAULT_NAMESPACE, &query)?;
+                print(&Value::Array(list.into_iter().map(|e| e.record).collect()));
+                Ok(0)
+            }
+            ActivationCommand::Get { id, data_dir } => {
+                let store = open_store(&data_dir)?;
+                match store.get_activation(platform::DEFAULT_NAMESPACE, &id)? {
+                    Some(e) => {
+                        print(&e.record);
+                        Ok(0)
+                    }
+                    None => bail!("activation {id} not found in {}", data_dir.display()),
+                }
+            }
+        },
+        Command::Bench { command } => match command {
+            BenchCommand::Handoff {
+                chain,
+                iterations,
+                json,
+            } => {
+                let report = bench::handoff::run(chain, iterations).await?;
+                println!("{}", report.markdown());
+                if let Some(path) = json {
+                    std::fs::write(&path, serde_json::to_string_pretty(&report.to_json())?)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                }
+                Ok(0)
+            }
+        },
+    }
+}

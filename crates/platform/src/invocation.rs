@@ -1,0 +1,471 @@
+//! Drives one invocation: feeds the engine events, executes its actions, and builds the activation records.
+//!
+//! Everything that happens to the invocation — a call from running code, a run finishing — arrives on one
+//! channel and becomes an [`Event`]. Actions are executed in the order the engine returned them; store reads and
+//! commits are answered before the next event is taken, so the engine always sees a consistent store.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use engine::{Action, Call, Completion, Event, Outcome, Reply, RequestId, RunId, Status};
+use model::Application;
+use runtime::{Activation, Done, Host, HostCall, HostReply, HostRequest, Killer, ReplyTo, Report};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::record::{ActivationRecord, Response, epoch_ms, new_activation_id};
+use crate::{Deployments, Inner, RecorderMsg};
+
+/// When one function run started and ended, with monotonic precision (activation records keep milliseconds).
+#[derive(Debug, Clone)]
+pub struct RunTiming {
+    pub function: String,
+    pub launched: Instant,
+    pub finished: Instant,
+}
+
+/// The outcome of one invocation.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub status: Status,
+    pub result: Value,
+    /// The top record: the application's, or the function's when a function was invoked directly.
+    pub record: ActivationRecord,
+    /// Records of the function runs, in launch order (for a direct function invocation, the callees).
+    pub runs: Vec<ActivationRecord>,
+    pub timings: Vec<RunTiming>,
+}
+
+enum Incoming {
+    Call { run: RunId, request: HostRequest },
+    Finished { run: RunId, report: Report },
+}
+
+struct Slot {
+    function: String,
+    record: ActivationRecord,
+    launched: Instant,
+    started: SystemTime,
+    killer: Option<Killer>,
+    report: Option<(Report, Instant, SystemTime)>,
+}
+
+fn to_call(call: HostCall) -> Call {
+    match call {
+        HostCall::KvGet { key } => Call::Get { key },
+        HostCall::KvPut { key, value } => Call::Put { key, value },
+        HostCall::KvDelete { key } => Call::Delete { key },
+        HostCall::Invoke { function, args } => Call::Invoke { function, args },
+    }
+}
+
+fn to_outcome(report: &Report, payload_bytes_max: u64) -> Outcome {
+    use runtime::Outcome as R;
+    match &report.outcome {
+        R::Success(v) => {
+            let size = serde_json::to_vec(v).map_or(0, |b| b.len()) as u64;
+            if size > payload_bytes_max {
+                let error = format!(
+                    "The action produced a response that exceeded the allowed length: {size} > {payload_bytes_max} bytes."
+                );
+                return Outcome::Failure {
+                    status: Status::DeveloperError,
+                    error: json!(error),
+                };
+            }
+            Outcome::Success(v.clone())
+        }
+        R::ApplicationError(e) => Outcome::Failure {
+            status: Status::ApplicationError,
+            error: e.clone(),
+        },
+        R::DeveloperError(m) => Outcome::Failure {
+            status: Status::DeveloperError,
+            error: json!(m),
+        },
+        R::Timeout { timeout_ms } => Outcome::Failure {
+            status: Status::DeveloperError,
+            error: json!(format!(
+                "The action exceeded its time limits of {timeout_ms} milliseconds."
+            )),
+        },
+        R::Killed => Outcome::Failure {
+            status: Status::InternalError,
+            error: json!("The activation was killed."),
+        },
+    }
+}
+
+pub(crate) async fn run(
+    inner: Arc<Inner>,
+    namespace: String,
+    deployments: Arc<Deployments>,
+    app: Arc<Application>,
+    input: Value,
+) -> Invocation {
+    let started = SystemTime::now();
+    let app_id = new_activation_id();
+    let direct =
+        matches!(app.form, model::app::Form::Function) && !deployments.apps.contains_key(&app.name);
+    let mut engine = engine::engine(
+        app.clone(),
+        deployments.catalog.clone(),
+        inner.config.engine,
+    );
+    let (tx, mut rx) = mpsc::unbounded_channel::<Incoming>();
+    let mut slots: Vec<Slot> = Vec::new();
+    let mut replies: HashMap<RequestId, ReplyTo> = HashMap::new();
+    let mut next_request: RequestId = 0;
+    let mut events = VecDeque::from([Event::Start { input }]);
+    let mut completion: Option<Completion> = None;
+
+    loop {
+        while let Some(event) = events.pop_front() {
+            for action in engine.step(event) {
+                match action {
+                    Action::Launch {
+                        run,
+                        function,
+                        input,
+                        caller,
+                    } => {
+                        debug_assert_eq!(run as usize, slots.len());
+                        let id = if direct && caller.is_none() && run == 0 {
+                            app_id.clone()
+                        } else {
+                            new_activation_id()
+                        };
+                        let parent = caller.map(|c| slots[c as usize].record.activation_id.clone());
+                        let slot = launch(
+                            &namespace,
+                            &deployments,
+                            &tx,
+                            run,
+                            &function,
+                            input,
+                            id,
+                            parent,
+                            &app_id,
+                            direct,
+                        );
+                        if let Err(outcome) = &slot.1 {
+                            events.push_back(Event::Finished {
+                                run,
+                                outcome: outcome.clone(),
+                            });
+                        }
+                        slots.push(slot.0);
+                    }
+                    Action::Reply { request, reply, .. } => {
+                        if let Some(reply_to) = replies.remove(&request) {
+                            reply_to(match reply {
+                                Reply::Ok(v) => HostReply::Ok(v),
+                                Reply::Refused(m) => HostReply::Refused(m),
+                                Reply::FunctionFailed(e) => HostReply::FunctionFailed(e),
+                            });
+                        }
+                    }
+                    Action::ReadStore { run, request, key } => {
+                        let event = match inner.store.get(&namespace, &key) {
+                            Ok(v) => Event::StoreRead {
+                                run,
+                                request,
+                                value: v.value,
+                                version: v.version,
+                            },
+                            // A broken store is the platform's failure, not the function's: the read is refused.
+                            Err(e) => {
+                                if let Some(reply_to) = replies.remove(&request) {
+                                    reply_to(HostReply::Refused(format!(
+                                        "storage is unavailable: {e}"
+                                    )));
+                                }
+                                continue;
+                            }
+                        };
+                        events.push_back(event);
+                    }
+                    Action::Commit { run, writes } => {
+                        let batch = storage::Batch {
+                            namespace: namespace.clone(),
+                            writes: writes
+                                .into_iter()
+                                .map(|(key, v)| storage::Write {
+                                    key,
+                                    op: v.map_or(storage::Op::Delete, storage::Op::Put),
+                                })
+                                .collect(),
+                            expect: Vec::new(),
+                        };
+                        let store = inner.store.clone();
+                        let applied =
+                            tokio::task::spawn_blocking(move || store.apply(&batch)).await;
+                        events.push_back(match applied {
+                            Ok(Ok(_)) => Event::Committed { run },
+                            Ok(Err(e)) => Event::CommitFailed {
+                                run,
+                                error: e.to_string(),
+                            },
+                            Err(e) => Event::CommitFailed {
+                                run,
+                                error: e.to_string(),
+                            },
+                        });
+                    }
+                    Action::Kill { run } => {
+                        if let Some(k) = slots.get(run as usize).and_then(|s| s.killer.as_ref()) {
+                            k.kill();
+                        }
+                    }
+                    Action::Complete(c) => completion = Some(c),
+                }
+            }
+        }
+        let outstanding = slots
+            .iter()
+            .any(|s| s.report.is_none() && s.killer.is_some());
+        if completion.is_some() && !outstanding {
+            break;
+        }
+        let Some(msg) = rx.recv().await else { break };
+        match msg {
+            Incoming::Call { run, request } => {
+                next_request += 1;
+                replies.insert(next_request, request.reply);
+                events.push_back(Event::Call {
+                    run,
+                    request: next_request,
+                    call: to_call(request.call),
+                });
+            }
+            Incoming::Finished { run, report } => {
+                let slot = &mut slots[run as usize];
+                let payload_max = inner.config.payload_bytes_max as u64;
+                events.push_back(Event::Finished {
+                    run,
+                    outcome: to_outcome(&report, payload_max),
+                });
+                slot.report = Some((report, Instant::now(), SystemTime::now()));
+            }
+        }
+    }
+
+    let completion = completion.unwrap_or_else(|| Completion {
+        status: Status::InternalError,
+        result: json!({"error": "the invocation stopped without completing"}),
+        path: Vec::new(),
+    });
+    finish(
+        &inner, namespace, app, app_id, direct, started, slots, completion,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn launch(
+    namespace: &str,
+    deployments: &Deployments,
+    tx: &mpsc::UnboundedSender<Incoming>,
+    run: RunId,
+    function: &str,
+    input: Value,
+    id: String,
+    parent: Option<String>,
+    app_id: &str,
+    direct: bool,
+) -> (Slot, Result<(), Outcome>) {
+    let started = SystemTime::now();
+    let launched = Instant::now();
+    let mut record = ActivationRecord {
+        activation_id: id.clone(),
+        namespace: namespace.to_string(),
+        name: function.to_string(),
+        version: String::new(),
+        subject: namespace.to_string(),
+        start: epoch_ms(started),
+        end: 0,
+        duration: 0,
+        response: Response::new(Status::Success, Value::Null),
+        logs: Vec::new(),
+        annotations: Vec::new(),
+        publish: false,
+    };
+    let mut slot = Slot {
+        function: function.to_string(),
+        record: record.clone(),
+        launched,
+        started,
+        killer: None,
+        report: None,
+    };
+    let Some(deployed) = deployments.functions.get(function) else {
+        let error = json!(format!(
+            "function \"{function}\" does not exist in namespace \"{namespace}\""
+        ));
+        return (
+            slot,
+            Err(Outcome::Failure {
+                status: Status::InternalError,
+                error,
+            }),
+        );
+    };
+    let spec = &deployed.spec;
+    record.version = spec.version.clone();
+    record.annotate("kind", json!(spec.kind.as_openwhisk()));
+    record.annotate("path", json!(format!("{namespace}/{function}")));
+    record.annotate(
+        "limits",
+        json!({"timeout": spec.limits.timeout_ms, "memory": spec.limits.memory_mb,
+        "logs": spec.limits.logs_bytes_max / (1024 * 1024)}),
+    );
+    if let Some(parent) = &parent {
+        record.annotate("causedBy", json!(parent));
+    } else if !direct {
+        record.annotate("causedBy", json!(app_id));
+    }
+    slot.record = record;
+    // Bound parameters are defaults; invocation parameters override them (OpenWhisk semantics).
+    let input = match input {
+        Value::Object(map) if !spec.parameters.is_empty() => {
+            let mut merged = spec.parameters.clone();
+            merged.extend(map);
+            Value::Object(merged)
+        }
+        other => other,
+    };
+    let size = serde_json::to_vec(&input).map_or(0, |b| b.len()) as u64;
+    if size > spec.limits.payload_bytes_max {
+        let error = json!(format!(
+            "The input of {size} bytes exceeds the limit of {} bytes.",
+            spec.limits.payload_bytes_max
+        ));
+        return (
+            slot,
+            Err(Outcome::Failure {
+                status: Status::ApplicationError,
+                error,
+            }),
+        );
+    }
+    let env = BTreeMap::from([
+        ("__OW_ACTIVATION_ID".to_string(), id.clone()),
+        ("__OW_NAMESPACE".to_string(), namespace.to_string()),
+        (
+            "__OW_ACTION_NAME".to_string(),
+            format!("/{namespace}/{function}"),
+        ),
+        (
+            "__OW_DEADLINE".to_string(),
+            (epoch_ms(started) + spec.limits.timeout_ms).to_string(),
+        ),
+    ]);
+    let calls = tx.clone();
+    let host: Host = Arc::new(move |request| {
+        let _ = calls.send(Incoming::Call { run, request });
+    });
+    let finished = tx.clone();
+    let done: Done = Box::new(move |report| {
+        let _ = finished.send(Incoming::Finished { run, report });
+    });
+    slot.killer = Some(
+        deployed
+            .warm
+            .start(Activation { id, input, env }, host, done),
+    );
+    (slot, Ok(()))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    inner: &Arc<Inner>,
+    namespace: String,
+    app: Arc<Application>,
+    app_id: String,
+    direct: bool,
+    started: SystemTime,
+    slots: Vec<Slot>,
+    completion: Completion,
+) -> Invocation {
+    let payload_max = inner.config.payload_bytes_max as u64;
+    let mut timings = Vec::new();
+    let mut runs = Vec::with_capacity(slots.len());
+    for slot in slots {
+        let mut record = slot.record;
+        let (end, finished) = match &slot.report {
+            Some((_, at, wall)) => (epoch_ms(*wall), *at),
+            None => (epoch_ms(SystemTime::now()), Instant::now()),
+        };
+        record.end = end;
+        record.duration = end.saturating_sub(epoch_ms(slot.started));
+        match slot.report {
+            Some((report, _, _)) => {
+                let (status, result) = match to_outcome(&report, payload_max) {
+                    Outcome::Success(v) => (Status::Success, v),
+                    Outcome::Failure { status, error } => (status, json!({ "error": error })),
+                };
+                record.response = Response::new(status, result);
+                record.logs = report.logs;
+            }
+            None => {
+                record.response = Response::new(
+                    Status::InternalError,
+                    json!({"error": "the function did not start"}),
+                )
+            }
+        }
+        timings.push(RunTiming {
+            function: slot.function,
+            launched: slot.launched,
+            finished,
+        });
+        runs.push(record);
+    }
+    let end = SystemTime::now();
+    let (record, runs) = if direct && !runs.is_empty() {
+        let mut top = runs.remove(0);
+        top.response = Response::new(completion.status, completion.result.clone());
+        top.annotate("topmost", json!(true));
+        if !runs.is_empty() {
+            top.annotate("path", json!(completion.path));
+        }
+        (top, runs)
+    } else {
+        let mut top = ActivationRecord {
+            activation_id: app_id,
+            namespace: namespace.clone(),
+            name: app.name.clone(),
+            version: "0.0.1".into(),
+            subject: namespace.clone(),
+            start: epoch_ms(started),
+            end: epoch_ms(end),
+            duration: epoch_ms(end).saturating_sub(epoch_ms(started)),
+            response: Response::new(completion.status, completion.result.clone()),
+            logs: runs.iter().map(|r| r.activation_id.clone()).collect(),
+            annotations: Vec::new(),
+            publish: false,
+        };
+        top.annotate("topmost", json!(true));
+        top.annotate("kind", json!(app.form.as_str()));
+        top.annotate("path", json!(completion.path));
+        (top, runs)
+    };
+    let entries = std::iter::once(&record)
+        .chain(runs.iter())
+        .map(|r| storage::ActivationEntry {
+            namespace: namespace.clone(),
+            id: r.activation_id.clone(),
+            name: r.name.clone(),
+            start_ms: r.start,
+            record: r.to_json(),
+        })
+        .collect();
+    let _ = inner.recorder.send(RecorderMsg::Records(entries));
+    Invocation {
+        status: completion.status,
+        result: completion.result,
+        record,
+        runs,
+        timings,
+    }
+}

@@ -1,0 +1,338 @@
+//! The platform: the async shell around the engine.
+//!
+//! - [`Platform`]: a cheap, cloneable handle. It deploys functions (making them warm on their runtime) and
+//!   applications per namespace, and invokes them.
+//! - `invocation`: drives one [`engine::Engine`] — feeds it events from running functions and the store, executes
+//!   its actions (launch, reply, read, commit, kill) — and builds the activation records.
+//! - [`record`]: activation records in OpenWhisk's shape.
+//! - [`project`]: loads a project directory (`specfaas.toml`, code files, ASL files, seed data).
+//!
+//! **Architecture invariant:** no speculation or scheduling decision is made here; the engine decides, the
+//! platform executes. **API boundary:** callers see [`Platform`], [`Invocation`] and records, never channels.
+
+mod invocation;
+pub mod project;
+pub mod record;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use engine::{Catalog, FunctionInfo};
+use model::{Application, FunctionSpec, Kind};
+use runtime::native::NativeRuntime;
+use runtime::process::ProcessRuntime;
+use runtime::{Runtime, Warm};
+use serde_json::Value;
+use storage::Store;
+use tokio::sync::mpsc;
+
+pub use engine::Status;
+pub use invocation::{Invocation, RunTiming};
+pub use record::ActivationRecord;
+
+/// The namespace `specfaas run` and a fresh server use.
+pub const DEFAULT_NAMESPACE: &str = "guest";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Model(#[from] model::Error),
+    #[error(transparent)]
+    Runtime(#[from] runtime::Error),
+    #[error(transparent)]
+    Storage(#[from] storage::Error),
+    #[error("{what} \"{name}\" does not exist in namespace \"{namespace}\"")]
+    NotFound {
+        what: &'static str,
+        namespace: String,
+        name: String,
+    },
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+    #[error("the input is {size} bytes, over the limit of {limit} bytes")]
+    PayloadTooLarge { size: usize, limit: usize },
+    #[error("the input must be a JSON object, got {0}")]
+    InputNotObject(&'static str),
+}
+
+/// Platform-wide settings; each has a documented default.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Per-invocation limits enforced by the engine.
+    pub engine: engine::Config,
+    /// Largest accepted application input, as JSON bytes (OpenWhisk: 1 MiB).
+    pub payload_bytes_max: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            engine: engine::Config::default(),
+            payload_bytes_max: 1024 * 1024,
+        }
+    }
+}
+
+/// A deployed function: its spec and its warm instance.
+pub(crate) struct Deployed {
+    pub spec: Arc<FunctionSpec>,
+    pub warm: Arc<dyn Warm>,
+}
+
+/// One namespace's deployments. Replaced whole on every change, so an invocation keeps a consistent snapshot.
+#[derive(Default)]
+pub(crate) struct Deployments {
+    pub functions: HashMap<String, Arc<Deployed>>,
+    pub apps: HashMap<String, Arc<Application>>,
+    pub catalog: Arc<Catalog>,
+}
+
+pub(crate) struct Inner {
+    pub store: Arc<dyn Store>,
+    pub native: Arc<NativeRuntime>,
+    pub process: Arc<ProcessRuntime>,
+    pub config: Config,
+    pub namespaces: RwLock<HashMap<String, Arc<Deployments>>>,
+    /// Activation records are persisted off the invocation's path, in order, by one writer task.
+    pub recorder: mpsc::UnboundedSender<RecorderMsg>,
+}
+
+pub(crate) enum RecorderMsg {
+    Records(Vec<storage::ActivationEntry>),
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Handle to a running platform. Cloning is cheap; all clones share one platform.
+#[derive(Clone)]
+pub struct Platform {
+    inner: Arc<Inner>,
+}
+
+impl Platform {
+    /// Starts a platform on `store`. `work_dir` holds the process runtime's files and sockets; keep its path short
+    /// (Unix socket paths are limited to about 100 bytes). Must be called inside a tokio runtime.
+    pub fn new(store: Arc<dyn Store>, work_dir: &Path, config: Config) -> Result<Platform, Error> {
+        let process = Arc::new(ProcessRuntime::new(work_dir)?);
+        let (recorder, mut rx) = mpsc::unbounded_channel::<RecorderMsg>();
+        let writer_store = store.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = rx.recv().await {
+                match msg {
+                    RecorderMsg::Records(entries) => {
+                        let store = writer_store.clone();
+                        let _ =
+                            tokio::task::spawn_blocking(move || store.put_activations(&entries))
+                                .await;
+                    }
+                    RecorderMsg::Flush(done) => {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        });
+        let inner = Inner {
+            store,
+            native: Arc::new(NativeRuntime::new()),
+            process,
+            config,
+            namespaces: RwLock::new(HashMap::new()),
+            recorder,
+        };
+        Ok(Platform {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The registry of native functions: register a closure here, then deploy a `native` function of that name.
+    pub fn native(&self) -> &NativeRuntime {
+        &self.inner.native
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    fn deployments(&self, namespace: &str) -> Arc<Deployments> {
+        self.inner
+            .namespaces
+            .read()
+            .expect("poisoned")
+            .get(namespace)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn update(
+        &self,
+        namespace: &str,
+        change: impl FnOnce(&mut HashMap<String, Arc<Deployed>>, &mut HashMap<String, Arc<Application>>),
+    ) {
+        let mut all = self.inner.namespaces.write().expect("poisoned");
+        let old = all.get(namespace).cloned().unwrap_or_default();
+        let mut functions = old.functions.clone();
+        let mut apps = old.apps.clone();
+        change(&mut functions, &mut apps);
+        let catalog = Catalog {
+            functions: functions
+                .iter()
+                .map(|(n, d)| {
+                    (
+                        n.clone(),
+                        FunctionInfo {
+                            version: d.spec.version.clone(),
+                            annotations: d.spec.annotations.clone(),
+                        },
+                    )
+                })
+                .collect(),
+        };
+        all.insert(
+            namespace.to_string(),
+            Arc::new(Deployments {
+                functions,
+                apps,
+                catalog: Arc::new(catalog),
+            }),
+        );
+    }
+
+    /// Deploys (or replaces) a function and makes it warm. Code that fails to load is rejected here.
+    pub async fn deploy_function(&self, namespace: &str, spec: FunctionSpec) -> Result<(), Error> {
+        let spec = Arc::new(spec);
+        let runtime: &dyn Runtime = match spec.kind {
+            Kind::Native => &*self.inner.native,
+            Kind::Python | Kind::Node => &*self.inner.process,
+        };
+        let warm = runtime.load(spec.clone()).await?;
+        let name = spec.name.clone();
+        self.update(namespace, |functions, _| {
+            functions.insert(name, Arc::new(Deployed { spec, warm }));
+        });
+        Ok(())
+    }
+
+    /// Whether `function` is deployed in `namespace`.
+    pub fn has_function(&self, namespace: &str, function: &str) -> bool {
+        self.deployments(namespace).functions.contains_key(function)
+    }
+
+    /// Deploys (or replaces) an application. Its functions must already be deployed (checked when it was built).
+    pub fn deploy_app(&self, namespace: &str, app: Application) {
+        let name = app.name.clone();
+        self.update(namespace, |_, apps| {
+            apps.insert(name, Arc::new(app));
+        });
+    }
+
+    /// Deploys a whole project: functions, then applications, then seed data for keys that do not exist yet.
+    pub async fn deploy_project(
+        &self,
+        namespace: &str,
+        dir: &Path,
+    ) -> Result<project::Summary, Error> {
+        let manifest = project::Project::read(dir)?;
+        let mut summary = project::Summary::default();
+        for spec in manifest.functions {
+            summary.functions.push(spec.name.clone());
+            self.deploy_function(namespace, spec).await?;
+        }
+        let known: std::collections::HashSet<String> = self
+            .deployments(namespace)
+            .functions
+            .keys()
+            .cloned()
+            .collect();
+        for app in manifest.apps.build(&|f| known.contains(f))? {
+            summary.apps.push(app.name.clone());
+            self.deploy_app(namespace, app);
+        }
+        if let Some(seed) = manifest.seed {
+            for (key, value) in seed {
+                let batch = storage::Batch {
+                    namespace: namespace.to_string(),
+                    writes: vec![storage::Write {
+                        key: key.clone(),
+                        op: storage::Op::Put(value),
+                    }],
+                    expect: vec![(key, 0)],
+                };
+                match self.inner.store.apply(&batch) {
+                    Ok(_) => summary.seeded += 1,
+                    Err(storage::Error::Conflict { .. }) => {} // already there: seeds never overwrite
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(summary)
+    }
+
+    /// Invokes an application, or a function directly, and waits for it to complete.
+    pub async fn invoke(
+        &self,
+        namespace: &str,
+        name: &str,
+        input: Value,
+    ) -> Result<Invocation, Error> {
+        let deployments = self.deployments(namespace);
+        let app = match deployments.apps.get(name) {
+            Some(app) => app.clone(),
+            None if deployments.functions.contains_key(name) => {
+                Arc::new(Application::function(name, name, &|f| {
+                    deployments.functions.contains_key(f)
+                })?)
+            }
+            None => {
+                return Err(Error::NotFound {
+                    what: "application or function",
+                    namespace: namespace.into(),
+                    name: name.into(),
+                });
+            }
+        };
+        let size = serde_json::to_vec(&input).map(|v| v.len()).unwrap_or(0);
+        if size > self.inner.config.payload_bytes_max {
+            return Err(Error::PayloadTooLarge {
+                size,
+                limit: self.inner.config.payload_bytes_max,
+            });
+        }
+        if !input.is_object() {
+            return Err(Error::InputNotObject(model::path::type_name(&input)));
+        }
+        // The driver runs as a task on the runtime's workers, not on the caller's thread: a run it launches then
+        // lands on the same worker (tokio's LIFO slot), and each hand-off avoids two cross-thread wake-ups.
+        let driver = invocation::run(
+            self.inner.clone(),
+            namespace.to_string(),
+            deployments,
+            app,
+            input,
+        );
+        Ok(tokio::spawn(driver)
+            .await
+            .expect("the invocation driver does not panic"))
+    }
+
+    /// Waits until every activation record produced so far is persisted.
+    pub async fn flush_records(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.inner.recorder.send(RecorderMsg::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// A stored activation record.
+    pub fn activation(&self, namespace: &str, id: &str) -> Result<Option<Value>, Error> {
+        Ok(self
+            .inner
+            .store
+            .get_activation(namespace, id)?
+            .map(|e| e.record))
+    }
+}
