@@ -102,6 +102,8 @@ pub(crate) struct Inner {
 pub(crate) enum RecorderMsg {
     Records(Vec<storage::ActivationEntry>),
     Flush(tokio::sync::oneshot::Sender<()>),
+    /// Flush, then stop: the writer lets go of the store.
+    Stop(tokio::sync::oneshot::Sender<()>),
 }
 
 /// Handle to a running platform. Cloning is cheap; all clones share one platform.
@@ -128,6 +130,11 @@ impl Platform {
                     }
                     RecorderMsg::Flush(done) => {
                         let _ = done.send(());
+                    }
+                    RecorderMsg::Stop(done) => {
+                        drop(writer_store);
+                        let _ = done.send(());
+                        return;
                     }
                 }
             }
@@ -323,6 +330,15 @@ impl Platform {
     pub async fn flush_records(&self) {
         let (tx, rx) = tokio::sync::oneshot::channel();
         if self.inner.recorder.send(RecorderMsg::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Persists outstanding records and stops the record writer. Call it before dropping the last handle when
+    /// the store must be released at once (to reopen it, say); later records are not persisted.
+    pub async fn shutdown(self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.inner.recorder.send(RecorderMsg::Stop(tx)).is_ok() {
             let _ = rx.await;
         }
     }

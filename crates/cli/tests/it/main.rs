@@ -1,0 +1,259 @@
+//! End-to-end: the `specfaas` binary runs the examples, as the README tells a newcomer to.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::{Value, json};
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+fn specfaas(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_specfaas"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+/// Runs `specfaas run` and returns (exit code, parsed stdout).
+fn run(example: &str, app: &str, input: Value, data: &Path) -> (i32, Value) {
+    let dir = examples().join(example);
+    let out = specfaas(&[
+        "run",
+        dir.to_str().unwrap(),
+        app,
+        "--input",
+        &input.to_string(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let parsed = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap(), parsed)
+}
+
+fn annotation(record: &Value, key: &str) -> Value {
+    record["annotations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["key"] == key)
+        .map_or(Value::Null, |a| a["value"].clone())
+}
+
+#[test]
+fn smarthome_turns_on_the_air_when_it_is_hot() {
+    let data = tempfile::tempdir().unwrap();
+    let (code, out) = run(
+        "smarthome",
+        "smarthome",
+        json!({"user": "alice", "password": "wonderland", "room": "living"}),
+        data.path(),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out["result"],
+        json!({"air_on": true, "celsius": 27.4, "message": "living is 27.4 C: air conditioning turned on", "room": "living"})
+    );
+    let record = &out["activation"];
+    assert_eq!(record["response"]["status"], "success");
+    assert_eq!(
+        annotation(record, "path"),
+        json!([
+            "Login",
+            "LoggedIn?",
+            "ReadTemp",
+            "Normalize",
+            "CompareTemp",
+            "TooHot?",
+            "TurnAir",
+            "Done"
+        ])
+    );
+    let names: Vec<&str> = out["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "login",
+            "read_temp",
+            "normalize",
+            "compare_temp",
+            "turn_air",
+            "done"
+        ]
+    );
+    assert_eq!(
+        record["logs"].as_array().unwrap().len(),
+        6,
+        "the app record lists its functions' activations"
+    );
+    assert!(
+        out["runs"][4]["logs"][0]
+            .as_str()
+            .unwrap()
+            .contains("stdout: air conditioning on in living")
+    );
+}
+
+#[test]
+fn smarthome_takes_the_other_branches() {
+    let data = tempfile::tempdir().unwrap();
+    // A cool room: no air conditioning.
+    let (code, out) = run(
+        "smarthome",
+        "smarthome",
+        json!({"user": "alice", "password": "wonderland", "room": "cellar"}),
+        data.path(),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out["result"]["air_on"], false);
+    assert_eq!(
+        annotation(&out["activation"], "path")
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap(),
+        "Done"
+    );
+    // A wrong password: the Fail function, an application error, exit code 3.
+    let (code, out) = run(
+        "smarthome",
+        "smarthome",
+        json!({"user": "alice", "password": "nope", "room": "living"}),
+        data.path(),
+    );
+    assert_eq!(code, 3);
+    assert_eq!(
+        out["result"],
+        json!({"error": "login failed for user 'alice'"})
+    );
+    assert_eq!(out["activation"]["response"]["status"], "application error");
+    assert_eq!(
+        annotation(&out["activation"], "path"),
+        json!(["Login", "LoggedIn?", "Fail"])
+    );
+}
+
+#[test]
+fn travel_books_through_implicit_calls_and_remembers_seats() {
+    let data = tempfile::tempdir().unwrap();
+    let input = json!({"from": "paris", "to": "lyon", "rider": "ada", "age": 22});
+    let (code, out) = run("travel", "travel", input, data.path());
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out["result"],
+        json!({"rider": "ada", "train": "TGV-6601", "seat": "TGV-6601-2", "price_eur": 27.9})
+    );
+    assert_eq!(
+        annotation(&out["activation"], "path"),
+        json!(["book_trip", "find_trains", "reserve_seat", "quote"])
+    );
+    // The store is durable: two more riders fill TGV-6601, so the third goes on TGV-6605.
+    for rider in ["bo", "cy"] {
+        let (code, out) = run(
+            "travel",
+            "travel",
+            json!({"from": "paris", "to": "lyon", "rider": rider}),
+            data.path(),
+        );
+        assert_eq!(code, 0, "{out}");
+        if rider == "cy" {
+            assert_eq!(out["result"]["train"], "TGV-6605", "{out}");
+        }
+    }
+    // A full route: the callee's application error is handled by the caller, which fails the application.
+    let (code, out) = run(
+        "travel",
+        "travel",
+        json!({"from": "paris", "to": "lille", "rider": "ada"}),
+        data.path(),
+    );
+    assert_eq!(code, 3);
+    assert_eq!(
+        out["result"],
+        json!({"error": "no seats left from paris to lille"})
+    );
+}
+
+#[test]
+fn records_can_be_listed_and_fetched_afterwards() {
+    let data = tempfile::tempdir().unwrap();
+    let (_, out) = run(
+        "travel",
+        "travel",
+        json!({"from": "paris", "to": "lyon", "rider": "ada"}),
+        data.path(),
+    );
+    let id = out["activation"]["activationId"].as_str().unwrap();
+    let got = specfaas(&[
+        "activation",
+        "get",
+        id,
+        "--data-dir",
+        data.path().to_str().unwrap(),
+    ]);
+    assert!(got.status.success());
+    let record: Value = serde_json::from_slice(&got.stdout).unwrap();
+    assert_eq!(record["response"]["result"], out["result"]);
+    let listed = specfaas(&[
+        "activation",
+        "list",
+        "--data-dir",
+        data.path().to_str().unwrap(),
+        "--name",
+        "quote",
+    ]);
+    let list: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["response"]["result"], json!({"price_eur": 55.8}));
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_exit_code_1() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = examples().join("smarthome");
+    let dir = dir.to_str().unwrap();
+    let data = data.path().to_str().unwrap();
+    for (args, needle) in [
+        (
+            vec![
+                "run",
+                dir,
+                "smarthome",
+                "--input",
+                "{not json",
+                "--data-dir",
+                data,
+            ],
+            "--input is not valid JSON",
+        ),
+        (
+            vec!["run", dir, "nosuchapp", "--data-dir", data],
+            "\"nosuchapp\" does not exist",
+        ),
+        (
+            vec!["run", "/nonexistent", "x", "--data-dir", data],
+            "/nonexistent/specfaas.toml: cannot read",
+        ),
+        (
+            vec!["activation", "get", "deadbeef", "--data-dir", data],
+            "activation deadbeef not found",
+        ),
+    ] {
+        let out = specfaas(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}

@@ -1,0 +1,2 @@
+def main(args):
+    return {"error": "login failed for user %r" % args.get("user", "")}
