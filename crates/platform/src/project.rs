@@ -27,7 +27,14 @@ pub struct Project {
 
 /// Application definitions with their files read, waiting to be checked against the deployed functions.
 pub struct Apps {
-    entries: Vec<(String, AppEntry, Option<(String, String)>)>,
+    entries: Vec<AppSource>,
+}
+
+/// One application: its name, its manifest entry, and for a workflow the ASL file's path and text.
+struct AppSource {
+    name: String,
+    entry: AppEntry,
+    workflow: Option<(String, String)>,
 }
 
 fn read(path: &Path) -> Result<String, Error> {
@@ -76,7 +83,7 @@ impl Project {
                 }
                 None => None,
             };
-            entries.push((name.clone(), app.clone(), file));
+            entries.push(AppSource { name: name.clone(), entry: app.clone(), workflow: file });
         }
         let seed = match &manifest.project.seed {
             Some(path) => {
@@ -110,8 +117,8 @@ impl Apps {
     /// Builds and validates every application; `is_function` says which functions are deployed.
     pub fn build(self, is_function: &dyn Fn(&str) -> bool) -> Result<Vec<Application>, Error> {
         let mut out = Vec::new();
-        for (name, entry, file) in self.entries {
-            let app = if let Some((path, text)) = file {
+        for AppSource { name, entry, workflow } in self.entries {
+            let app = if let Some((path, text)) = workflow {
                 Application::workflow(&name, asl::parse(&path, &text, is_function)?)?
             } else if let Some(seq) = &entry.sequence {
                 Application::sequence(&name, seq, is_function)?
