@@ -83,7 +83,11 @@ impl Project {
                 }
                 None => None,
             };
-            entries.push(AppSource { name: name.clone(), entry: app.clone(), workflow: file });
+            entries.push(AppSource {
+                name: name.clone(),
+                entry: app.clone(),
+                workflow: file,
+            });
         }
         let seed = match &manifest.project.seed {
             Some(path) => {
@@ -117,7 +121,12 @@ impl Apps {
     /// Builds and validates every application; `is_function` says which functions are deployed.
     pub fn build(self, is_function: &dyn Fn(&str) -> bool) -> Result<Vec<Application>, Error> {
         let mut out = Vec::new();
-        for AppSource { name, entry, workflow } in self.entries {
+        for AppSource {
+            name,
+            entry,
+            workflow,
+        } in self.entries
+        {
             let app = if let Some((path, text)) = workflow {
                 Application::workflow(&name, asl::parse(&path, &text, is_function)?)?
             } else if let Some(seq) = &entry.sequence {
