@@ -2,8 +2,10 @@
 //! the setup with the numbers.
 //!
 //! - [`handoff`]: transfer of control between functions on a chain of no-op functions, per runtime.
+//! - [`kill`]: how long stopping a running activation takes, per runtime (the cost of a squash).
 
 pub mod handoff;
+pub mod kill;
 
 /// Describes the machine and build a benchmark ran on, for the record.
 pub fn setup() -> serde_json::Value {

@@ -42,6 +42,9 @@ enum Command {
         /// Print only the result, not the activation records.
         #[arg(long)]
         result: bool,
+        /// Platform limits, a TOML file (see README, "Limits"); defaults apply to anything it leaves out.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Query stored activation records.
     Activation {
@@ -91,6 +94,15 @@ enum BenchCommand {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Latency of killing a running activation (the cost of a squash), per runtime.
+    Kill {
+        /// Kills per runtime.
+        #[arg(long, default_value_t = 100)]
+        iterations: usize,
+        /// Also write the results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 fn open_store(data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
@@ -126,6 +138,7 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
             input,
             data_dir,
             result,
+            config,
         } => {
             let input: Value = serde_json::from_str(&input)
                 .with_context(|| format!("--input is not valid JSON: {input}"))?;
@@ -134,8 +147,16 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
             let work = tempfile::Builder::new()
                 .prefix("specfaas")
                 .tempdir_in("/tmp")?;
-            let platform =
-                platform::Platform::new(store, work.path(), platform::Config::default())?;
+            let config = match config {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    toml::from_str(&text)
+                        .with_context(|| format!("{} is not a valid config", path.display()))?
+                }
+                None => platform::Config::default(),
+            };
+            let platform = platform::Platform::new(store, work.path(), config)?;
             let ns = platform::DEFAULT_NAMESPACE;
             platform.deploy_project(ns, &dir).await?;
             let inv = platform.invoke(ns, &app, input).await?;
@@ -190,6 +211,15 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
                 json,
             } => {
                 let report = bench::handoff::run(chain, iterations).await?;
+                println!("{}", report.markdown());
+                if let Some(path) = json {
+                    std::fs::write(&path, serde_json::to_string_pretty(&report.to_json())?)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                }
+                Ok(0)
+            }
+            BenchCommand::Kill { iterations, json } => {
+                let report = bench::kill::run(iterations).await?;
                 println!("{}", report.markdown());
                 if let Some(path) = json {
                     std::fs::write(&path, serde_json::to_string_pretty(&report.to_json())?)

@@ -257,3 +257,42 @@ fn bad_input_gets_a_clear_error_and_exit_code_1() {
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn limits_come_from_a_config_file() {
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("limits.toml");
+    // Three state transitions are not enough for the smart-home workflow.
+    std::fs::write(&config, "[engine]\nsteps_max = 3\n").unwrap();
+    let dir = examples().join("smarthome");
+    let input = json!({"user": "alice", "password": "wonderland", "room": "living"}).to_string();
+    let args = [
+        "run",
+        dir.to_str().unwrap(),
+        "smarthome",
+        "--input",
+        &input,
+        "--data-dir",
+        data.path().to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ];
+    let out = specfaas(&args);
+    assert_eq!(out.status.code(), Some(3));
+    let out: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        out["result"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("limit of 3 state transitions (steps_max)"),
+        "{out}"
+    );
+    std::fs::write(&config, "[engine]\nsteps_maximum = 3\n").unwrap();
+    let out = specfaas(&args);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("limits.toml is not a valid config") && stderr.contains("steps_maximum"),
+        "{stderr}"
+    );
+}

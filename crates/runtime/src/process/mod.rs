@@ -618,6 +618,13 @@ async fn run_activation(
     };
     lock(&shared.exits).remove(&handler.hid);
     let s = lock(state);
+    // A kill races with what it causes (the connection closing, the exit notice): whichever the loop saw first,
+    // an activation that was killed before it finished cleanly reports Killed.
+    let outcome = if s.killed && !clean {
+        Outcome::Killed
+    } else {
+        outcome
+    };
     if clean && !s.killed {
         drop(s);
         shared.handler_ready(handler);

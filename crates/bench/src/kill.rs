@@ -1,0 +1,160 @@
+//! Kill latency: from `Killer::kill()` on a running activation to its report (`Killed`) reaching the platform,
+//! per runtime, in one run. A squash is exactly this, so it bounds how fast mispredicted work can be discarded
+//! (DESIGN.md §5: process ≤ 1 ms, as the paper's kill of a handler).
+//!
+//! Each activation sleeps in the function (Python `time.sleep`, a Node.js timer, a tokio sleep) and is killed 20 ms
+//! after it started. For Python the handler gets SIGKILL; for Node.js its worker is terminated; a native function's
+//! task is aborted. After each kill the warm function must still serve: the next activation is the check.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use model::{Annotations, Code, FunctionSpec, Kind, Limits};
+use runtime::native::NativeRuntime;
+use runtime::process::ProcessRuntime;
+use runtime::{Activation, Outcome, Runtime};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+pub struct Row {
+    pub runtime: &'static str,
+    pub kill_us_p50: f64,
+    pub kill_us_p99: f64,
+    pub kill_us_max: f64,
+}
+
+pub struct Report {
+    pub iterations: usize,
+    pub rows: Vec<Row>,
+    pub setup: Value,
+}
+
+pub async fn run(iterations: usize) -> anyhow::Result<Report> {
+    let work = tempfile::Builder::new().prefix("sfk").tempdir_in("/tmp")?;
+    let process = Arc::new(ProcessRuntime::new(work.path())?);
+    let native = Arc::new(NativeRuntime::new());
+    native.register("sleep", |_, _| async {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        Ok(json!({}))
+    });
+    let specs: [(&'static str, Arc<dyn Runtime>, FunctionSpec); 3] = [
+        (
+            "native",
+            native.clone(),
+            FunctionSpec::new(
+                "sleep",
+                Kind::Native,
+                Code::Native,
+                Limits::default(),
+                Annotations::default(),
+            )?,
+        ),
+        (
+            "python",
+            process.clone(),
+            source(
+                Kind::Python,
+                "import time\ndef main(a):\n    time.sleep(60)\n    return {}\n",
+            )?,
+        ),
+        (
+            "nodejs",
+            process.clone(),
+            source(
+                Kind::Node,
+                "function main() { return new Promise(() => {}); }",
+            )?,
+        ),
+    ];
+    let mut warm = Vec::new();
+    for (name, rt, spec) in &specs {
+        warm.push((*name, rt.load(Arc::new(spec.clone())).await?));
+    }
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); warm.len()];
+    for i in 0..iterations {
+        for (r, (name, w)) in warm.iter().enumerate() {
+            let (tx, rx) = oneshot::channel();
+            let activation = Activation {
+                id: format!("{i:032x}"),
+                input: json!({}),
+                env: Default::default(),
+            };
+            let host: runtime::Host = Arc::new(|_| {});
+            let killer = w.start(
+                activation,
+                host,
+                Box::new(move |report| {
+                    let _ = tx.send((report, Instant::now()));
+                }),
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let killed_at = Instant::now();
+            killer.kill();
+            let (report, reported_at) = tokio::time::timeout(Duration::from_secs(5), rx).await??;
+            anyhow::ensure!(
+                report.outcome == Outcome::Killed,
+                "{name}: expected Killed, got {:?}",
+                report.outcome
+            );
+            samples[r].push(reported_at.duration_since(killed_at).as_secs_f64() * 1e6);
+        }
+    }
+    let rows = warm
+        .iter()
+        .zip(samples)
+        .map(|((name, _), mut s)| Row {
+            runtime: name,
+            kill_us_p50: crate::quantile(&mut s, 0.5),
+            kill_us_p99: crate::quantile(&mut s, 0.99),
+            kill_us_max: crate::quantile(&mut s, 1.0),
+        })
+        .collect();
+    Ok(Report {
+        iterations,
+        rows,
+        setup: crate::setup(),
+    })
+}
+
+fn source(kind: Kind, text: &str) -> anyhow::Result<FunctionSpec> {
+    let code = Code::Source {
+        text: text.into(),
+        main: "main".into(),
+    };
+    Ok(FunctionSpec::new(
+        "sleep",
+        kind,
+        code,
+        Limits::default(),
+        Annotations::default(),
+    )?)
+}
+
+impl Report {
+    pub fn markdown(&self) -> String {
+        let mut s = format!(
+            "## Kill of a running activation, {} kills per runtime\n\n\
+             | runtime | kill → report p50 (µs) | p99 (µs) | max (µs) |\n|---|---|---|---|\n",
+            self.iterations
+        );
+        for r in &self.rows {
+            s.push_str(&format!(
+                "| {} | {:.1} | {:.1} | {:.1} |\n",
+                r.runtime, r.kill_us_p50, r.kill_us_p99, r.kill_us_max
+            ));
+        }
+        s.push_str(&format!("\nsetup: {}\n", self.setup));
+        s
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "benchmark": "kill",
+            "iterations": self.iterations,
+            "setup": self.setup,
+            "rows": self.rows.iter().map(|r| json!({
+                "runtime": r.runtime, "kill_us_p50": r.kill_us_p50, "kill_us_p99": r.kill_us_p99, "kill_us_max": r.kill_us_max,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
