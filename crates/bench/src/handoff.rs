@@ -43,11 +43,7 @@ pub struct Report {
 const RUNTIMES: [(&str, Kind, &str); 3] = [
     ("native", Kind::Native, ""),
     ("python", Kind::Python, "def main(args):\n    return args\n"),
-    (
-        "nodejs",
-        Kind::Node,
-        "function main(params) { return params; }",
-    ),
+    ("nodejs", Kind::Node, "function main(params) { return params; }"),
 ];
 
 pub async fn run(chain: usize, iterations: usize) -> anyhow::Result<Report> {
@@ -63,37 +59,20 @@ pub async fn run(chain: usize, iterations: usize) -> anyhow::Result<Report> {
             let name = format!("{runtime}-noop-{i}");
             let code = match kind {
                 Kind::Native => {
-                    platform
-                        .native()
-                        .register(&name, |_, input| async move { Ok(input) });
+                    platform.native().register(&name, |_, input| async move { Ok(input) });
                     Code::Native
                 }
-                _ => Code::Source {
-                    text: code.into(),
-                    main: "main".into(),
-                },
+                _ => Code::Source { text: code.into(), main: "main".into() },
             };
             platform
-                .deploy_function(
-                    ns,
-                    FunctionSpec::new(
-                        &name,
-                        kind,
-                        code,
-                        Limits::default(),
-                        Annotations::default(),
-                    )?,
-                )
+                .deploy_function(ns, FunctionSpec::new(&name, kind, code, Limits::default(), Annotations::default())?)
                 .await?;
             names.push(name);
         }
-        let app = Application::sequence(&format!("{runtime}-chain"), &names, &|f| {
-            platform.has_function(ns, f)
-        })?;
+        let app = Application::sequence(&format!("{runtime}-chain"), &names, &|f| platform.has_function(ns, f))?;
         platform.deploy_app(ns, app);
-        let single = Application::sequence(&format!("{runtime}-single"), &names[..1], &|f| {
-            platform.has_function(ns, f)
-        })?;
+        let single =
+            Application::sequence(&format!("{runtime}-single"), &names[..1], &|f| platform.has_function(ns, f))?;
         platform.deploy_app(ns, single);
     }
     let warmup = (iterations / 10).max(5);
@@ -102,42 +81,20 @@ pub async fn run(chain: usize, iterations: usize) -> anyhow::Result<Report> {
     for i in 0..warmup + iterations {
         for (r, (runtime, _, _)) in RUNTIMES.iter().enumerate() {
             let started = Instant::now();
-            let inv = platform
-                .invoke(ns, &format!("{runtime}-chain"), json!({"i": i}))
-                .await?;
+            let inv = platform.invoke(ns, &format!("{runtime}-chain"), json!({"i": i})).await?;
             let elapsed = started.elapsed();
-            anyhow::ensure!(
-                inv.status == platform::Status::Success,
-                "{runtime} chain failed: {}",
-                inv.result
-            );
-            anyhow::ensure!(
-                inv.result == json!({"i": i}),
-                "{runtime} chain returned {}",
-                inv.result
-            );
+            anyhow::ensure!(inv.status == platform::Status::Success, "{runtime} chain failed: {}", inv.result);
+            anyhow::ensure!(inv.result == json!({"i": i}), "{runtime} chain returned {}", inv.result);
             if i < warmup {
                 continue;
             }
             samples[r].0.push(elapsed.as_secs_f64() * 1e6);
             for pair in inv.timings.windows(2) {
-                samples[r].1.push(
-                    pair[1]
-                        .launched
-                        .duration_since(pair[0].finished)
-                        .as_secs_f64()
-                        * 1e6,
-                );
+                samples[r].1.push(pair[1].launched.duration_since(pair[0].finished).as_secs_f64() * 1e6);
             }
             let started = Instant::now();
-            let one = platform
-                .invoke(ns, &format!("{runtime}-single"), json!({"i": i}))
-                .await?;
-            anyhow::ensure!(
-                one.status == platform::Status::Success,
-                "{runtime} single failed: {}",
-                one.result
-            );
+            let one = platform.invoke(ns, &format!("{runtime}-single"), json!({"i": i})).await?;
+            anyhow::ensure!(one.status == platform::Status::Success, "{runtime} single failed: {}", one.result);
             samples[r].2.push(started.elapsed().as_secs_f64() * 1e6);
         }
     }
@@ -147,8 +104,7 @@ pub async fn run(chain: usize, iterations: usize) -> anyhow::Result<Report> {
         .zip(samples)
         .map(|((runtime, _, _), (mut e2e, mut gaps, mut single))| {
             let per_hop: Vec<f64> = e2e.iter().map(|us| us / chain as f64).collect();
-            let marginal = (crate::quantile(&mut e2e, 0.5) - crate::quantile(&mut single, 0.5))
-                / (chain - 1) as f64;
+            let marginal = (crate::quantile(&mut e2e, 0.5) - crate::quantile(&mut single, 0.5)) / (chain - 1) as f64;
             Row {
                 runtime,
                 marginal_us_p50: marginal,
@@ -160,16 +116,11 @@ pub async fn run(chain: usize, iterations: usize) -> anyhow::Result<Report> {
             }
         })
         .collect();
-    Ok(Report {
-        chain,
-        iterations,
-        rows,
-        setup: crate::setup(),
-    })
+    Ok(Report { chain, iterations, rows, setup: crate::setup() })
 }
 
-impl Report {
-    pub fn markdown(&self) -> String {
+impl crate::Report for Report {
+    fn markdown(&self) -> String {
         let mut s = format!(
             "## Hand-off between functions: sequence of {} no-op functions, {} invocations per runtime\n\n\
              | runtime | marginal per hop p50 (µs) | per hop, end to end p50 (µs) | per hop mean (µs) | platform gap p50 (µs) | gap p99 (µs) | invocation p50 (ms) |\n\
@@ -192,7 +143,7 @@ impl Report {
         s
     }
 
-    pub fn to_json(&self) -> Value {
+    fn to_json(&self) -> Value {
         json!({
             "benchmark": "handoff",
             "chain": self.chain,

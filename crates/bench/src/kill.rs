@@ -41,30 +41,14 @@ pub async fn run(iterations: usize) -> anyhow::Result<Report> {
         (
             "native",
             native.clone(),
-            FunctionSpec::new(
-                "sleep",
-                Kind::Native,
-                Code::Native,
-                Limits::default(),
-                Annotations::default(),
-            )?,
+            FunctionSpec::new("sleep", Kind::Native, Code::Native, Limits::default(), Annotations::default())?,
         ),
         (
             "python",
             process.clone(),
-            source(
-                Kind::Python,
-                "import time\ndef main(a):\n    time.sleep(60)\n    return {}\n",
-            )?,
+            source(Kind::Python, "import time\ndef main(a):\n    time.sleep(60)\n    return {}\n")?,
         ),
-        (
-            "nodejs",
-            process.clone(),
-            source(
-                Kind::Node,
-                "function main() { return new Promise(() => {}); }",
-            )?,
-        ),
+        ("nodejs", process.clone(), source(Kind::Node, "function main() { return new Promise(() => {}); }")?),
     ];
     let mut warm = Vec::new();
     for (name, rt, spec) in &specs {
@@ -74,11 +58,7 @@ pub async fn run(iterations: usize) -> anyhow::Result<Report> {
     for i in 0..iterations {
         for (r, (name, w)) in warm.iter().enumerate() {
             let (tx, rx) = oneshot::channel();
-            let activation = Activation {
-                id: format!("{i:032x}"),
-                input: json!({}),
-                env: Default::default(),
-            };
+            let activation = Activation { id: format!("{i:032x}"), input: json!({}), env: Default::default() };
             let host: runtime::Host = Arc::new(|_| {});
             let killer = w.start(
                 activation,
@@ -91,11 +71,7 @@ pub async fn run(iterations: usize) -> anyhow::Result<Report> {
             let killed_at = Instant::now();
             killer.kill();
             let (report, reported_at) = tokio::time::timeout(Duration::from_secs(5), rx).await??;
-            anyhow::ensure!(
-                report.outcome == Outcome::Killed,
-                "{name}: expected Killed, got {:?}",
-                report.outcome
-            );
+            anyhow::ensure!(report.outcome == Outcome::Killed, "{name}: expected Killed, got {:?}", report.outcome);
             samples[r].push(reported_at.duration_since(killed_at).as_secs_f64() * 1e6);
         }
     }
@@ -109,29 +85,16 @@ pub async fn run(iterations: usize) -> anyhow::Result<Report> {
             kill_us_max: crate::quantile(&mut s, 1.0),
         })
         .collect();
-    Ok(Report {
-        iterations,
-        rows,
-        setup: crate::setup(),
-    })
+    Ok(Report { iterations, rows, setup: crate::setup() })
 }
 
 fn source(kind: Kind, text: &str) -> anyhow::Result<FunctionSpec> {
-    let code = Code::Source {
-        text: text.into(),
-        main: "main".into(),
-    };
-    Ok(FunctionSpec::new(
-        "sleep",
-        kind,
-        code,
-        Limits::default(),
-        Annotations::default(),
-    )?)
+    let code = Code::Source { text: text.into(), main: "main".into() };
+    Ok(FunctionSpec::new("sleep", kind, code, Limits::default(), Annotations::default())?)
 }
 
-impl Report {
-    pub fn markdown(&self) -> String {
+impl crate::Report for Report {
+    fn markdown(&self) -> String {
         let mut s = format!(
             "## Kill of a running activation, {} kills per runtime\n\n\
              | runtime | kill → report p50 (µs) | p99 (µs) | max (µs) |\n|---|---|---|---|\n",
@@ -147,7 +110,7 @@ impl Report {
         s
     }
 
-    pub fn to_json(&self) -> Value {
+    fn to_json(&self) -> Value {
         json!({
             "benchmark": "kill",
             "iterations": self.iterations,

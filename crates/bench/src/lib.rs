@@ -7,6 +7,12 @@
 pub mod handoff;
 pub mod kill;
 
+/// What every benchmark produces: a Markdown table for people and JSON for machines, both with the setup.
+pub trait Report {
+    fn markdown(&self) -> String;
+    fn to_json(&self) -> serde_json::Value;
+}
+
 /// Describes the machine and build a benchmark ran on, for the record.
 pub fn setup() -> serde_json::Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -25,11 +31,7 @@ pub fn setup() -> serde_json::Value {
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_else(|| "unknown".into());
-    let profile = if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    };
+    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
     serde_json::json!({ "cpu": cpu, "cores": cores, "commit": commit, "profile": profile, "os": std::env::consts::OS })
 }
 

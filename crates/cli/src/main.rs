@@ -106,16 +106,12 @@ enum BenchCommand {
 }
 
 fn open_store(data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
     Ok(Arc::new(RedbStore::open(data_dir.join("store.redb"))?))
 }
 
 fn print(value: &Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).expect("JSON prints")
-    );
+    println!("{}", serde_json::to_string_pretty(value).expect("JSON prints"));
 }
 
 #[tokio::main]
@@ -132,27 +128,17 @@ async fn main() {
 
 async fn dispatch(command: Command) -> anyhow::Result<i32> {
     match command {
-        Command::Run {
-            dir,
-            app,
-            input,
-            data_dir,
-            result,
-            config,
-        } => {
-            let input: Value = serde_json::from_str(&input)
-                .with_context(|| format!("--input is not valid JSON: {input}"))?;
+        Command::Run { dir, app, input, data_dir, result, config } => {
+            let input: Value =
+                serde_json::from_str(&input).with_context(|| format!("--input is not valid JSON: {input}"))?;
             let data_dir = data_dir.unwrap_or_else(|| dir.join(".specfaas"));
             let store = open_store(&data_dir)?;
-            let work = tempfile::Builder::new()
-                .prefix("specfaas")
-                .tempdir_in("/tmp")?;
+            let work = tempfile::Builder::new().prefix("specfaas").tempdir_in("/tmp")?;
             let config = match config {
                 Some(path) => {
-                    let text = std::fs::read_to_string(&path)
-                        .with_context(|| format!("cannot read {}", path.display()))?;
-                    toml::from_str(&text)
-                        .with_context(|| format!("{} is not a valid config", path.display()))?
+                    let text =
+                        std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+                    toml::from_str(&text).with_context(|| format!("{} is not a valid config", path.display()))?
                 }
                 None => platform::Config::default(),
             };
@@ -165,30 +151,14 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
                 print(&inv.result);
             } else {
                 let runs: Vec<Value> = inv.runs.iter().map(|r| r.to_json()).collect();
-                print(
-                    &json!({"result": inv.result, "activation": inv.record.to_json(), "runs": runs}),
-                );
+                print(&json!({"result": inv.result, "activation": inv.record.to_json(), "runs": runs}));
             }
-            Ok(if inv.status == platform::Status::Success {
-                0
-            } else {
-                3
-            })
+            Ok(if inv.status == platform::Status::Success { 0 } else { 3 })
         }
         Command::Activation { command } => match command {
-            ActivationCommand::List {
-                data_dir,
-                name,
-                limit,
-                skip,
-            } => {
+            ActivationCommand::List { data_dir, name, limit, skip } => {
                 let store = open_store(&data_dir)?;
-                let query = ActivationQuery {
-                    name,
-                    limit,
-                    skip,
-                    ..Default::default()
-                };
+                let query = ActivationQuery { name, limit, skip, ..Default::default() };
                 let list = store.list_activations(platform::DEFAULT_NAMESPACE, &query)?;
                 print(&Value::Array(list.into_iter().map(|e| e.record).collect()));
                 Ok(0)
@@ -205,28 +175,20 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
             }
         },
         Command::Bench { command } => match command {
-            BenchCommand::Handoff {
-                chain,
-                iterations,
-                json,
-            } => {
-                let report = bench::handoff::run(chain, iterations).await?;
-                println!("{}", report.markdown());
-                if let Some(path) = json {
-                    std::fs::write(&path, serde_json::to_string_pretty(&report.to_json())?)
-                        .with_context(|| format!("cannot write {}", path.display()))?;
-                }
-                Ok(0)
+            BenchCommand::Handoff { chain, iterations, json } => {
+                emit(&bench::handoff::run(chain, iterations).await?, json)
             }
-            BenchCommand::Kill { iterations, json } => {
-                let report = bench::kill::run(iterations).await?;
-                println!("{}", report.markdown());
-                if let Some(path) = json {
-                    std::fs::write(&path, serde_json::to_string_pretty(&report.to_json())?)
-                        .with_context(|| format!("cannot write {}", path.display()))?;
-                }
-                Ok(0)
-            }
+            BenchCommand::Kill { iterations, json } => emit(&bench::kill::run(iterations).await?, json),
         },
     }
+}
+
+/// Prints a benchmark's Markdown and, when asked, writes its JSON.
+fn emit(report: &dyn bench::Report, json: Option<PathBuf>) -> anyhow::Result<i32> {
+    println!("{}", report.markdown());
+    if let Some(path) = json {
+        std::fs::write(&path, serde_json::to_string_pretty(&report.to_json())?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(0)
 }

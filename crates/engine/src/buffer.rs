@@ -24,9 +24,7 @@ impl DataBuffer {
     /// The buffered value of `key` for `run`, looking through `chain` (the run, then its callers); `None` when no
     /// run in the chain wrote it (read committed state then).
     pub fn read(&self, chain: impl IntoIterator<Item = RunId>, key: &str) -> Option<&Buffered> {
-        chain
-            .into_iter()
-            .find_map(|r| self.writes.get(&r).and_then(|w| w.get(key)))
+        chain.into_iter().find_map(|r| self.writes.get(&r).and_then(|w| w.get(key)))
     }
 
     pub fn write(&mut self, run: RunId, key: String, value: Buffered) {
@@ -51,10 +49,7 @@ impl DataBuffer {
 
     /// Removes and returns `run`'s writes (to commit them, or to discard them).
     pub fn take(&mut self, run: RunId) -> Vec<(String, Buffered)> {
-        self.writes
-            .remove(&run)
-            .map(|w| w.into_iter().collect())
-            .unwrap_or_default()
+        self.writes.remove(&run).map(|w| w.into_iter().collect()).unwrap_or_default()
     }
 }
 
@@ -67,18 +62,10 @@ mod tests {
     fn reads_forward_through_the_caller_chain_and_merge_on_return() {
         let mut b = DataBuffer::default();
         b.write(1, "k".into(), Some(json!(1)));
-        assert_eq!(
-            b.read([2, 1], "k"),
-            Some(&Some(json!(1))),
-            "a callee sees its caller's write"
-        );
+        assert_eq!(b.read([2, 1], "k"), Some(&Some(json!(1))), "a callee sees its caller's write");
         assert_eq!(b.read([2, 1], "other"), None);
         b.write(2, "k".into(), None);
-        assert_eq!(
-            b.read([2, 1], "k"),
-            Some(&None),
-            "a buffered delete hides the older write"
-        );
+        assert_eq!(b.read([2, 1], "k"), Some(&None), "a buffered delete hides the older write");
         b.merge_into(2, 1);
         assert_eq!(b.read([1], "k"), Some(&None));
         assert_eq!(b.take(1), vec![("k".to_string(), None)]);

@@ -140,18 +140,9 @@ pub enum Event {
     /// The invocation begins with this input.
     Start { input: Value },
     /// Running code made a call.
-    Call {
-        run: RunId,
-        request: RequestId,
-        call: Call,
-    },
+    Call { run: RunId, request: RequestId, call: Call },
     /// The store answered an [`Action::ReadStore`].
-    StoreRead {
-        run: RunId,
-        request: RequestId,
-        value: Option<Value>,
-        version: u64,
-    },
+    StoreRead { run: RunId, request: RequestId, value: Option<Value>, version: u64 },
     /// A launched run ended.
     Finished { run: RunId, outcome: Outcome },
     /// An [`Action::Commit`] landed.
@@ -163,29 +154,13 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Start `function` on `input` as run `run`. `caller` is set for implicit calls.
-    Launch {
-        run: RunId,
-        function: String,
-        input: Value,
-        caller: Option<RunId>,
-    },
+    Launch { run: RunId, function: String, input: Value, caller: Option<RunId> },
     /// Answer a call.
-    Reply {
-        run: RunId,
-        request: RequestId,
-        reply: Reply,
-    },
+    Reply { run: RunId, request: RequestId, reply: Reply },
     /// Read committed state for a call; answer with [`Event::StoreRead`].
-    ReadStore {
-        run: RunId,
-        request: RequestId,
-        key: String,
-    },
+    ReadStore { run: RunId, request: RequestId, key: String },
     /// Apply these writes atomically (`None` deletes); answer with [`Event::Committed`] or [`Event::CommitFailed`].
-    Commit {
-        run: RunId,
-        writes: Vec<(String, Option<Value>)>,
-    },
+    Commit { run: RunId, writes: Vec<(String, Option<Value>)> },
     /// Stop a run now; no [`Event::Finished`] is expected for it any more.
     Kill { run: RunId },
     /// The invocation is over.

@@ -8,26 +8,16 @@ use model::{Application, Program};
 use serde_json::{Value, json};
 
 use crate::buffer::DataBuffer;
-use crate::{
-    Action, Call, Catalog, Completion, Config, Event, Outcome, Reply, RequestId, RunId, Status,
-};
+use crate::{Action, Call, Catalog, Completion, Config, Event, Outcome, Reply, RequestId, RunId, Status};
 
 /// Where a frame's graph sits: `(Parallel state, branch index)` pairs from the top-level graph down.
 type GraphPath = Vec<(StateId, usize)>;
 
 enum Frame {
     /// Walking a graph; `input` is the raw input of `state`.
-    Graph {
-        path: GraphPath,
-        state: StateId,
-        input: Value,
-    },
+    Graph { path: GraphPath, state: StateId, input: Value },
     /// Collecting branch outputs of the Parallel state the Graph frame below this one is at.
-    Parallel {
-        raw: Value,
-        effective: Value,
-        results: Vec<Value>,
-    },
+    Parallel { raw: Value, effective: Value, results: Vec<Value> },
 }
 
 struct Run {
@@ -62,11 +52,10 @@ pub struct Engine {
 }
 
 fn graph_at<'a>(root: &'a Graph, path: &[(StateId, usize)]) -> &'a Graph {
-    path.iter()
-        .fold(root, |g, (state, branch)| match &g.states[*state].kind {
-            StateKind::Parallel { branches, .. } => &branches[*branch],
-            _ => unreachable!("graph paths only pass through Parallel states"),
-        })
+    path.iter().fold(root, |g, (state, branch)| match &g.states[*state].kind {
+        StateKind::Parallel { branches, .. } => &branches[*branch],
+        _ => unreachable!("graph paths only pass through Parallel states"),
+    })
 }
 
 fn qualified(root: &Graph, path: &[(StateId, usize)], state: StateId) -> String {
@@ -108,44 +97,27 @@ impl Engine {
         if self.done {
             // Late events (a callee finishing after its caller failed) change nothing.
             if let Event::Call { run, request, .. } = event {
-                out.push(Action::Reply {
-                    run,
-                    request,
-                    reply: Reply::Refused("the invocation is over".into()),
-                });
+                out.push(Action::Reply { run, request, reply: Reply::Refused("the invocation is over".into()) });
             }
             return out;
         }
         match event {
             Event::Start { input } => self.start(input, &mut out),
             Event::Call { run, request, call } => self.call(run, request, call, &mut out),
-            Event::StoreRead {
-                run,
-                request,
-                value,
-                ..
-            } => {
+            Event::StoreRead { run, request, value, .. } => {
                 if self.reads.remove(&request).is_some() && self.is_running(run) {
-                    out.push(Action::Reply {
-                        run,
-                        request,
-                        reply: Reply::Ok(value.unwrap_or(Value::Null)),
-                    });
+                    out.push(Action::Reply { run, request, reply: Reply::Ok(value.unwrap_or(Value::Null)) });
                 }
             }
             Event::Finished { run, outcome } => self.finished(run, outcome, &mut out),
             Event::Committed { run } => {
-                if let Waiting::Commit(r, result) =
-                    std::mem::replace(&mut self.waiting, Waiting::Nothing)
-                {
+                if let Waiting::Commit(r, result) = std::mem::replace(&mut self.waiting, Waiting::Nothing) {
                     debug_assert_eq!(r, run);
                     self.after_run(result, &mut out);
                 }
             }
             Event::CommitFailed { run, error } => {
-                let error = json!(format!(
-                    "committing the writes of run {run} failed: {error}"
-                ));
+                let error = json!(format!("committing the writes of run {run} failed: {error}"));
                 self.complete(Status::InternalError, json!({ "error": error }), &mut out);
             }
         }
@@ -171,11 +143,7 @@ impl Engine {
         let app = self.app.clone();
         match &app.program {
             Program::Workflow(g) => {
-                self.frames.push(Frame::Graph {
-                    path: Vec::new(),
-                    state: g.start,
-                    input,
-                });
+                self.frames.push(Frame::Graph { path: Vec::new(), state: g.start, input });
                 self.advance(out);
             }
             Program::Function(f) => {
@@ -195,38 +163,23 @@ impl Engine {
         out: &mut Vec<Action>,
     ) -> Option<RunId> {
         if self.runs.len() as u32 >= self.config.runs_max {
-            let error = format!(
-                "the invocation exceeded its limit of {} function runs (runs_max)",
-                self.config.runs_max
-            );
+            let error =
+                format!("the invocation exceeded its limit of {} function runs (runs_max)", self.config.runs_max);
             self.fail_runtime(error, out);
             return None;
         }
         let run = self.runs.len() as RunId;
         let depth = caller.map_or(0, |(c, _)| self.runs[c as usize].depth + 1);
-        self.runs.push(Run {
-            caller,
-            depth,
-            running: true,
-        });
+        self.runs.push(Run { caller, depth, running: true });
         if matches!(self.app.program, Program::Function(_)) {
             self.path.push(function.to_string());
         }
-        out.push(Action::Launch {
-            run,
-            function: function.to_string(),
-            input,
-            caller: caller.map(|c| c.0),
-        });
+        out.push(Action::Launch { run, function: function.to_string(), input, caller: caller.map(|c| c.0) });
         Some(run)
     }
 
     fn fail_runtime(&mut self, message: String, out: &mut Vec<Action>) {
-        self.complete(
-            Status::ApplicationError,
-            json!({ "error": format!("States.Runtime: {message}") }),
-            out,
-        );
+        self.complete(Status::ApplicationError, json!({ "error": format!("States.Runtime: {message}") }), out);
     }
 
     fn complete(&mut self, status: Status, result: Value, out: &mut Vec<Action>) {
@@ -236,30 +189,18 @@ impl Engine {
             }
         }
         self.done = true;
-        out.push(Action::Complete(Completion {
-            status,
-            result,
-            path: std::mem::take(&mut self.path),
-        }));
+        out.push(Action::Complete(Completion { status, result, path: std::mem::take(&mut self.path) }));
     }
 
     fn call(&mut self, run: RunId, request: RequestId, call: Call, out: &mut Vec<Action>) {
-        let refuse = |out: &mut Vec<Action>, m: String| {
-            out.push(Action::Reply {
-                run,
-                request,
-                reply: Reply::Refused(m),
-            })
-        };
+        let refuse =
+            |out: &mut Vec<Action>, m: String| out.push(Action::Reply { run, request, reply: Reply::Refused(m) });
         if !self.is_running(run) {
             return refuse(out, format!("run {run} is not running"));
         }
         let key_ok = |key: &str| -> Result<(), String> {
             if key.is_empty() || key.len() > self.config.key_bytes_max {
-                return Err(format!(
-                    "keys must be 1 to {} bytes long (key_bytes_max)",
-                    self.config.key_bytes_max
-                ));
+                return Err(format!("keys must be 1 to {} bytes long (key_bytes_max)", self.config.key_bytes_max));
             }
             Ok(())
         };
@@ -269,11 +210,9 @@ impl Engine {
                     return refuse(out, m);
                 }
                 match self.buffer.read(self.chain(run), &key) {
-                    Some(v) => out.push(Action::Reply {
-                        run,
-                        request,
-                        reply: Reply::Ok(v.clone().unwrap_or(Value::Null)),
-                    }),
+                    Some(v) => {
+                        out.push(Action::Reply { run, request, reply: Reply::Ok(v.clone().unwrap_or(Value::Null)) })
+                    }
                     None => {
                         self.reads.insert(request, run);
                         out.push(Action::ReadStore { run, request, key });
@@ -309,10 +248,7 @@ impl Engine {
                 if self.runs[run as usize].depth + 1 > self.config.call_depth_max {
                     return refuse(
                         out,
-                        format!(
-                            "calls nest deeper than {} (call_depth_max)",
-                            self.config.call_depth_max
-                        ),
+                        format!("calls nest deeper than {} (call_depth_max)", self.config.call_depth_max),
                     );
                 }
                 if self.runs.len() as u32 >= self.config.runs_max {
@@ -329,34 +265,15 @@ impl Engine {
         }
     }
 
-    fn write(
-        &mut self,
-        run: RunId,
-        request: RequestId,
-        key: String,
-        value: Option<Value>,
-        out: &mut Vec<Action>,
-    ) {
-        if !self.buffer.has_written(run, &key)
-            && self.buffer.write_count(run) >= self.config.writes_max
-        {
-            let m = format!(
-                "a function may write at most {} keys before it commits (writes_max)",
-                self.config.writes_max
-            );
-            out.push(Action::Reply {
-                run,
-                request,
-                reply: Reply::Refused(m),
-            });
+    fn write(&mut self, run: RunId, request: RequestId, key: String, value: Option<Value>, out: &mut Vec<Action>) {
+        if !self.buffer.has_written(run, &key) && self.buffer.write_count(run) >= self.config.writes_max {
+            let m =
+                format!("a function may write at most {} keys before it commits (writes_max)", self.config.writes_max);
+            out.push(Action::Reply { run, request, reply: Reply::Refused(m) });
             return;
         }
         self.buffer.write(run, key, value);
-        out.push(Action::Reply {
-            run,
-            request,
-            reply: Reply::Ok(Value::Null),
-        });
+        out.push(Action::Reply { run, request, reply: Reply::Ok(Value::Null) });
     }
 
     fn finished(&mut self, run: RunId, outcome: Outcome, out: &mut Vec<Action>) {
@@ -365,8 +282,7 @@ impl Engine {
         }
         self.runs[run as usize].running = false;
         debug_assert!(
-            self.runs[run as usize].caller.is_some()
-                || matches!(self.waiting, Waiting::Run(r) if r == run),
+            self.runs[run as usize].caller.is_some() || matches!(self.waiting, Waiting::Run(r) if r == run),
             "a top-level run finishes only while the engine waits for it"
         );
         // Callees still running under a finished run can no longer return anywhere.
@@ -374,19 +290,11 @@ impl Engine {
         match (self.runs[run as usize].caller, outcome) {
             (Some((caller, request)), Outcome::Success(result)) => {
                 self.buffer.merge_into(run, caller);
-                out.push(Action::Reply {
-                    run: caller,
-                    request,
-                    reply: Reply::Ok(result),
-                });
+                out.push(Action::Reply { run: caller, request, reply: Reply::Ok(result) });
             }
             (Some((caller, request)), Outcome::Failure { error, .. }) => {
                 self.buffer.take(run);
-                out.push(Action::Reply {
-                    run: caller,
-                    request,
-                    reply: Reply::FunctionFailed(error),
-                });
+                out.push(Action::Reply { run: caller, request, reply: Reply::FunctionFailed(error) });
             }
             (None, Outcome::Success(result)) => {
                 let writes = self.buffer.take(run);
@@ -455,14 +363,10 @@ impl Engine {
     fn finish_frame(&mut self, output: Value, out: &mut Vec<Action>) {
         self.frames.pop();
         let app = self.app.clone();
-        let Program::Workflow(root) = &app.program else {
-            unreachable!("frames exist only for workflows")
-        };
+        let Program::Workflow(root) = &app.program else { unreachable!("frames exist only for workflows") };
         match self.frames.last_mut() {
             None => self.complete(Status::Success, output, out),
-            Some(Frame::Parallel {
-                results, effective, ..
-            }) => {
+            Some(Frame::Parallel { results, effective, .. }) => {
                 results.push(output);
                 let done = results.len();
                 let effective = effective.clone();
@@ -470,25 +374,17 @@ impl Engine {
                     unreachable!("a Parallel frame sits on the Graph frame of its state")
                 };
                 let (path, state) = (path.clone(), *state);
-                let StateKind::Parallel { branches, io, next } =
-                    &graph_at(root, &path).states[state].kind
-                else {
+                let StateKind::Parallel { branches, io, next } = &graph_at(root, &path).states[state].kind else {
                     unreachable!("the Graph frame under a Parallel frame is at that Parallel state")
                 };
                 if done < branches.len() {
                     let mut branch_path = path;
                     branch_path.push((state, done));
                     let start = branches[done].start;
-                    self.frames.push(Frame::Graph {
-                        path: branch_path,
-                        state: start,
-                        input: effective,
-                    });
+                    self.frames.push(Frame::Graph { path: branch_path, state: start, input: effective });
                     return;
                 }
-                let Some(Frame::Parallel { raw, results, .. }) = self.frames.pop() else {
-                    unreachable!()
-                };
+                let Some(Frame::Parallel { raw, results, .. }) = self.frames.pop() else { unreachable!() };
                 match io.output(&raw, Value::Array(results)) {
                     Ok(output) => self.goto(*next, output, out),
                     Err(e) => self.fail_runtime(e, out),
@@ -535,12 +431,7 @@ impl Engine {
                     }
                     return;
                 }
-                StateKind::Choice {
-                    input_path,
-                    output_path,
-                    rules,
-                    default,
-                } => {
+                StateKind::Choice { input_path, output_path, rules, default } => {
                     let effective = match select_path(input_path, &input, "InputPath") {
                         Ok(v) => v,
                         Err(e) => return self.fail_runtime(in_state(e), out),
@@ -561,11 +452,7 @@ impl Engine {
                             "States.NoChoiceMatched: no Choice rule matched and there is no Default (state \"{}\")",
                             st.name
                         );
-                        return self.complete(
-                            Status::ApplicationError,
-                            json!({ "error": error }),
-                            out,
-                        );
+                        return self.complete(Status::ApplicationError, json!({ "error": error }), out);
                     };
                     match select_path(output_path, &effective, "OutputPath") {
                         Ok(output) => self.goto(Next::State(target), output, out),
@@ -573,9 +460,9 @@ impl Engine {
                     }
                 }
                 StateKind::Pass { io, result, next } => {
-                    let output = io.effective_input(&input).and_then(|effective| {
-                        io.output(&input, result.clone().unwrap_or(effective))
-                    });
+                    let output = io
+                        .effective_input(&input)
+                        .and_then(|effective| io.output(&input, result.clone().unwrap_or(effective)));
                     match output {
                         Ok(output) => self.goto(*next, output, out),
                         Err(e) => return self.fail_runtime(in_state(e), out),
@@ -589,21 +476,10 @@ impl Engine {
                     let mut branch_path = path;
                     branch_path.push((state, 0));
                     let start = branches[0].start;
-                    self.frames.push(Frame::Parallel {
-                        raw: input,
-                        effective: effective.clone(),
-                        results: Vec::new(),
-                    });
-                    self.frames.push(Frame::Graph {
-                        path: branch_path,
-                        state: start,
-                        input: effective,
-                    });
+                    self.frames.push(Frame::Parallel { raw: input, effective: effective.clone(), results: Vec::new() });
+                    self.frames.push(Frame::Graph { path: branch_path, state: start, input: effective });
                 }
-                StateKind::Succeed {
-                    input_path,
-                    output_path,
-                } => {
+                StateKind::Succeed { input_path, output_path } => {
                     let output = select_path(input_path, &input, "InputPath")
                         .and_then(|v| select_path(output_path, &v, "OutputPath"));
                     match output {
@@ -612,11 +488,7 @@ impl Engine {
                     }
                 }
                 StateKind::Fail { error, cause } => {
-                    return self.complete(
-                        Status::ApplicationError,
-                        json!({ "error": error, "cause": cause }),
-                        out,
-                    );
+                    return self.complete(Status::ApplicationError, json!({ "error": error, "cause": cause }), out);
                 }
             }
         }

@@ -42,23 +42,14 @@ pub struct Application {
 }
 
 impl Application {
-    pub fn sequence(
-        name: &str,
-        functions: &[String],
-        is_function: &dyn Fn(&str) -> bool,
-    ) -> Result<Self, Error> {
-        let fail = |message: String| Error::App {
-            app: name.to_string(),
-            message,
-        };
+    pub fn sequence(name: &str, functions: &[String], is_function: &dyn Fn(&str) -> bool) -> Result<Self, Error> {
+        let fail = |message: String| Error::App { app: name.to_string(), message };
         crate::check_name(name).map_err(fail)?;
         if functions.is_empty() {
             return Err(fail("a sequence needs at least one function".into()));
         }
         if functions.len() > SEQUENCE_LEN_MAX {
-            return Err(fail(format!(
-                "a sequence may have at most {SEQUENCE_LEN_MAX} functions"
-            )));
+            return Err(fail(format!("a sequence may have at most {SEQUENCE_LEN_MAX} functions")));
         }
         if let Some(f) = functions.iter().find(|f| !is_function(f)) {
             return Err(fail(format!("sequence names unknown function \"{f}\"")));
@@ -71,34 +62,16 @@ impl Application {
     }
 
     pub fn workflow(name: &str, graph: Graph) -> Result<Self, Error> {
-        crate::check_name(name).map_err(|message| Error::App {
-            app: name.to_string(),
-            message,
-        })?;
-        Ok(Application {
-            name: name.into(),
-            form: Form::Workflow,
-            program: Program::Workflow(graph),
-        })
+        crate::check_name(name).map_err(|message| Error::App { app: name.to_string(), message })?;
+        Ok(Application { name: name.into(), form: Form::Workflow, program: Program::Workflow(graph) })
     }
 
-    pub fn function(
-        name: &str,
-        entry: &str,
-        is_function: &dyn Fn(&str) -> bool,
-    ) -> Result<Self, Error> {
-        let fail = |message: String| Error::App {
-            app: name.to_string(),
-            message,
-        };
+    pub fn function(name: &str, entry: &str, is_function: &dyn Fn(&str) -> bool) -> Result<Self, Error> {
+        let fail = |message: String| Error::App { app: name.to_string(), message };
         crate::check_name(name).map_err(fail)?;
         if !is_function(entry) {
             return Err(fail(format!("entry function \"{entry}\" is unknown")));
         }
-        Ok(Application {
-            name: name.into(),
-            form: Form::Function,
-            program: Program::Function(entry.into()),
-        })
+        Ok(Application { name: name.into(), form: Form::Function, program: Program::Function(entry.into()) })
     }
 }

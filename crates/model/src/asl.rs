@@ -29,19 +29,11 @@ pub const NESTING_MAX: usize = 8;
 /// does not start with `{`, is read as YAML. `is_function` says whether a Task's `Resource` names a deployed
 /// function.
 pub fn parse(file: &str, text: &str, is_function: &dyn Fn(&str) -> bool) -> Result<Graph, Error> {
-    let top = |message: String| Error::Asl {
-        file: file.to_string(),
-        state: None,
-        message,
-    };
+    let top = |message: String| Error::Asl { file: file.to_string(), state: None, message };
     if text.len() > DEFINITION_BYTES_MAX {
-        return Err(top(format!(
-            "definition is {} bytes, over the limit of {DEFINITION_BYTES_MAX}",
-            text.len()
-        )));
+        return Err(top(format!("definition is {} bytes, over the limit of {DEFINITION_BYTES_MAX}", text.len())));
     }
-    let yaml =
-        file.ends_with(".yaml") || file.ends_with(".yml") || !text.trim_start().starts_with('{');
+    let yaml = file.ends_with(".yaml") || file.ends_with(".yml") || !text.trim_start().starts_with('{');
     let doc: Value = if yaml {
         serde_yaml_ng::from_str(text).map_err(|e| top(format!("invalid YAML: {e}")))?
     } else {
@@ -51,16 +43,8 @@ pub fn parse(file: &str, text: &str, is_function: &dyn Fn(&str) -> bool) -> Resu
 }
 
 /// Validates an already-parsed ASL document.
-pub fn from_value(
-    file: &str,
-    doc: &Value,
-    is_function: &dyn Fn(&str) -> bool,
-) -> Result<Graph, Error> {
-    let builder = Builder {
-        file,
-        is_function,
-        states_total: std::cell::Cell::new(0),
-    };
+pub fn from_value(file: &str, doc: &Value, is_function: &dyn Fn(&str) -> bool) -> Result<Graph, Error> {
+    let builder = Builder { file, is_function, states_total: std::cell::Cell::new(0) };
     builder.machine(doc, "", 0)
 }
 
@@ -74,23 +58,13 @@ const COMMON: &[&str] = &["Type", "Comment"];
 
 impl Builder<'_> {
     fn err(&self, state: Option<&str>, message: impl Into<String>) -> Error {
-        Error::Asl {
-            file: self.file.to_string(),
-            state: state.map(str::to_string),
-            message: message.into(),
-        }
+        Error::Asl { file: self.file.to_string(), state: state.map(str::to_string), message: message.into() }
     }
 
     /// Parses a state machine (the top level or a Parallel branch). `prefix` qualifies state names in errors.
     fn machine(&self, doc: &Value, prefix: &str, depth: usize) -> Result<Graph, Error> {
-        let where_ = if prefix.is_empty() {
-            None
-        } else {
-            Some(prefix.trim_end_matches('/'))
-        };
-        let obj = doc
-            .as_object()
-            .ok_or_else(|| self.err(where_, "a state machine must be an object"))?;
+        let where_ = if prefix.is_empty() { None } else { Some(prefix.trim_end_matches('/')) };
+        let obj = doc.as_object().ok_or_else(|| self.err(where_, "a state machine must be an object"))?;
         for key in obj.keys() {
             match key.as_str() {
                 "StartAt" | "States" | "Comment" | "Version" => {}
@@ -117,22 +91,14 @@ impl Builder<'_> {
         if states.is_empty() {
             return Err(self.err(where_, "\"States\" is empty"));
         }
-        self.states_total
-            .set(self.states_total.get() + states.len());
+        self.states_total.set(self.states_total.get() + states.len());
         if self.states_total.get() > STATES_MAX {
             return Err(self.err(where_, format!("more than {STATES_MAX} states")));
         }
-        let ids: HashMap<&str, StateId> = states
-            .keys()
-            .enumerate()
-            .map(|(i, k)| (k.as_str(), i))
-            .collect();
-        let start = *ids.get(start).ok_or_else(|| {
-            self.err(
-                where_,
-                format!("StartAt names \"{start}\", which is not a state"),
-            )
-        })?;
+        let ids: HashMap<&str, StateId> = states.keys().enumerate().map(|(i, k)| (k.as_str(), i)).collect();
+        let start = *ids
+            .get(start)
+            .ok_or_else(|| self.err(where_, format!("StartAt names \"{start}\", which is not a state")))?;
         let mut out = Vec::with_capacity(states.len());
         for (name, def) in states {
             let qualified = format!("{prefix}{name}");
@@ -140,27 +106,16 @@ impl Builder<'_> {
                 return Err(self.err(Some(&qualified), "state names must be 1 to 80 characters"));
             }
             let kind = self.state(&qualified, def, &ids, depth)?;
-            out.push(State {
-                name: name.clone(),
-                kind,
-            });
+            out.push(State { name: name.clone(), kind });
         }
         let graph = Graph { states: out, start };
         self.check_shape(&graph, prefix)?;
         Ok(graph)
     }
 
-    fn state(
-        &self,
-        name: &str,
-        def: &Value,
-        ids: &HashMap<&str, StateId>,
-        depth: usize,
-    ) -> Result<StateKind, Error> {
+    fn state(&self, name: &str, def: &Value, ids: &HashMap<&str, StateId>, depth: usize) -> Result<StateKind, Error> {
         let at = Some(name);
-        let obj = def
-            .as_object()
-            .ok_or_else(|| self.err(at, "a state must be an object"))?;
+        let obj = def.as_object().ok_or_else(|| self.err(at, "a state must be an object"))?;
         let ty = obj
             .get("Type")
             .ok_or_else(|| self.err(at, "missing \"Type\""))?
@@ -172,35 +127,13 @@ impl Builder<'_> {
             }
         }
         let allowed: &[&str] = match ty {
-            "Task" => &[
-                "Resource",
-                "Next",
-                "End",
-                "InputPath",
-                "Parameters",
-                "ResultSelector",
-                "ResultPath",
-                "OutputPath",
-            ],
-            "Pass" => &[
-                "Next",
-                "End",
-                "InputPath",
-                "Parameters",
-                "Result",
-                "ResultPath",
-                "OutputPath",
-            ],
-            "Parallel" => &[
-                "Branches",
-                "Next",
-                "End",
-                "InputPath",
-                "Parameters",
-                "ResultSelector",
-                "ResultPath",
-                "OutputPath",
-            ],
+            "Task" => {
+                &["Resource", "Next", "End", "InputPath", "Parameters", "ResultSelector", "ResultPath", "OutputPath"]
+            }
+            "Pass" => &["Next", "End", "InputPath", "Parameters", "Result", "ResultPath", "OutputPath"],
+            "Parallel" => {
+                &["Branches", "Next", "End", "InputPath", "Parameters", "ResultSelector", "ResultPath", "OutputPath"]
+            }
             "Choice" => &["Choices", "Default", "InputPath", "OutputPath"],
             "Succeed" => &["InputPath", "OutputPath"],
             "Fail" => &["Error", "Cause"],
@@ -220,19 +153,12 @@ impl Builder<'_> {
                     "TimeoutSeconds" | "HeartbeatSeconds" => " (not supported yet)",
                     _ => "",
                 };
-                return Err(self.err(
-                    at,
-                    format!("field \"{key}\" is not allowed in a {ty} state{hint}"),
-                ));
+                return Err(self.err(at, format!("field \"{key}\" is not allowed in a {ty} state{hint}")));
             }
         }
         let target = |field: &str, value: &Value| -> Result<StateId, Error> {
-            let t = value
-                .as_str()
-                .ok_or_else(|| self.err(at, format!("\"{field}\" must be a state name")))?;
-            ids.get(t)
-                .copied()
-                .ok_or_else(|| self.err(at, format!("{field} names \"{t}\", which is not a state")))
+            let t = value.as_str().ok_or_else(|| self.err(at, format!("\"{field}\" must be a state name")))?;
+            ids.get(t).copied().ok_or_else(|| self.err(at, format!("{field} names \"{t}\", which is not a state")))
         };
         let next = |obj: &Map<String, Value>| -> Result<Next, Error> {
             match (obj.get("Next"), obj.get("End")) {
@@ -251,28 +177,14 @@ impl Builder<'_> {
                     .as_str()
                     .ok_or_else(|| self.err(at, "\"Resource\" must be a function name"))?;
                 if !(self.is_function)(function) {
-                    return Err(self.err(
-                        at,
-                        format!("Resource names unknown function \"{function}\""),
-                    ));
+                    return Err(self.err(at, format!("Resource names unknown function \"{function}\"")));
                 }
-                StateKind::Task {
-                    function: function.to_string(),
-                    io: self.io(name, obj)?,
-                    next: next(obj)?,
-                }
+                StateKind::Task { function: function.to_string(), io: self.io(name, obj)?, next: next(obj)? }
             }
-            "Pass" => StateKind::Pass {
-                io: self.io(name, obj)?,
-                result: obj.get("Result").cloned(),
-                next: next(obj)?,
-            },
+            "Pass" => StateKind::Pass { io: self.io(name, obj)?, result: obj.get("Result").cloned(), next: next(obj)? },
             "Parallel" => {
                 if depth + 1 > NESTING_MAX {
-                    return Err(self.err(
-                        at,
-                        format!("Parallel states nest deeper than {NESTING_MAX}"),
-                    ));
+                    return Err(self.err(at, format!("Parallel states nest deeper than {NESTING_MAX}")));
                 }
                 let branches = obj
                     .get("Branches")
@@ -286,11 +198,7 @@ impl Builder<'_> {
                 for (i, b) in branches.iter().enumerate() {
                     graphs.push(self.machine(b, &format!("{name}/branch {i}/"), depth + 1)?);
                 }
-                StateKind::Parallel {
-                    branches: graphs,
-                    io: self.io(name, obj)?,
-                    next: next(obj)?,
-                }
+                StateKind::Parallel { branches: graphs, io: self.io(name, obj)?, next: next(obj)? }
             }
             "Choice" => {
                 let choices = obj
@@ -303,20 +211,12 @@ impl Builder<'_> {
                 }
                 let mut rules = Vec::with_capacity(choices.len());
                 for (i, c) in choices.iter().enumerate() {
-                    let c = c
-                        .as_object()
-                        .ok_or_else(|| self.err(at, format!("Choices[{i}] must be an object")))?;
-                    let rule = parse_rule(c, true)
-                        .map_err(|m| self.err(at, format!("Choices[{i}]: {m}")))?;
-                    let n = c
-                        .get("Next")
-                        .ok_or_else(|| self.err(at, format!("Choices[{i}] has no \"Next\"")))?;
+                    let c = c.as_object().ok_or_else(|| self.err(at, format!("Choices[{i}] must be an object")))?;
+                    let rule = parse_rule(c, true).map_err(|m| self.err(at, format!("Choices[{i}]: {m}")))?;
+                    let n = c.get("Next").ok_or_else(|| self.err(at, format!("Choices[{i}] has no \"Next\"")))?;
                     rules.push((rule, target(&format!("Choices[{i}].Next"), n)?));
                 }
-                let default = obj
-                    .get("Default")
-                    .map(|d| target("Default", d))
-                    .transpose()?;
+                let default = obj.get("Default").map(|d| target("Default", d)).transpose()?;
                 StateKind::Choice {
                     input_path: self.plain_path(name, obj, "InputPath")?,
                     output_path: self.plain_path(name, obj, "OutputPath")?,
@@ -336,55 +236,35 @@ impl Builder<'_> {
                         Some(_) => Err(self.err(at, format!("\"{k}\" must be a string"))),
                     }
                 };
-                StateKind::Fail {
-                    error: text("Error")?,
-                    cause: text("Cause")?,
-                }
+                StateKind::Fail { error: text("Error")?, cause: text("Cause")? }
             }
             _ => unreachable!("state types were matched above"),
         })
     }
 
-    fn path_field(
-        &self,
-        state: &str,
-        obj: &Map<String, Value>,
-        key: &str,
-    ) -> Result<PathField, Error> {
+    fn path_field(&self, state: &str, obj: &Map<String, Value>, key: &str) -> Result<PathField, Error> {
         match obj.get(key) {
             None => Ok(PathField::Default),
             Some(Value::Null) => Ok(PathField::Null),
-            Some(Value::String(s)) => Path::parse(s)
-                .map(PathField::Path)
-                .map_err(|e| self.err(Some(state), format!("{key}: {e}"))),
-            Some(_) => Err(self.err(
-                Some(state),
-                format!("\"{key}\" must be a path string or null"),
-            )),
+            Some(Value::String(s)) => {
+                Path::parse(s).map(PathField::Path).map_err(|e| self.err(Some(state), format!("{key}: {e}")))
+            }
+            Some(_) => Err(self.err(Some(state), format!("\"{key}\" must be a path string or null"))),
         }
     }
 
-    fn plain_path(
-        &self,
-        state: &str,
-        obj: &Map<String, Value>,
-        key: &str,
-    ) -> Result<Option<Path>, Error> {
+    fn plain_path(&self, state: &str, obj: &Map<String, Value>, key: &str) -> Result<Option<Path>, Error> {
         match self.path_field(state, obj, key)? {
             PathField::Default => Ok(None),
             PathField::Path(p) => Ok(Some(p)),
-            PathField::Null => {
-                Err(self.err(Some(state), format!("\"{key}\" may not be null here")))
-            }
+            PathField::Null => Err(self.err(Some(state), format!("\"{key}\" may not be null here"))),
         }
     }
 
     fn io(&self, state: &str, obj: &Map<String, Value>) -> Result<Io, Error> {
         let template = |key: &str| -> Result<Option<Template>, Error> {
             obj.get(key)
-                .map(|v| {
-                    Template::parse(v).map_err(|e| self.err(Some(state), format!("{key}: {e}")))
-                })
+                .map(|v| Template::parse(v).map_err(|e| self.err(Some(state), format!("{key}: {e}"))))
                 .transpose()
         };
         Ok(Io {
@@ -399,8 +279,7 @@ impl Builder<'_> {
     /// Reachability, cycles without a Choice, and states that can never finish.
     fn check_shape(&self, graph: &Graph, prefix: &str) -> Result<(), Error> {
         let n = graph.states.len();
-        let successors: Vec<Vec<StateId>> =
-            graph.states.iter().map(|s| successors(&s.kind)).collect();
+        let successors: Vec<Vec<StateId>> = graph.states.iter().map(|s| successors(&s.kind)).collect();
         let name = |i: StateId| format!("{prefix}{}", graph.states[i].name);
         // Reachable from StartAt.
         let mut seen = vec![false; n];
@@ -459,10 +338,7 @@ impl Builder<'_> {
             }
         }
         if let Some(i) = (0..n).find(|i| !can_end[*i]) {
-            return Err(self.err(
-                Some(&name(i)),
-                "can never reach an end state (End, Succeed or Fail)",
-            ));
+            return Err(self.err(Some(&name(i)), "can never reach an end state (End, Succeed or Fail)"));
         }
         Ok(())
     }
@@ -474,21 +350,19 @@ fn successors(kind: &StateKind) -> Vec<StateId> {
         Next::End => vec![],
     };
     match kind {
-        StateKind::Task { next: n, .. }
-        | StateKind::Pass { next: n, .. }
-        | StateKind::Parallel { next: n, .. } => next(n),
-        StateKind::Choice { rules, default, .. } => {
-            rules.iter().map(|(_, t)| *t).chain(*default).collect()
+        StateKind::Task { next: n, .. } | StateKind::Pass { next: n, .. } | StateKind::Parallel { next: n, .. } => {
+            next(n)
         }
+        StateKind::Choice { rules, default, .. } => rules.iter().map(|(_, t)| *t).chain(*default).collect(),
         StateKind::Succeed { .. } | StateKind::Fail { .. } => vec![],
     }
 }
 
 fn is_terminal(kind: &StateKind) -> bool {
     match kind {
-        StateKind::Task { next, .. }
-        | StateKind::Pass { next, .. }
-        | StateKind::Parallel { next, .. } => *next == Next::End,
+        StateKind::Task { next, .. } | StateKind::Pass { next, .. } | StateKind::Parallel { next, .. } => {
+            *next == Next::End
+        }
         StateKind::Succeed { .. } | StateKind::Fail { .. } => true,
         StateKind::Choice { .. } => false,
     }

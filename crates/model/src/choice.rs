@@ -92,11 +92,8 @@ const TESTS: [(&str, TypeTest); 6] = [
 
 /// Parses one rule object. `top_level` rules carry `Next` (checked by the caller); nested ones must not.
 pub fn parse_rule(obj: &Map<String, Value>, top_level: bool) -> Result<Rule, String> {
-    let mut operators: Vec<&str> = obj
-        .keys()
-        .map(String::as_str)
-        .filter(|k| !matches!(*k, "Variable" | "Next" | "Comment"))
-        .collect();
+    let mut operators: Vec<&str> =
+        obj.keys().map(String::as_str).filter(|k| !matches!(*k, "Variable" | "Next" | "Comment")).collect();
     if !top_level && obj.contains_key("Next") {
         return Err("\"Next\" is only allowed on top-level Choice rules".into());
     }
@@ -105,30 +102,19 @@ pub fn parse_rule(obj: &Map<String, Value>, top_level: bool) -> Result<Rule, Str
         return Err(if operators.is_empty() {
             "a Choice rule needs exactly one operator (e.g. StringEquals, And)".into()
         } else {
-            format!(
-                "a Choice rule needs exactly one operator, found {}",
-                operators.join(", ")
-            )
+            format!("a Choice rule needs exactly one operator, found {}", operators.join(", "))
         });
     }
     let op = operators[0];
     let arg = &obj[op];
     let sub_rules = |arg: &Value| -> Result<Vec<Rule>, String> {
-        let items = arg
-            .as_array()
-            .ok_or(format!("\"{op}\" needs an array of rules"))?;
+        let items = arg.as_array().ok_or(format!("\"{op}\" needs an array of rules"))?;
         if items.is_empty() {
             return Err(format!("\"{op}\" needs at least one rule"));
         }
         items
             .iter()
-            .map(|r| {
-                parse_rule(
-                    r.as_object()
-                        .ok_or(format!("\"{op}\" entries must be objects"))?,
-                    false,
-                )
-            })
+            .map(|r| parse_rule(r.as_object().ok_or(format!("\"{op}\" entries must be objects"))?, false))
             .collect()
     };
     match op {
@@ -137,11 +123,7 @@ pub fn parse_rule(obj: &Map<String, Value>, top_level: bool) -> Result<Rule, Str
                 return Err(format!("\"{op}\" must not have a Variable"));
             }
             let rules = sub_rules(arg)?;
-            return Ok(if op == "And" {
-                Rule::And(rules)
-            } else {
-                Rule::Or(rules)
-            });
+            return Ok(if op == "And" { Rule::And(rules) } else { Rule::Or(rules) });
         }
         "Not" => {
             if obj.contains_key("Variable") {
@@ -159,23 +141,12 @@ pub fn parse_rule(obj: &Map<String, Value>, top_level: bool) -> Result<Rule, Str
         .ok_or("\"Variable\" must be a path string")?;
     let variable = Path::parse(variable_text).map_err(|e| e.to_string())?;
     if op == "StringMatches" {
-        let pattern = arg
-            .as_str()
-            .ok_or("\"StringMatches\" needs a string pattern")?;
-        return Ok(Rule::Matches {
-            variable,
-            pattern: pattern.to_string(),
-        });
+        let pattern = arg.as_str().ok_or("\"StringMatches\" needs a string pattern")?;
+        return Ok(Rule::Matches { variable, pattern: pattern.to_string() });
     }
     if let Some((_, test)) = TESTS.iter().find(|(name, _)| *name == op) {
-        let expect = arg
-            .as_bool()
-            .ok_or(format!("\"{op}\" needs true or false"))?;
-        return Ok(Rule::Test {
-            variable,
-            test: *test,
-            expect,
-        });
+        let expect = arg.as_bool().ok_or(format!("\"{op}\" needs true or false"))?;
+        return Ok(Rule::Test { variable, test: *test, expect });
     }
     let (base, is_path) = match op.strip_suffix("Path") {
         Some(base) => (base, true),
@@ -192,9 +163,7 @@ pub fn parse_rule(obj: &Map<String, Value>, top_level: bool) -> Result<Rule, Str
             continue;
         }
         let operand = if is_path {
-            let text = arg
-                .as_str()
-                .ok_or(format!("\"{op}\" needs a path string"))?;
+            let text = arg.as_str().ok_or(format!("\"{op}\" needs a path string"))?;
             Operand::Path(Path::parse(text).map_err(|e| e.to_string())?)
         } else {
             let ok = match family {
@@ -204,19 +173,11 @@ pub fn parse_rule(obj: &Map<String, Value>, top_level: bool) -> Result<Rule, Str
                 Family::Timestamp => arg.as_str().is_some_and(|s| parse_timestamp(s).is_some()),
             };
             if !ok {
-                return Err(format!(
-                    "\"{op}\" needs a {} operand, got {arg}",
-                    family_name.to_lowercase()
-                ));
+                return Err(format!("\"{op}\" needs a {} operand, got {arg}", family_name.to_lowercase()));
             }
             Operand::Literal(arg.clone())
         };
-        return Ok(Rule::Compare {
-            variable,
-            family,
-            relation: *relation,
-            operand,
-        });
+        return Ok(Rule::Compare { variable, family, relation: *relation, operand });
     }
     Err(format!("unknown Choice operator \"{op}\""))
 }
@@ -229,12 +190,8 @@ fn ordering(family: Family, left: &Value, right: &Value) -> Option<std::cmp::Ord
     match family {
         Family::String => Some(left.as_str()?.cmp(right.as_str()?)),
         Family::Numeric => left.as_f64()?.partial_cmp(&right.as_f64()?),
-        Family::Boolean => {
-            (left.as_bool()? == right.as_bool()?).then_some(std::cmp::Ordering::Equal)
-        }
-        Family::Timestamp => {
-            Some(parse_timestamp(left.as_str()?)?.cmp(&parse_timestamp(right.as_str()?)?))
-        }
+        Family::Boolean => (left.as_bool()? == right.as_bool()?).then_some(std::cmp::Ordering::Equal),
+        Family::Timestamp => Some(parse_timestamp(left.as_str()?)?.cmp(&parse_timestamp(right.as_str()?)?)),
     }
 }
 
@@ -280,10 +237,8 @@ pub fn wildcard_match(pattern: &str, text: &str) -> bool {
 impl Rule {
     /// Evaluates the rule against the Choice state's effective input.
     pub fn eval(&self, input: &Value) -> Result<bool, String> {
-        let lookup = |path: &Path| {
-            path.get(input)
-                .ok_or_else(|| format!("Choice Variable {path} is not present in the input"))
-        };
+        let lookup =
+            |path: &Path| path.get(input).ok_or_else(|| format!("Choice Variable {path} is not present in the input"));
         Ok(match self {
             Rule::And(rules) => {
                 for r in rules {
@@ -302,11 +257,7 @@ impl Rule {
                 false
             }
             Rule::Not(rule) => !rule.eval(input)?,
-            Rule::Test {
-                variable,
-                test,
-                expect,
-            } => {
+            Rule::Test { variable, test, expect } => {
                 let node = variable.get(input);
                 let actual = match test {
                     TypeTest::IsPresent => node.is_some(),
@@ -314,22 +265,14 @@ impl Rule {
                     TypeTest::IsNumeric => node.is_some_and(Value::is_number),
                     TypeTest::IsString => node.is_some_and(Value::is_string),
                     TypeTest::IsBoolean => node.is_some_and(Value::is_boolean),
-                    TypeTest::IsTimestamp => node
-                        .and_then(Value::as_str)
-                        .and_then(parse_timestamp)
-                        .is_some(),
+                    TypeTest::IsTimestamp => node.and_then(Value::as_str).and_then(parse_timestamp).is_some(),
                 };
                 actual == *expect
             }
-            Rule::Matches { variable, pattern } => lookup(variable)?
-                .as_str()
-                .is_some_and(|s| wildcard_match(pattern, s)),
-            Rule::Compare {
-                variable,
-                family,
-                relation,
-                operand,
-            } => {
+            Rule::Matches { variable, pattern } => {
+                lookup(variable)?.as_str().is_some_and(|s| wildcard_match(pattern, s))
+            }
+            Rule::Compare { variable, family, relation, operand } => {
                 let left = lookup(variable)?;
                 let right = match operand {
                     Operand::Literal(v) => v,
@@ -369,116 +312,28 @@ mod tests {
     fn every_operator_family() {
         let input = json!({"s": "bob", "n": 5, "m": 7, "b": true, "t": "2024-01-02T00:00:00Z",
                            "u": "2024-01-01T00:00:00Z", "z": null});
-        check(
-            json!({"Variable": "$.s", "StringEquals": "bob"}),
-            input.clone(),
-            Ok(true),
-        );
-        check(
-            json!({"Variable": "$.s", "StringLessThan": "carl"}),
-            input.clone(),
-            Ok(true),
-        );
-        check(
-            json!({"Variable": "$.s", "StringGreaterThanEquals": "bob"}),
-            input.clone(),
-            Ok(true),
-        );
-        check(
-            json!({"Variable": "$.s", "StringMatches": "b*"}),
-            input.clone(),
-            Ok(true),
-        );
-        check(
-            json!({"Variable": "$.s", "StringMatches": "*x"}),
-            input.clone(),
-            Ok(false),
-        );
-        check(
-            json!({"Variable": "$.n", "NumericLessThanPath": "$.m"}),
-            input.clone(),
-            Ok(true),
-        );
-        check(
-            json!({"Variable": "$.n", "NumericGreaterThan": 5}),
-            input.clone(),
-            Ok(false),
-        );
-        check(
-            json!({"Variable": "$.n", "NumericGreaterThanEquals": 5}),
-            input.clone(),
-            Ok(true),
-        );
-        check(
-            json!({"Variable": "$.n", "NumericLessThanEquals": 4.5}),
-            input.clone(),
-            Ok(false),
-        );
-        check(
-            json!({"Variable": "$.n", "NumericEquals": 5}),
-            input.clone(),
-            Ok(true),
-        );
-        check(
-            json!({"Variable": "$.b", "BooleanEquals": true}),
-            input.clone(),
-            Ok(true),
-        );
-        check(
-            json!({"Variable": "$.b", "BooleanEqualsPath": "$.b"}),
-            input.clone(),
-            Ok(true),
-        );
-        check(
-            json!({"Variable": "$.t", "TimestampGreaterThanPath": "$.u"}),
-            input.clone(),
-            Ok(true),
-        );
-        check(
-            json!({"Variable": "$.t", "TimestampEquals": "2024-01-02T00:00:00Z"}),
-            input.clone(),
-            Ok(true),
-        );
-        check(
-            json!({"Variable": "$.s", "NumericEquals": 5}),
-            input.clone(),
-            Ok(false),
-        ); // type mismatch
-        check(
-            json!({"Variable": "$.z", "IsNull": true}),
-            input.clone(),
-            Ok(true),
-        );
-        check(
-            json!({"Variable": "$.q", "IsPresent": false}),
-            input.clone(),
-            Ok(true),
-        );
-        check(
-            json!({"Variable": "$.n", "IsNumeric": true}),
-            input.clone(),
-            Ok(true),
-        );
-        check(
-            json!({"Variable": "$.s", "IsString": true}),
-            input.clone(),
-            Ok(true),
-        );
-        check(
-            json!({"Variable": "$.b", "IsBoolean": true}),
-            input.clone(),
-            Ok(true),
-        );
-        check(
-            json!({"Variable": "$.t", "IsTimestamp": true}),
-            input.clone(),
-            Ok(true),
-        );
-        check(
-            json!({"Variable": "$.q", "StringEquals": "x"}),
-            input.clone(),
-            Err("not present"),
-        );
+        check(json!({"Variable": "$.s", "StringEquals": "bob"}), input.clone(), Ok(true));
+        check(json!({"Variable": "$.s", "StringLessThan": "carl"}), input.clone(), Ok(true));
+        check(json!({"Variable": "$.s", "StringGreaterThanEquals": "bob"}), input.clone(), Ok(true));
+        check(json!({"Variable": "$.s", "StringMatches": "b*"}), input.clone(), Ok(true));
+        check(json!({"Variable": "$.s", "StringMatches": "*x"}), input.clone(), Ok(false));
+        check(json!({"Variable": "$.n", "NumericLessThanPath": "$.m"}), input.clone(), Ok(true));
+        check(json!({"Variable": "$.n", "NumericGreaterThan": 5}), input.clone(), Ok(false));
+        check(json!({"Variable": "$.n", "NumericGreaterThanEquals": 5}), input.clone(), Ok(true));
+        check(json!({"Variable": "$.n", "NumericLessThanEquals": 4.5}), input.clone(), Ok(false));
+        check(json!({"Variable": "$.n", "NumericEquals": 5}), input.clone(), Ok(true));
+        check(json!({"Variable": "$.b", "BooleanEquals": true}), input.clone(), Ok(true));
+        check(json!({"Variable": "$.b", "BooleanEqualsPath": "$.b"}), input.clone(), Ok(true));
+        check(json!({"Variable": "$.t", "TimestampGreaterThanPath": "$.u"}), input.clone(), Ok(true));
+        check(json!({"Variable": "$.t", "TimestampEquals": "2024-01-02T00:00:00Z"}), input.clone(), Ok(true));
+        check(json!({"Variable": "$.s", "NumericEquals": 5}), input.clone(), Ok(false)); // type mismatch
+        check(json!({"Variable": "$.z", "IsNull": true}), input.clone(), Ok(true));
+        check(json!({"Variable": "$.q", "IsPresent": false}), input.clone(), Ok(true));
+        check(json!({"Variable": "$.n", "IsNumeric": true}), input.clone(), Ok(true));
+        check(json!({"Variable": "$.s", "IsString": true}), input.clone(), Ok(true));
+        check(json!({"Variable": "$.b", "IsBoolean": true}), input.clone(), Ok(true));
+        check(json!({"Variable": "$.t", "IsTimestamp": true}), input.clone(), Ok(true));
+        check(json!({"Variable": "$.q", "StringEquals": "x"}), input.clone(), Err("not present"));
     }
 
     #[test]
@@ -488,34 +343,18 @@ mod tests {
         check(and, input.clone(), Ok(false));
         let or = json!({"Or": [{"Variable": "$.a", "NumericEquals": 2}, {"Variable": "$.b", "StringEquals": "x"}]});
         check(or, input.clone(), Ok(true));
-        check(
-            json!({"Not": {"Variable": "$.a", "NumericEquals": 1}}),
-            input,
-            Ok(false),
-        );
+        check(json!({"Not": {"Variable": "$.a", "NumericEquals": 1}}), input, Ok(false));
     }
 
     #[test]
     fn malformed_rules_say_why() {
         for (rule, needle) in [
             (json!({"Variable": "$.a"}), "exactly one operator"),
-            (
-                json!({"Variable": "$.a", "StringEquals": 3}),
-                "needs a string operand",
-            ),
-            (
-                json!({"Variable": "$.a", "NumericFoo": 3}),
-                "unknown Choice operator",
-            ),
+            (json!({"Variable": "$.a", "StringEquals": 3}), "needs a string operand"),
+            (json!({"Variable": "$.a", "NumericFoo": 3}), "unknown Choice operator"),
             (json!({"And": []}), "at least one rule"),
-            (
-                json!({"Variable": "$.a", "StringEquals": "x", "NumericEquals": 1}),
-                "found NumericEquals, StringEquals",
-            ),
-            (
-                json!({"Not": {"Variable": "$.a", "IsNull": true, "Next": "x"}}),
-                "only allowed on top-level",
-            ),
+            (json!({"Variable": "$.a", "StringEquals": "x", "NumericEquals": 1}), "found NumericEquals, StringEquals"),
+            (json!({"Not": {"Variable": "$.a", "IsNull": true, "Next": "x"}}), "only allowed on top-level"),
         ] {
             let err = parse_rule(rule.as_object().unwrap(), true).unwrap_err();
             assert!(err.contains(needle), "{rule}: {err}");

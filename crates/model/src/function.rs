@@ -31,9 +31,9 @@ impl Kind {
             "python" | "python:3" | "python:3.11" | "python3" => Ok(Kind::Python),
             "nodejs" | "nodejs:20" | "nodejs:default" | "node" => Ok(Kind::Node),
             "native" => Ok(Kind::Native),
-            other => Err(format!(
-                "unknown kind \"{other}\"; expected one of python:3, nodejs:20, nodejs:default, native"
-            )),
+            other => {
+                Err(format!("unknown kind \"{other}\"; expected one of python:3, nodejs:20, nodejs:default, native"))
+            }
         }
     }
 
@@ -68,11 +68,7 @@ impl Limits {
 
     pub fn validate(&self) -> Result<(), String> {
         if self.timeout_ms == 0 || self.timeout_ms > Self::TIMEOUT_MS_MAX {
-            return Err(format!(
-                "timeout_ms must be 1..={}, got {}",
-                Self::TIMEOUT_MS_MAX,
-                self.timeout_ms
-            ));
+            return Err(format!("timeout_ms must be 1..={}, got {}", Self::TIMEOUT_MS_MAX, self.timeout_ms));
         }
         if !(Self::MEMORY_MB_MIN..=Self::MEMORY_MB_MAX).contains(&self.memory_mb) {
             return Err(format!(
@@ -91,12 +87,7 @@ impl Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            timeout_ms: 60_000,
-            memory_mb: 256,
-            logs_bytes_max: 10 * 1024 * 1024,
-            payload_bytes_max: 1024 * 1024,
-        }
+        Limits { timeout_ms: 60_000, memory_mb: 256, logs_bytes_max: 10 * 1024 * 1024, payload_bytes_max: 1024 * 1024 }
     }
 }
 
@@ -117,15 +108,10 @@ impl Annotations {
         let mut out = Annotations::default();
         for (key, value) in map {
             match key.as_str() {
-                "pure" => {
-                    out.pure = value
-                        .as_bool()
-                        .ok_or("annotation \"pure\" must be true or false")?
-                }
+                "pure" => out.pure = value.as_bool().ok_or("annotation \"pure\" must be true or false")?,
                 "non-speculative" | "non_speculative" => {
-                    out.non_speculative = value
-                        .as_bool()
-                        .ok_or("annotation \"non-speculative\" must be true or false")?
+                    out.non_speculative =
+                        value.as_bool().ok_or("annotation \"non-speculative\" must be true or false")?
                 }
                 _ => {
                     out.other.insert(key, value);
@@ -161,17 +147,8 @@ pub struct FunctionSpec {
 
 impl FunctionSpec {
     /// Builds and validates a function; computes its version from the code.
-    pub fn new(
-        name: &str,
-        kind: Kind,
-        code: Code,
-        limits: Limits,
-        annotations: Annotations,
-    ) -> Result<Self, Error> {
-        let fail = |message: String| Error::Function {
-            function: name.to_string(),
-            message,
-        };
+    pub fn new(name: &str, kind: Kind, code: Code, limits: Limits, annotations: Annotations) -> Result<Self, Error> {
+        let fail = |message: String| Error::Function { function: name.to_string(), message };
         crate::check_name(name).map_err(fail)?;
         limits.validate().map_err(fail)?;
         match (&code, kind) {
@@ -181,9 +158,7 @@ impl FunctionSpec {
                     return Err(fail("code is empty".into()));
                 }
                 if main.is_empty() || !main.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                    return Err(fail(format!(
-                        "entry point \"{main}\" is not a valid identifier"
-                    )));
+                    return Err(fail(format!("entry point \"{main}\" is not a valid identifier")));
                 }
             }
             _ => return Err(fail(format!("kind {:?} does not match its code", kind))),
@@ -217,52 +192,23 @@ mod tests {
     use super::*;
 
     fn py(text: &str) -> FunctionSpec {
-        let code = Code::Source {
-            text: text.into(),
-            main: "main".into(),
-        };
-        FunctionSpec::new(
-            "f",
-            Kind::Python,
-            code,
-            Limits::default(),
-            Annotations::default(),
-        )
-        .unwrap()
+        let code = Code::Source { text: text.into(), main: "main".into() };
+        FunctionSpec::new("f", Kind::Python, code, Limits::default(), Annotations::default()).unwrap()
     }
 
     #[test]
     fn version_follows_code() {
-        assert_eq!(
-            py("def main(a): return a").version,
-            py("def main(a): return a").version
-        );
-        assert_ne!(
-            py("def main(a): return a").version,
-            py("def main(a): return {}").version
-        );
+        assert_eq!(py("def main(a): return a").version, py("def main(a): return a").version);
+        assert_ne!(py("def main(a): return a").version, py("def main(a): return {}").version);
     }
 
     #[test]
     fn bad_names_and_limits_are_named() {
-        let code = Code::Source {
-            text: "x".into(),
-            main: "main".into(),
-        };
-        let err = FunctionSpec::new(
-            "a/b",
-            Kind::Python,
-            code.clone(),
-            Limits::default(),
-            Default::default(),
-        );
+        let code = Code::Source { text: "x".into(), main: "main".into() };
+        let err = FunctionSpec::new("a/b", Kind::Python, code.clone(), Limits::default(), Default::default());
         assert!(err.unwrap_err().to_string().contains("contains '/'"));
-        let limits = Limits {
-            timeout_ms: 0,
-            ..Limits::default()
-        };
-        let err =
-            FunctionSpec::new("a", Kind::Python, code, limits, Default::default()).unwrap_err();
+        let limits = Limits { timeout_ms: 0, ..Limits::default() };
+        let err = FunctionSpec::new("a", Kind::Python, code, limits, Default::default()).unwrap_err();
         assert!(err.to_string().contains("timeout_ms"), "{err}");
     }
 

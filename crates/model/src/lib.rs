@@ -29,11 +29,7 @@ pub use workflow::Graph;
 pub enum Error {
     /// An ASL document is malformed or fails validation.
     #[error("{file}: {}{message}", state.as_ref().map(|s| format!("state \"{s}\": ")).unwrap_or_default())]
-    Asl {
-        file: String,
-        state: Option<String>,
-        message: String,
-    },
+    Asl { file: String, state: Option<String>, message: String },
     /// A manifest is malformed.
     #[error("{file}: {message}")]
     Manifest { file: String, message: String },
@@ -57,17 +53,10 @@ pub fn check_name(name: &str) -> Result<(), String> {
     }
     let first = name.chars().next().unwrap_or(' ');
     if !(first.is_ascii_alphanumeric() || first == '_') {
-        return Err(format!(
-            "name \"{name}\" must start with a letter, a digit or '_'"
-        ));
+        return Err(format!("name \"{name}\" must start with a letter, a digit or '_'"));
     }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "_@.-".contains(*c)))
-    {
-        return Err(format!(
-            "name \"{name}\" contains '{bad}'; allowed are letters, digits and _ @ . -"
-        ));
+    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || "_@.-".contains(*c))) {
+        return Err(format!("name \"{name}\" contains '{bad}'; allowed are letters, digits and _ @ . -"));
     }
     Ok(())
 }

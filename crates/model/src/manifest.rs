@@ -74,22 +74,14 @@ pub struct AppEntry {
 
 impl Manifest {
     pub fn parse(file: &str, text: &str) -> Result<Manifest, Error> {
-        let manifest: Manifest = toml::from_str(text).map_err(|e| Error::Manifest {
-            file: file.into(),
-            message: e.to_string(),
-        })?;
+        let manifest: Manifest =
+            toml::from_str(text).map_err(|e| Error::Manifest { file: file.into(), message: e.to_string() })?;
         for (name, app) in &manifest.apps {
-            let forms = [
-                app.workflow.is_some(),
-                app.sequence.is_some(),
-                app.function.is_some(),
-            ];
+            let forms = [app.workflow.is_some(), app.sequence.is_some(), app.function.is_some()];
             if forms.iter().filter(|x| **x).count() != 1 {
                 return Err(Error::Manifest {
                     file: file.into(),
-                    message: format!(
-                        "app \"{name}\" needs exactly one of workflow, sequence or function"
-                    ),
+                    message: format!("app \"{name}\" needs exactly one of workflow, sequence or function"),
                 });
             }
         }
@@ -117,11 +109,7 @@ mod tests {
         .unwrap();
         assert_eq!(m.functions["a"].limits.timeout_ms, 5);
         assert_eq!(m.functions["a"].limits.memory_mb, 256);
-        let err = Manifest::parse(
-            "specfaas.toml",
-            "[functions.a]\nkind='x'\ncode='y'\ncolor=1",
-        )
-        .unwrap_err();
+        let err = Manifest::parse("specfaas.toml", "[functions.a]\nkind='x'\ncode='y'\ncolor=1").unwrap_err();
         assert!(err.to_string().contains("unknown field `color`"), "{err}");
         let err = Manifest::parse("m.toml", "[apps.x]\nsequence=['a']\nfunction='b'").unwrap_err();
         assert!(err.to_string().contains("exactly one of"), "{err}");

@@ -32,26 +32,18 @@ impl std::fmt::Display for Path {
 impl Path {
     /// `$`: the whole document.
     pub fn root() -> Path {
-        Path {
-            segments: Vec::new(),
-            text: "$".into(),
-        }
+        Path { segments: Vec::new(), text: "$".into() }
     }
 
     pub fn parse(text: &str) -> Result<Path, Error> {
-        let fail = |message: &str| Error::Path {
-            path: text.to_string(),
-            message: message.to_string(),
-        };
+        let fail = |message: &str| Error::Path { path: text.to_string(), message: message.to_string() };
         if text.starts_with("$$") {
             return Err(fail("the context object ($$) is not supported yet"));
         }
         if text.starts_with("States.") {
             return Err(fail("intrinsic functions (States.*) are not supported yet"));
         }
-        let rest = text
-            .strip_prefix('$')
-            .ok_or_else(|| fail("a path must start with '$'"))?;
+        let rest = text.strip_prefix('$').ok_or_else(|| fail("a path must start with '$'"))?;
         let bytes: Vec<char> = rest.chars().collect();
         let mut segments = Vec::new();
         let mut i = 0;
@@ -68,19 +60,13 @@ impl Path {
                         return Err(fail("empty field name after '.'"));
                     }
                     if field == "*" || field.contains(['*', '?', '@', '(', ')', ',', ':']) {
-                        return Err(fail(
-                            "only plain field names and [index] are allowed in a reference path",
-                        ));
+                        return Err(fail("only plain field names and [index] are allowed in a reference path"));
                     }
                     segments.push(Segment::Field(field));
                     i = end;
                 }
                 '[' => {
-                    let close = bytes[i..]
-                        .iter()
-                        .position(|c| *c == ']')
-                        .ok_or_else(|| fail("missing ']'"))?
-                        + i;
+                    let close = bytes[i..].iter().position(|c| *c == ']').ok_or_else(|| fail("missing ']'"))? + i;
                     let inner: String = bytes[i + 1..close].iter().collect();
                     let quoted = inner
                         .strip_prefix('\'')
@@ -98,10 +84,7 @@ impl Path {
                 c => return Err(fail(&format!("unexpected '{c}'"))),
             }
         }
-        Ok(Path {
-            segments,
-            text: text.to_string(),
-        })
+        Ok(Path { segments, text: text.to_string() })
     }
 
     /// The node the path selects, if present.
@@ -140,10 +123,7 @@ impl Path {
                 Segment::Index(i) => match node {
                     Value::Array(items) if *i < items.len() => &mut items[*i],
                     _ => {
-                        return Err(format!(
-                            "ResultPath {}: index {i} does not exist",
-                            self.text
-                        ));
+                        return Err(format!("ResultPath {}: index {i} does not exist", self.text));
                     }
                 },
             };
@@ -182,8 +162,7 @@ impl Template {
                     if let Some(name) = key.strip_suffix(".$") {
                         let text = v.as_str().ok_or_else(|| Error::Path {
                             path: key.clone(),
-                            message: "a key ending in \".$\" needs a path string as its value"
-                                .into(),
+                            message: "a key ending in \".$\" needs a path string as its value".into(),
                         })?;
                         entries.push((name.to_string(), Template::Path(Path::parse(text)?)));
                     } else {
@@ -192,12 +171,7 @@ impl Template {
                 }
                 Template::Object(entries)
             }
-            Value::Array(items) => Template::Array(
-                items
-                    .iter()
-                    .map(Template::parse)
-                    .collect::<Result<_, _>>()?,
-            ),
+            Value::Array(items) => Template::Array(items.iter().map(Template::parse).collect::<Result<_, _>>()?),
             other => Template::Literal(other.clone()),
         })
     }
@@ -206,9 +180,10 @@ impl Template {
     pub fn eval(&self, input: &Value) -> Result<Value, String> {
         Ok(match self {
             Template::Literal(v) => v.clone(),
-            Template::Path(p) => p.get(input).cloned().ok_or_else(|| {
-                format!("the path {p} in Parameters selects nothing in the input")
-            })?,
+            Template::Path(p) => p
+                .get(input)
+                .cloned()
+                .ok_or_else(|| format!("the path {p} in Parameters selects nothing in the input"))?,
             Template::Object(entries) => {
                 let mut map = Map::new();
                 for (k, t) in entries {
@@ -216,12 +191,7 @@ impl Template {
                 }
                 Value::Object(map)
             }
-            Template::Array(items) => Value::Array(
-                items
-                    .iter()
-                    .map(|t| t.eval(input))
-                    .collect::<Result<_, _>>()?,
-            ),
+            Template::Array(items) => Value::Array(items.iter().map(|t| t.eval(input)).collect::<Result<_, _>>()?),
         })
     }
 }
@@ -242,11 +212,7 @@ mod tests {
             ("$.a.missing", None),
             ("$.a.b[7]", None),
         ] {
-            assert_eq!(
-                Path::parse(path).unwrap().get(&doc).cloned(),
-                expect,
-                "{path}"
-            );
+            assert_eq!(Path::parse(path).unwrap().get(&doc).cloned(), expect, "{path}");
         }
     }
 
@@ -267,25 +233,16 @@ mod tests {
     #[test]
     fn set_creates_objects() {
         let mut doc = json!({"x": 1});
-        Path::parse("$.r.s")
-            .unwrap()
-            .set(&mut doc, json!(true))
-            .unwrap();
+        Path::parse("$.r.s").unwrap().set(&mut doc, json!(true)).unwrap();
         assert_eq!(doc, json!({"x": 1, "r": {"s": true}}));
-        let err = Path::parse("$.x.y")
-            .unwrap()
-            .set(&mut doc, json!(1))
-            .unwrap_err();
+        let err = Path::parse("$.x.y").unwrap().set(&mut doc, json!(1)).unwrap_err();
         assert!(err.contains("inside a number"), "{err}");
     }
 
     #[test]
     fn templates() {
         let t = Template::parse(&json!({"u.$": "$.user", "k": [1, {"n.$": "$.n"}]})).unwrap();
-        assert_eq!(
-            t.eval(&json!({"user": "al", "n": 3})).unwrap(),
-            json!({"u": "al", "k": [1, {"n": 3}]})
-        );
+        assert_eq!(t.eval(&json!({"user": "al", "n": 3})).unwrap(), json!({"u": "al", "k": [1, {"n": 3}]}));
         assert!(t.eval(&json!({"user": "al"})).unwrap_err().contains("$.n"));
     }
 }

@@ -92,10 +92,7 @@ fn select(field: &PathField, value: &Value, what: &str) -> Result<Value, String>
     match field {
         PathField::Default => Ok(value.clone()),
         PathField::Null => Ok(Value::Object(Default::default())),
-        PathField::Path(p) => p
-            .get(value)
-            .cloned()
-            .ok_or_else(|| format!("{what} {p} selects nothing in {value}")),
+        PathField::Path(p) => p.get(value).cloned().ok_or_else(|| format!("{what} {p} selects nothing in {value}")),
     }
 }
 
@@ -133,10 +130,7 @@ impl Io {
 pub fn select_path(path: &Option<Path>, value: &Value, what: &str) -> Result<Value, String> {
     match path {
         None => Ok(value.clone()),
-        Some(p) => p
-            .get(value)
-            .cloned()
-            .ok_or_else(|| format!("{what} {p} selects nothing")),
+        Some(p) => p.get(value).cloned().ok_or_else(|| format!("{what} {p} selects nothing")),
     }
 }
 
@@ -147,9 +141,7 @@ impl Graph {
         for state in &self.states {
             match &state.kind {
                 StateKind::Task { function, .. } => out.push(function.as_str()),
-                StateKind::Parallel { branches, .. } => {
-                    branches.iter().for_each(|b| out.extend(b.functions()))
-                }
+                StateKind::Parallel { branches, .. } => branches.iter().for_each(|b| out.extend(b.functions())),
                 _ => {}
             }
         }
@@ -166,11 +158,7 @@ impl Graph {
                 kind: StateKind::Task {
                     function: f.clone(),
                     io: Io::default(),
-                    next: if i + 1 == functions.len() {
-                        Next::End
-                    } else {
-                        Next::State(i + 1)
-                    },
+                    next: if i + 1 == functions.len() { Next::End } else { Next::State(i + 1) },
                 },
             })
             .collect();
@@ -194,19 +182,10 @@ mod tests {
         };
         let raw = json!({"order": {"id": 7}, "other": true});
         assert_eq!(io.effective_input(&raw).unwrap(), json!({"id": 7, "k": 1}));
-        assert_eq!(
-            io.output(&raw, json!("ok")).unwrap(),
-            json!({"order": {"id": 7}, "other": true, "result": "ok"})
-        );
-        let discard = Io {
-            result_path: PathField::Null,
-            ..Io::default()
-        };
+        assert_eq!(io.output(&raw, json!("ok")).unwrap(), json!({"order": {"id": 7}, "other": true, "result": "ok"}));
+        let discard = Io { result_path: PathField::Null, ..Io::default() };
         assert_eq!(discard.output(&raw, json!(1)).unwrap(), raw);
-        let nothing = Io {
-            output_path: PathField::Null,
-            ..Io::default()
-        };
+        let nothing = Io { output_path: PathField::Null, ..Io::default() };
         assert_eq!(nothing.output(&raw, json!(1)).unwrap(), json!({}));
     }
 }

@@ -69,31 +69,17 @@ fn to_outcome(report: &Report, payload_bytes_max: u64) -> Outcome {
                 let error = format!(
                     "The action produced a response that exceeded the allowed length: {size} > {payload_bytes_max} bytes."
                 );
-                return Outcome::Failure {
-                    status: Status::DeveloperError,
-                    error: json!(error),
-                };
+                return Outcome::Failure { status: Status::DeveloperError, error: json!(error) };
             }
             Outcome::Success(v.clone())
         }
-        R::ApplicationError(e) => Outcome::Failure {
-            status: Status::ApplicationError,
-            error: e.clone(),
-        },
-        R::DeveloperError(m) => Outcome::Failure {
-            status: Status::DeveloperError,
-            error: json!(m),
-        },
+        R::ApplicationError(e) => Outcome::Failure { status: Status::ApplicationError, error: e.clone() },
+        R::DeveloperError(m) => Outcome::Failure { status: Status::DeveloperError, error: json!(m) },
         R::Timeout { timeout_ms } => Outcome::Failure {
             status: Status::DeveloperError,
-            error: json!(format!(
-                "The action exceeded its time limits of {timeout_ms} milliseconds."
-            )),
+            error: json!(format!("The action exceeded its time limits of {timeout_ms} milliseconds.")),
         },
-        R::Killed => Outcome::Failure {
-            status: Status::InternalError,
-            error: json!("The activation was killed."),
-        },
+        R::Killed => Outcome::Failure { status: Status::InternalError, error: json!("The activation was killed.") },
     }
 }
 
@@ -106,13 +92,8 @@ pub(crate) async fn run(
 ) -> Invocation {
     let started = SystemTime::now();
     let app_id = new_activation_id();
-    let direct =
-        matches!(app.form, model::app::Form::Function) && !deployments.apps.contains_key(&app.name);
-    let mut engine = engine::engine(
-        app.clone(),
-        deployments.catalog.clone(),
-        inner.config.engine,
-    );
+    let direct = matches!(app.form, model::app::Form::Function) && !deployments.apps.contains_key(&app.name);
+    let mut engine = engine::engine(app.clone(), deployments.catalog.clone(), inner.config.engine);
     let (tx, mut rx) = mpsc::unbounded_channel::<Incoming>();
     let mut slots: Vec<Slot> = Vec::new();
     let mut replies: HashMap<RequestId, ReplyTo> = HashMap::new();
@@ -124,36 +105,15 @@ pub(crate) async fn run(
         while let Some(event) = events.pop_front() {
             for action in engine.step(event) {
                 match action {
-                    Action::Launch {
-                        run,
-                        function,
-                        input,
-                        caller,
-                    } => {
+                    Action::Launch { run, function, input, caller } => {
                         debug_assert_eq!(run as usize, slots.len());
-                        let id = if direct && caller.is_none() && run == 0 {
-                            app_id.clone()
-                        } else {
-                            new_activation_id()
-                        };
+                        let id =
+                            if direct && caller.is_none() && run == 0 { app_id.clone() } else { new_activation_id() };
                         let parent = caller.map(|c| slots[c as usize].record.activation_id.clone());
-                        let slot = launch(
-                            &namespace,
-                            &deployments,
-                            &tx,
-                            run,
-                            &function,
-                            input,
-                            id,
-                            parent,
-                            &app_id,
-                            direct,
-                        );
+                        let slot =
+                            launch(&namespace, &deployments, &tx, run, &function, input, id, parent, &app_id, direct);
                         if let Err(outcome) = &slot.1 {
-                            events.push_back(Event::Finished {
-                                run,
-                                outcome: outcome.clone(),
-                            });
+                            events.push_back(Event::Finished { run, outcome: outcome.clone() });
                         }
                         slots.push(slot.0);
                     }
@@ -168,18 +128,11 @@ pub(crate) async fn run(
                     }
                     Action::ReadStore { run, request, key } => {
                         let event = match inner.store.get(&namespace, &key) {
-                            Ok(v) => Event::StoreRead {
-                                run,
-                                request,
-                                value: v.value,
-                                version: v.version,
-                            },
+                            Ok(v) => Event::StoreRead { run, request, value: v.value, version: v.version },
                             // A broken store is the platform's failure, not the function's: the read is refused.
                             Err(e) => {
                                 if let Some(reply_to) = replies.remove(&request) {
-                                    reply_to(HostReply::Refused(format!(
-                                        "storage is unavailable: {e}"
-                                    )));
+                                    reply_to(HostReply::Refused(format!("storage is unavailable: {e}")));
                                 }
                                 continue;
                             }
@@ -199,18 +152,11 @@ pub(crate) async fn run(
                             expect: Vec::new(),
                         };
                         let store = inner.store.clone();
-                        let applied =
-                            tokio::task::spawn_blocking(move || store.apply(&batch)).await;
+                        let applied = tokio::task::spawn_blocking(move || store.apply(&batch)).await;
                         events.push_back(match applied {
                             Ok(Ok(_)) => Event::Committed { run },
-                            Ok(Err(e)) => Event::CommitFailed {
-                                run,
-                                error: e.to_string(),
-                            },
-                            Err(e) => Event::CommitFailed {
-                                run,
-                                error: e.to_string(),
-                            },
+                            Ok(Err(e)) => Event::CommitFailed { run, error: e.to_string() },
+                            Err(e) => Event::CommitFailed { run, error: e.to_string() },
                         });
                     }
                     Action::Kill { run } => {
@@ -222,9 +168,7 @@ pub(crate) async fn run(
                 }
             }
         }
-        let outstanding = slots
-            .iter()
-            .any(|s| s.report.is_none() && s.killer.is_some());
+        let outstanding = slots.iter().any(|s| s.report.is_none() && s.killer.is_some());
         if completion.is_some() && !outstanding {
             break;
         }
@@ -233,19 +177,12 @@ pub(crate) async fn run(
             Incoming::Call { run, request } => {
                 next_request += 1;
                 replies.insert(next_request, request.reply);
-                events.push_back(Event::Call {
-                    run,
-                    request: next_request,
-                    call: to_call(request.call),
-                });
+                events.push_back(Event::Call { run, request: next_request, call: to_call(request.call) });
             }
             Incoming::Finished { run, report } => {
                 let slot = &mut slots[run as usize];
                 let payload_max = inner.config.payload_bytes_max as u64;
-                events.push_back(Event::Finished {
-                    run,
-                    outcome: to_outcome(&report, payload_max),
-                });
+                events.push_back(Event::Finished { run, outcome: to_outcome(&report, payload_max) });
                 slot.report = Some((report, Instant::now(), SystemTime::now()));
             }
         }
@@ -256,9 +193,7 @@ pub(crate) async fn run(
         result: json!({"error": "the invocation stopped without completing"}),
         path: Vec::new(),
     });
-    finish(
-        &inner, namespace, app, app_id, direct, started, slots, completion,
-    )
+    finish(&inner, namespace, app, app_id, direct, started, slots, completion)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -290,25 +225,11 @@ fn launch(
         annotations: Vec::new(),
         publish: false,
     };
-    let mut slot = Slot {
-        function: function.to_string(),
-        record: record.clone(),
-        launched,
-        started,
-        killer: None,
-        report: None,
-    };
+    let mut slot =
+        Slot { function: function.to_string(), record: record.clone(), launched, started, killer: None, report: None };
     let Some(deployed) = deployments.functions.get(function) else {
-        let error = json!(format!(
-            "function \"{function}\" does not exist in namespace \"{namespace}\""
-        ));
-        return (
-            slot,
-            Err(Outcome::Failure {
-                status: Status::InternalError,
-                error,
-            }),
-        );
+        let error = json!(format!("function \"{function}\" does not exist in namespace \"{namespace}\""));
+        return (slot, Err(Outcome::Failure { status: Status::InternalError, error }));
     };
     let spec = &deployed.spec;
     record.version = spec.version.clone();
@@ -336,29 +257,15 @@ fn launch(
     };
     let size = serde_json::to_vec(&input).map_or(0, |b| b.len()) as u64;
     if size > spec.limits.payload_bytes_max {
-        let error = json!(format!(
-            "The input of {size} bytes exceeds the limit of {} bytes.",
-            spec.limits.payload_bytes_max
-        ));
-        return (
-            slot,
-            Err(Outcome::Failure {
-                status: Status::ApplicationError,
-                error,
-            }),
-        );
+        let error =
+            json!(format!("The input of {size} bytes exceeds the limit of {} bytes.", spec.limits.payload_bytes_max));
+        return (slot, Err(Outcome::Failure { status: Status::ApplicationError, error }));
     }
     let env = BTreeMap::from([
         ("__OW_ACTIVATION_ID".to_string(), id.clone()),
         ("__OW_NAMESPACE".to_string(), namespace.to_string()),
-        (
-            "__OW_ACTION_NAME".to_string(),
-            format!("/{namespace}/{function}"),
-        ),
-        (
-            "__OW_DEADLINE".to_string(),
-            (epoch_ms(started) + spec.limits.timeout_ms).to_string(),
-        ),
+        ("__OW_ACTION_NAME".to_string(), format!("/{namespace}/{function}")),
+        ("__OW_DEADLINE".to_string(), (epoch_ms(started) + spec.limits.timeout_ms).to_string()),
     ]);
     let calls = tx.clone();
     let host: Host = Arc::new(move |request| {
@@ -368,11 +275,7 @@ fn launch(
     let done: Done = Box::new(move |report| {
         let _ = finished.send(Incoming::Finished { run, report });
     });
-    slot.killer = Some(
-        deployed
-            .warm
-            .start(Activation { id, input, env }, host, done),
-    );
+    slot.killer = Some(deployed.warm.start(Activation { id, input, env }, host, done));
     (slot, Ok(()))
 }
 
@@ -408,17 +311,10 @@ fn finish(
                 record.logs = report.logs;
             }
             None => {
-                record.response = Response::new(
-                    Status::InternalError,
-                    json!({"error": "the function did not start"}),
-                )
+                record.response = Response::new(Status::InternalError, json!({"error": "the function did not start"}))
             }
         }
-        timings.push(RunTiming {
-            function: slot.function,
-            launched: slot.launched,
-            finished,
-        });
+        timings.push(RunTiming { function: slot.function, launched: slot.launched, finished });
         runs.push(record);
     }
     let end = SystemTime::now();
@@ -461,11 +357,5 @@ fn finish(
         })
         .collect();
     let _ = inner.recorder.send(RecorderMsg::Records(entries));
-    Invocation {
-        status: completion.status,
-        result: completion.result,
-        record,
-        runs,
-        timings,
-    }
+    Invocation { status: completion.status, result: completion.result, record, runs, timings }
 }

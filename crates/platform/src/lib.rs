@@ -43,11 +43,7 @@ pub enum Error {
     #[error(transparent)]
     Storage(#[from] storage::Error),
     #[error("{what} \"{name}\" does not exist in namespace \"{namespace}\"")]
-    NotFound {
-        what: &'static str,
-        namespace: String,
-        name: String,
-    },
+    NotFound { what: &'static str, namespace: String, name: String },
     #[error("{path}: {message}")]
     File { path: String, message: String },
     #[error("the input is {size} bytes, over the limit of {limit} bytes")]
@@ -68,10 +64,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            engine: engine::Config::default(),
-            payload_bytes_max: 1024 * 1024,
-        }
+        Config { engine: engine::Config::default(), payload_bytes_max: 1024 * 1024 }
     }
 }
 
@@ -124,9 +117,7 @@ impl Platform {
                 match msg {
                     RecorderMsg::Records(entries) => {
                         let store = writer_store.clone();
-                        let _ =
-                            tokio::task::spawn_blocking(move || store.put_activations(&entries))
-                                .await;
+                        let _ = tokio::task::spawn_blocking(move || store.put_activations(&entries)).await;
                     }
                     RecorderMsg::Flush(done) => {
                         let _ = done.send(());
@@ -147,9 +138,7 @@ impl Platform {
             namespaces: RwLock::new(HashMap::new()),
             recorder,
         };
-        Ok(Platform {
-            inner: Arc::new(inner),
-        })
+        Ok(Platform { inner: Arc::new(inner) })
     }
 
     /// The registry of native functions: register a closure here, then deploy a `native` function of that name.
@@ -166,13 +155,7 @@ impl Platform {
     }
 
     fn deployments(&self, namespace: &str) -> Arc<Deployments> {
-        self.inner
-            .namespaces
-            .read()
-            .expect("poisoned")
-            .get(namespace)
-            .cloned()
-            .unwrap_or_default()
+        self.inner.namespaces.read().expect("poisoned").get(namespace).cloned().unwrap_or_default()
     }
 
     fn update(
@@ -191,22 +174,12 @@ impl Platform {
                 .map(|(n, d)| {
                     (
                         n.clone(),
-                        FunctionInfo {
-                            version: d.spec.version.clone(),
-                            annotations: d.spec.annotations.clone(),
-                        },
+                        FunctionInfo { version: d.spec.version.clone(), annotations: d.spec.annotations.clone() },
                     )
                 })
                 .collect(),
         };
-        all.insert(
-            namespace.to_string(),
-            Arc::new(Deployments {
-                functions,
-                apps,
-                catalog: Arc::new(catalog),
-            }),
-        );
+        all.insert(namespace.to_string(), Arc::new(Deployments { functions, apps, catalog: Arc::new(catalog) }));
     }
 
     /// Deploys (or replaces) a function and makes it warm. Code that fails to load is rejected here.
@@ -238,23 +211,14 @@ impl Platform {
     }
 
     /// Deploys a whole project: functions, then applications, then seed data for keys that do not exist yet.
-    pub async fn deploy_project(
-        &self,
-        namespace: &str,
-        dir: &Path,
-    ) -> Result<project::Summary, Error> {
+    pub async fn deploy_project(&self, namespace: &str, dir: &Path) -> Result<project::Summary, Error> {
         let manifest = project::Project::read(dir)?;
         let mut summary = project::Summary::default();
         for spec in manifest.functions {
             summary.functions.push(spec.name.clone());
             self.deploy_function(namespace, spec).await?;
         }
-        let known: std::collections::HashSet<String> = self
-            .deployments(namespace)
-            .functions
-            .keys()
-            .cloned()
-            .collect();
+        let known: std::collections::HashSet<String> = self.deployments(namespace).functions.keys().cloned().collect();
         for app in manifest.apps.build(&|f| known.contains(f))? {
             summary.apps.push(app.name.clone());
             self.deploy_app(namespace, app);
@@ -263,10 +227,7 @@ impl Platform {
             for (key, value) in seed {
                 let batch = storage::Batch {
                     namespace: namespace.to_string(),
-                    writes: vec![storage::Write {
-                        key: key.clone(),
-                        op: storage::Op::Put(value),
-                    }],
+                    writes: vec![storage::Write { key: key.clone(), op: storage::Op::Put(value) }],
                     expect: vec![(key, 0)],
                 };
                 match self.inner.store.apply(&batch) {
@@ -280,19 +241,12 @@ impl Platform {
     }
 
     /// Invokes an application, or a function directly, and waits for it to complete.
-    pub async fn invoke(
-        &self,
-        namespace: &str,
-        name: &str,
-        input: Value,
-    ) -> Result<Invocation, Error> {
+    pub async fn invoke(&self, namespace: &str, name: &str, input: Value) -> Result<Invocation, Error> {
         let deployments = self.deployments(namespace);
         let app = match deployments.apps.get(name) {
             Some(app) => app.clone(),
             None if deployments.functions.contains_key(name) => {
-                Arc::new(Application::function(name, name, &|f| {
-                    deployments.functions.contains_key(f)
-                })?)
+                Arc::new(Application::function(name, name, &|f| deployments.functions.contains_key(f))?)
             }
             None => {
                 return Err(Error::NotFound {
@@ -304,26 +258,15 @@ impl Platform {
         };
         let size = serde_json::to_vec(&input).map(|v| v.len()).unwrap_or(0);
         if size > self.inner.config.payload_bytes_max {
-            return Err(Error::PayloadTooLarge {
-                size,
-                limit: self.inner.config.payload_bytes_max,
-            });
+            return Err(Error::PayloadTooLarge { size, limit: self.inner.config.payload_bytes_max });
         }
         if !input.is_object() {
             return Err(Error::InputNotObject(model::path::type_name(&input)));
         }
         // The driver runs as a task on the runtime's workers, not on the caller's thread: a run it launches then
         // lands on the same worker (tokio's LIFO slot), and each hand-off avoids two cross-thread wake-ups.
-        let driver = invocation::run(
-            self.inner.clone(),
-            namespace.to_string(),
-            deployments,
-            app,
-            input,
-        );
-        Ok(tokio::spawn(driver)
-            .await
-            .expect("the invocation driver does not panic"))
+        let driver = invocation::run(self.inner.clone(), namespace.to_string(), deployments, app, input);
+        Ok(tokio::spawn(driver).await.expect("the invocation driver does not panic"))
     }
 
     /// Waits until every activation record produced so far is persisted.
@@ -345,10 +288,6 @@ impl Platform {
 
     /// A stored activation record.
     pub fn activation(&self, namespace: &str, id: &str) -> Result<Option<Value>, Error> {
-        Ok(self
-            .inner
-            .store
-            .get_activation(namespace, id)?
-            .map(|e| e.record))
+        Ok(self.inner.store.get_activation(namespace, id)?.map(|e| e.record))
     }
 }

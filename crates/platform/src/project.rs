@@ -38,26 +38,19 @@ struct AppSource {
 }
 
 fn read(path: &Path) -> Result<String, Error> {
-    std::fs::read_to_string(path).map_err(|e| Error::File {
-        path: path.display().to_string(),
-        message: format!("cannot read: {e}"),
-    })
+    std::fs::read_to_string(path)
+        .map_err(|e| Error::File { path: path.display().to_string(), message: format!("cannot read: {e}") })
 }
 
 impl Project {
     pub fn read(dir: &Path) -> Result<Project, Error> {
         let manifest_path = dir.join("specfaas.toml");
-        let manifest =
-            Manifest::parse(&manifest_path.display().to_string(), &read(&manifest_path)?)?;
+        let manifest = Manifest::parse(&manifest_path.display().to_string(), &read(&manifest_path)?)?;
         let resolve = |p: &str| -> PathBuf { dir.join(p) };
         let mut functions = Vec::new();
         for (name, f) in &manifest.functions {
-            let fail = |message: String| Error::File {
-                path: manifest_path.display().to_string(),
-                message,
-            };
-            let kind =
-                Kind::parse(&f.kind).map_err(|m| fail(format!("function \"{name}\": {m}")))?;
+            let fail = |message: String| Error::File { path: manifest_path.display().to_string(), message };
+            let kind = Kind::parse(&f.kind).map_err(|m| fail(format!("function \"{name}\": {m}")))?;
             if kind == Kind::Native {
                 return Err(fail(format!(
                     "function \"{name}\": native functions are registered in code, not in a manifest"
@@ -66,10 +59,7 @@ impl Project {
             let text = read(&resolve(&f.code))?;
             let annotations = Annotations::from_map(f.annotations.clone().into_iter().collect())
                 .map_err(|m| fail(format!("function \"{name}\": {m}")))?;
-            let code = Code::Source {
-                text,
-                main: f.main.clone(),
-            };
+            let code = Code::Source { text, main: f.main.clone() };
             let mut spec = FunctionSpec::new(name, kind, code, f.limits, annotations)?;
             spec.parameters = f.parameters.clone();
             functions.push(spec);
@@ -83,11 +73,7 @@ impl Project {
                 }
                 None => None,
             };
-            entries.push(AppSource {
-                name: name.clone(),
-                entry: app.clone(),
-                workflow: file,
-            });
+            entries.push(AppSource { name: name.clone(), entry: app.clone(), workflow: file });
         }
         let seed = match &manifest.project.seed {
             Some(path) => {
@@ -109,11 +95,7 @@ impl Project {
             }
             None => None,
         };
-        Ok(Project {
-            functions,
-            apps: Apps { entries },
-            seed,
-        })
+        Ok(Project { functions, apps: Apps { entries }, seed })
     }
 }
 
@@ -121,12 +103,7 @@ impl Apps {
     /// Builds and validates every application; `is_function` says which functions are deployed.
     pub fn build(self, is_function: &dyn Fn(&str) -> bool) -> Result<Vec<Application>, Error> {
         let mut out = Vec::new();
-        for AppSource {
-            name,
-            entry,
-            workflow,
-        } in self.entries
-        {
+        for AppSource { name, entry, workflow } in self.entries {
             let app = if let Some((path, text)) = workflow {
                 Application::workflow(&name, asl::parse(&path, &text, is_function)?)?
             } else if let Some(seq) = &entry.sequence {

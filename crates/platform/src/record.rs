@@ -56,10 +56,7 @@ impl Response {
 
 impl ActivationRecord {
     pub fn annotate(&mut self, key: &str, value: Value) {
-        self.annotations.push(Annotation {
-            key: key.into(),
-            value,
-        });
+        self.annotations.push(Annotation { key: key.into(), value });
     }
 
     pub fn to_json(&self) -> Value {
@@ -73,6 +70,5 @@ pub fn new_activation_id() -> String {
 }
 
 pub fn epoch_ms(t: std::time::SystemTime) -> u64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

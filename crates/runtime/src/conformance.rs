@@ -56,9 +56,7 @@ impl MockHost {
                 me.calls.lock().unwrap().push(req.call.clone());
                 let mut store = me.store.lock().unwrap();
                 let reply = match req.call {
-                    HostCall::KvGet { key } => {
-                        HostReply::Ok(store.get(&key).cloned().unwrap_or(Value::Null))
-                    }
+                    HostCall::KvGet { key } => HostReply::Ok(store.get(&key).cloned().unwrap_or(Value::Null)),
                     HostCall::KvPut { key, value } => {
                         store.insert(key, value);
                         HostReply::Ok(Value::Null)
@@ -70,9 +68,7 @@ impl MockHost {
                     HostCall::Invoke { function, .. } if function == "failing" => {
                         HostReply::FunctionFailed(json!("callee broke"))
                     }
-                    HostCall::Invoke { function, args } => {
-                        HostReply::Ok(json!({"from": function, "args": args}))
-                    }
+                    HostCall::Invoke { function, args } => HostReply::Ok(json!({"from": function, "args": args})),
                 };
                 (req.reply)(reply);
             }
@@ -110,22 +106,14 @@ pub fn start(warm: &dyn Warm, activation: Activation, host: &MockHost) -> Starte
 
 pub async fn load(fixture: &dyn Fixture, behaviour: Behaviour, limits: Limits) -> Arc<dyn Warm> {
     let spec = Arc::new(fixture.spec(behaviour, limits));
-    fixture
-        .runtime()
-        .load(spec)
-        .await
-        .unwrap_or_else(|e| panic!("loading {behaviour:?}: {e}"))
+    fixture.runtime().load(spec).await.unwrap_or_else(|e| panic!("loading {behaviour:?}: {e}"))
 }
 
 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 pub fn activation(input: Value) -> Activation {
     let n = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    Activation {
-        id: format!("{n:032x}"),
-        input,
-        env: BTreeMap::new(),
-    }
+    Activation { id: format!("{n:032x}"), input, env: BTreeMap::new() }
 }
 
 pub async fn run(warm: &dyn Warm, input: Value) -> Report {
@@ -134,19 +122,13 @@ pub async fn run(warm: &dyn Warm, input: Value) -> Report {
 
 pub async fn run_with(warm: &dyn Warm, input: Value, host: &MockHost) -> Report {
     let running = start(warm, activation(input), host);
-    tokio::time::timeout(Duration::from_secs(30), running.done)
-        .await
-        .expect("activation hung")
-        .expect("report")
+    tokio::time::timeout(Duration::from_secs(30), running.done).await.expect("activation hung").expect("report")
 }
 
 pub async fn echo_returns_the_result(f: &dyn Fixture) {
     let warm = load(f, Behaviour::Echo, Limits::default()).await;
     let report = run(&*warm, json!({"n": 1, "s": "é"})).await;
-    assert_eq!(
-        report.outcome,
-        Outcome::Success(json!({"n": 1, "s": "é", "echoed": true}))
-    );
+    assert_eq!(report.outcome, Outcome::Success(json!({"n": 1, "s": "é", "echoed": true})));
 }
 
 pub async fn stdout_and_stderr_become_logs(f: &dyn Fixture) {
@@ -160,10 +142,7 @@ pub async fn stdout_and_stderr_become_logs(f: &dyn Fixture) {
 
 pub async fn returned_error_is_an_application_error(f: &dyn Fixture) {
     let warm = load(f, Behaviour::AppError, Limits::default()).await;
-    assert_eq!(
-        run(&*warm, json!({})).await.outcome,
-        Outcome::ApplicationError(json!("bad input"))
-    );
+    assert_eq!(run(&*warm, json!({})).await.outcome, Outcome::ApplicationError(json!("bad input")));
 }
 
 pub async fn exception_is_a_developer_error(f: &dyn Fixture) {
@@ -178,18 +157,12 @@ pub async fn storage_calls_go_through_the_host(f: &dyn Fixture) {
     let warm = load(f, Behaviour::Kv, Limits::default()).await;
     let host = MockHost::default();
     let report = run_with(&*warm, json!({"n": 7}), &host).await;
-    assert_eq!(
-        report.outcome,
-        Outcome::Success(json!({"got": {"v": 7}, "missing": null}))
-    );
+    assert_eq!(report.outcome, Outcome::Success(json!({"got": {"v": 7}, "missing": null})));
     let calls = host.calls.lock().unwrap().clone();
     assert_eq!(
         calls,
         vec![
-            HostCall::KvPut {
-                key: "k".into(),
-                value: json!({"v": 7})
-            },
+            HostCall::KvPut { key: "k".into(), value: json!({"v": 7}) },
             HostCall::KvGet { key: "k".into() },
             HostCall::KvGet { key: "nope".into() },
             HostCall::KvDelete { key: "k".into() },
@@ -202,32 +175,20 @@ pub async fn invoke_returns_the_callee_result_or_its_error(f: &dyn Fixture) {
     let report = run(&*warm, json!({})).await;
     assert_eq!(
         report.outcome,
-        Outcome::Success(
-            json!({"r": {"from": "callee", "args": {"x": 1}}, "caught": "callee broke"})
-        )
+        Outcome::Success(json!({"r": {"from": "callee", "args": {"x": 1}}, "caught": "callee broke"}))
     );
 }
 
 pub async fn timeout_stops_the_activation(f: &dyn Fixture) {
-    let limits = Limits {
-        timeout_ms: 300,
-        ..Limits::default()
-    };
+    let limits = Limits { timeout_ms: 300, ..Limits::default() };
     let warm = load(f, Behaviour::Sleep, limits).await;
     let started = std::time::Instant::now();
     let report = run(&*warm, json!({"ms": 60_000})).await;
     assert_eq!(report.outcome, Outcome::Timeout { timeout_ms: 300 });
     // F4: killed within timeout + max(100 ms, 10%), with generous slack for a loaded CI machine.
-    assert!(
-        started.elapsed() < Duration::from_millis(300 + 1500),
-        "took {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_millis(300 + 1500), "took {:?}", started.elapsed());
     // The warm function still serves.
-    assert_eq!(
-        run(&*warm, json!({"ms": 1})).await.outcome,
-        Outcome::Success(json!({"slept": 1}))
-    );
+    assert_eq!(run(&*warm, json!({"ms": 1})).await.outcome, Outcome::Success(json!({"slept": 1})));
 }
 
 pub async fn kill_stops_one_activation_and_the_function_stays_warm(f: &dyn Fixture) {
@@ -237,38 +198,20 @@ pub async fn kill_stops_one_activation_and_the_function_stays_warm(f: &dyn Fixtu
     let bystander = start(&*warm, activation(json!({"ms": 200})), &host);
     tokio::time::sleep(Duration::from_millis(100)).await;
     victim.kill();
-    let report = tokio::time::timeout(Duration::from_secs(5), victim.done)
-        .await
-        .expect("kill hung")
-        .unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(5), victim.done).await.expect("kill hung").unwrap();
     assert_eq!(report.outcome, Outcome::Killed);
-    let other = tokio::time::timeout(Duration::from_secs(10), bystander.done)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        other.outcome,
-        Outcome::Success(json!({"slept": 200})),
-        "a kill must not disturb other activations"
-    );
-    assert_eq!(
-        run(&*warm, json!({"ms": 1})).await.outcome,
-        Outcome::Success(json!({"slept": 1}))
-    );
+    let other = tokio::time::timeout(Duration::from_secs(10), bystander.done).await.unwrap().unwrap();
+    assert_eq!(other.outcome, Outcome::Success(json!({"slept": 200})), "a kill must not disturb other activations");
+    assert_eq!(run(&*warm, json!({"ms": 1})).await.outcome, Outcome::Success(json!({"slept": 1})));
 }
 
 pub async fn concurrent_activations_are_independent(f: &dyn Fixture) {
     let warm = load(f, Behaviour::Echo, Limits::default()).await;
     let host = MockHost::default();
-    let running: Vec<_> = (0..8)
-        .map(|i| start(&*warm, activation(json!({"i": i})), &host))
-        .collect();
+    let running: Vec<_> = (0..8).map(|i| start(&*warm, activation(json!({"i": i})), &host)).collect();
     for (i, r) in running.into_iter().enumerate() {
         let report = r.done.await.unwrap();
-        assert_eq!(
-            report.outcome,
-            Outcome::Success(json!({"i": i, "echoed": true}))
-        );
+        assert_eq!(report.outcome, Outcome::Success(json!({"i": i, "echoed": true})));
     }
 }
 

@@ -121,12 +121,7 @@ pub struct LogSink {
 
 impl LogSink {
     pub fn new(limit: u64) -> Self {
-        LogSink {
-            lines: Vec::new(),
-            bytes: 0,
-            limit,
-            truncated: false,
-        }
+        LogSink { lines: Vec::new(), bytes: 0, limit, truncated: false }
     }
 
     pub fn push(&mut self, stream: &str, line: &str) {
@@ -144,8 +139,7 @@ impl LogSink {
             return;
         }
         self.bytes += size;
-        self.lines
-            .push(format!("{} {stream}: {line}", now_rfc3339()));
+        self.lines.push(format!("{} {stream}: {line}", now_rfc3339()));
     }
 
     pub fn into_lines(self) -> Vec<String> {
@@ -186,11 +180,7 @@ pub enum Error {
     Init { function: String, message: String },
     /// This runtime cannot run that kind of function.
     #[error("runtime for {runtime} cannot run function \"{function}\" of kind {kind}")]
-    WrongKind {
-        runtime: &'static str,
-        function: String,
-        kind: &'static str,
-    },
+    WrongKind { runtime: &'static str, function: String, kind: &'static str },
     /// The runtime could not start (missing interpreter, I/O).
     #[error("runtime failure: {0}")]
     Io(String),

@@ -15,12 +15,11 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use crate::{
-    Activation, BoxFuture, Done, Error, Host, HostCall, HostReply, HostRequest, Killer, LogSink,
-    Outcome, Report, Runtime, Warm,
+    Activation, BoxFuture, Done, Error, Host, HostCall, HostReply, HostRequest, Killer, LogSink, Outcome, Report,
+    Runtime, Warm,
 };
 
-pub type NativeFn =
-    Arc<dyn Fn(Context, Value) -> BoxFuture<'static, Result<Value, String>> + Send + Sync>;
+pub type NativeFn = Arc<dyn Fn(Context, Value) -> BoxFuture<'static, Result<Value, String>> + Send + Sync>;
 
 /// What a native function gets to reach the platform.
 #[derive(Clone)]
@@ -63,32 +62,18 @@ impl Context {
         self.call(HostCall::KvGet { key: key.into() }).await
     }
     pub async fn kv_put(&self, key: &str, value: Value) -> Result<(), CallError> {
-        self.call(HostCall::KvPut {
-            key: key.into(),
-            value,
-        })
-        .await
-        .map(|_| ())
+        self.call(HostCall::KvPut { key: key.into(), value }).await.map(|_| ())
     }
     pub async fn kv_delete(&self, key: &str) -> Result<(), CallError> {
-        self.call(HostCall::KvDelete { key: key.into() })
-            .await
-            .map(|_| ())
+        self.call(HostCall::KvDelete { key: key.into() }).await.map(|_| ())
     }
     /// Invokes another function and waits for its result.
     pub async fn invoke(&self, function: &str, args: Value) -> Result<Value, CallError> {
-        self.call(HostCall::Invoke {
-            function: function.into(),
-            args,
-        })
-        .await
+        self.call(HostCall::Invoke { function: function.into(), args }).await
     }
     /// Appends a line to the activation's logs (as stdout).
     pub fn log(&self, line: &str) {
-        self.logs
-            .lock()
-            .expect("log sink poisoned")
-            .push("stdout", line);
+        self.logs.lock().expect("log sink poisoned").push("stdout", line);
     }
 }
 
@@ -110,10 +95,7 @@ impl NativeRuntime {
         Fut: Future<Output = Result<Value, String>> + Send + 'static,
     {
         let f: NativeFn = Arc::new(move |ctx, input| Box::pin(f(ctx, input)));
-        self.registry
-            .write()
-            .expect("registry poisoned")
-            .insert(name.to_string(), f);
+        self.registry.write().expect("registry poisoned").insert(name.to_string(), f);
     }
 }
 
@@ -128,12 +110,7 @@ impl Runtime for NativeRuntime {
     }
 
     fn load(&self, spec: Arc<FunctionSpec>) -> BoxFuture<'_, Result<Arc<dyn Warm>, Error>> {
-        let found = self
-            .registry
-            .read()
-            .expect("registry poisoned")
-            .get(&spec.name)
-            .cloned();
+        let found = self.registry.read().expect("registry poisoned").get(&spec.name).cloned();
         Box::pin(async move {
             if spec.kind != Kind::Native {
                 return Err(Error::WrongKind {
@@ -158,20 +135,12 @@ impl Warm for NativeWarm {
 
     fn start(&self, activation: Activation, host: Host, done: Done) -> Killer {
         let logs = Arc::new(Mutex::new(LogSink::new(self.spec.limits.logs_bytes_max)));
-        let ctx = Context {
-            host,
-            logs: logs.clone(),
-            activation_id: activation.id,
-        };
+        let ctx = Context { host, logs: logs.clone(), activation_id: activation.id };
         let timeout_ms = self.spec.limits.timeout_ms;
         let fut = (self.f)(ctx, activation.input);
         let killed = Arc::new(AtomicBool::new(false));
         // Reports exactly once: normally at the end, or from Drop when the task is aborted (kill) or panics.
-        let mut guard = ReportGuard {
-            done: Some(done),
-            logs,
-            killed: killed.clone(),
-        };
+        let mut guard = ReportGuard { done: Some(done), logs, killed: killed.clone() };
         let task = tokio::spawn(async move {
             let outcome = match tokio::time::timeout(Duration::from_millis(timeout_ms), fut).await {
                 Ok(Ok(value)) => Outcome::from_returned(value),
@@ -197,14 +166,8 @@ struct ReportGuard {
 impl ReportGuard {
     fn report(&mut self, outcome: Outcome) {
         if let Some(done) = self.done.take() {
-            let logs = std::mem::replace(
-                &mut *self.logs.lock().unwrap_or_else(|e| e.into_inner()),
-                LogSink::new(0),
-            );
-            done(Report {
-                outcome,
-                logs: logs.into_lines(),
-            });
+            let logs = std::mem::replace(&mut *self.logs.lock().unwrap_or_else(|e| e.into_inner()), LogSink::new(0));
+            done(Report { outcome, logs: logs.into_lines() });
         }
     }
 }

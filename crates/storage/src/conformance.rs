@@ -12,18 +12,11 @@ use serde_json::{Value, json};
 use crate::{ActivationEntry, ActivationQuery, Batch, Error, Op, Store, Write};
 
 fn put(key: &str, value: Value) -> Write {
-    Write {
-        key: key.into(),
-        op: Op::Put(value),
-    }
+    Write { key: key.into(), op: Op::Put(value) }
 }
 
 fn batch(ns: &str, writes: Vec<Write>) -> Batch {
-    Batch {
-        namespace: ns.into(),
-        writes,
-        expect: vec![],
-    }
+    Batch { namespace: ns.into(), writes, expect: vec![] }
 }
 
 pub fn missing_key_has_version_zero(store: &dyn Store) {
@@ -33,23 +26,11 @@ pub fn missing_key_has_version_zero(store: &dyn Store) {
 }
 
 pub fn put_then_get_round_trips_json(store: &dyn Store) {
-    let values = [
-        json!(null),
-        json!(0),
-        json!("s"),
-        json!([1, {"a": null}]),
-        json!({"deep": {"x": [true]}}),
-    ];
+    let values = [json!(null), json!(0), json!("s"), json!([1, {"a": null}]), json!({"deep": {"x": [true]}})];
     for (i, v) in values.iter().enumerate() {
-        store
-            .apply(&batch("ns", vec![put(&format!("k{i}"), v.clone())]))
-            .unwrap();
+        store.apply(&batch("ns", vec![put(&format!("k{i}"), v.clone())])).unwrap();
         let got = store.get("ns", &format!("k{i}")).unwrap();
-        assert_eq!(
-            got.value.as_ref(),
-            Some(v),
-            "a stored JSON null must stay distinct from a missing key"
-        );
+        assert_eq!(got.value.as_ref(), Some(v), "a stored JSON null must stay distinct from a missing key");
         assert!(got.version > 0);
     }
 }
@@ -58,21 +39,10 @@ pub fn versions_increase_and_delete_leaves_a_tombstone(store: &dyn Store) {
     let v1 = store.apply(&batch("ns", vec![put("k", json!(1))])).unwrap();
     let v2 = store.apply(&batch("ns", vec![put("k", json!(2))])).unwrap();
     assert!(v2 > v1);
-    let v3 = store
-        .apply(&batch(
-            "ns",
-            vec![Write {
-                key: "k".into(),
-                op: Op::Delete,
-            }],
-        ))
-        .unwrap();
+    let v3 = store.apply(&batch("ns", vec![Write { key: "k".into(), op: Op::Delete }])).unwrap();
     let got = store.get("ns", "k").unwrap();
     assert_eq!(got.value, None);
-    assert_eq!(
-        got.version, v3,
-        "a delete is versioned, so a reader can tell it happened"
-    );
+    assert_eq!(got.version, v3, "a delete is versioned, so a reader can tell it happened");
 }
 
 pub fn batch_is_atomic_under_conflict(store: &dyn Store) {
@@ -84,11 +54,7 @@ pub fn batch_is_atomic_under_conflict(store: &dyn Store) {
         expect: vec![("a".into(), v - 1)],
     };
     match store.apply(&stale) {
-        Err(Error::Conflict {
-            key,
-            expected,
-            found,
-        }) => {
+        Err(Error::Conflict { key, expected, found }) => {
             assert_eq!((key.as_str(), expected, found), ("a", v - 1, v));
         }
         other => panic!("expected a conflict, got {other:?}"),
@@ -96,10 +62,7 @@ pub fn batch_is_atomic_under_conflict(store: &dyn Store) {
     assert_eq!(store.get("ns", "b").unwrap().version, 0);
     assert_eq!(store.get("ns", "a").unwrap().value, Some(json!(1)));
     // With the right expectation the same batch lands, and both keys get the one commit version.
-    let ok = Batch {
-        expect: vec![("a".into(), v), ("never".into(), 0)],
-        ..stale
-    };
+    let ok = Batch { expect: vec![("a".into(), v), ("never".into(), 0)], ..stale };
     let v2 = store.apply(&ok).unwrap();
     assert_eq!(store.get("ns", "a").unwrap().version, v2);
     assert_eq!(store.get("ns", "b").unwrap().version, v2);
@@ -107,9 +70,7 @@ pub fn batch_is_atomic_under_conflict(store: &dyn Store) {
 
 pub fn namespaces_are_isolated_whatever_the_key(store: &dyn Store) {
     // Keys crafted to look like another namespace's path must stay inside their own namespace.
-    store
-        .apply(&batch("alice", vec![put("secret", json!("alice's"))]))
-        .unwrap();
+    store.apply(&batch("alice", vec![put("secret", json!("alice's"))])).unwrap();
     for (ns, key) in [
         ("bob", "secret"),
         ("bob", "../alice/secret"),
@@ -119,19 +80,10 @@ pub fn namespaces_are_isolated_whatever_the_key(store: &dyn Store) {
         ("alice/", "secret"),
         ("", "alice/secret"),
     ] {
-        assert_eq!(
-            store.get(ns, key).unwrap().value,
-            None,
-            "({ns:?}, {key:?}) must not see alice's key"
-        );
-        store
-            .apply(&batch(ns, vec![put(key, json!("mallory"))]))
-            .unwrap();
+        assert_eq!(store.get(ns, key).unwrap().value, None, "({ns:?}, {key:?}) must not see alice's key");
+        store.apply(&batch(ns, vec![put(key, json!("mallory"))])).unwrap();
     }
-    assert_eq!(
-        store.get("alice", "secret").unwrap().value,
-        Some(json!("alice's"))
-    );
+    assert_eq!(store.get("alice", "secret").unwrap().value, Some(json!("alice's")));
 }
 
 pub fn concurrent_validated_increments_lose_nothing(store: Arc<dyn Store>) {
@@ -160,10 +112,7 @@ pub fn concurrent_validated_increments_lose_nothing(store: Arc<dyn Store>) {
         })
         .collect();
     handles.into_iter().for_each(|h| h.join().unwrap());
-    assert_eq!(
-        store.get("ns", "counter").unwrap().value,
-        Some(json!(THREADS * PER_THREAD))
-    );
+    assert_eq!(store.get("ns", "counter").unwrap().value, Some(json!(THREADS * PER_THREAD)));
 }
 
 fn entry(ns: &str, id: &str, name: &str, start_ms: u64) -> ActivationEntry {
@@ -186,48 +135,18 @@ pub fn activations_are_listed_newest_first_and_filtered(store: &dyn Store) {
         ])
         .unwrap();
     let ids = |q: ActivationQuery| -> Vec<String> {
-        store
-            .list_activations("ns", &q)
-            .unwrap()
-            .into_iter()
-            .map(|e| e.id)
-            .collect()
+        store.list_activations("ns", &q).unwrap().into_iter().map(|e| e.id).collect()
     };
     assert_eq!(ids(ActivationQuery::default()), ["a3", "a2", "a1"]);
-    assert_eq!(
-        ids(ActivationQuery {
-            name: Some("f".into()),
-            ..Default::default()
-        }),
-        ["a3", "a1"]
-    );
-    assert_eq!(
-        ids(ActivationQuery {
-            since_ms: Some(15),
-            upto_ms: Some(30),
-            ..Default::default()
-        }),
-        ["a3", "a2"]
-    );
-    assert_eq!(
-        ids(ActivationQuery {
-            skip: 1,
-            limit: 1,
-            ..Default::default()
-        }),
-        ["a2"]
-    );
+    assert_eq!(ids(ActivationQuery { name: Some("f".into()), ..Default::default() }), ["a3", "a1"]);
+    assert_eq!(ids(ActivationQuery { since_ms: Some(15), upto_ms: Some(30), ..Default::default() }), ["a3", "a2"]);
+    assert_eq!(ids(ActivationQuery { skip: 1, limit: 1, ..Default::default() }), ["a2"]);
     let got = store.get_activation("ns", "a2").unwrap().unwrap();
     assert_eq!(got.record["name"], "g");
     assert_eq!(got.start_ms, 20);
-    assert!(
-        store.get_activation("ns", "o1").unwrap().is_none(),
-        "another namespace's activation must not be found"
-    );
+    assert!(store.get_activation("ns", "o1").unwrap().is_none(), "another namespace's activation must not be found");
     // Replacing a record keeps one index entry.
-    store
-        .put_activations(&[entry("ns", "a1", "f", 50)])
-        .unwrap();
+    store.put_activations(&[entry("ns", "a1", "f", 50)]).unwrap();
     assert_eq!(ids(ActivationQuery::default()), ["a1", "a3", "a2"]);
 }
 
@@ -257,9 +176,7 @@ macro_rules! conformance_tests {
         }
         #[test]
         fn concurrent_validated_increments_lose_nothing() {
-            $crate::conformance::concurrent_validated_increments_lose_nothing(std::sync::Arc::new(
-                $make,
-            ));
+            $crate::conformance::concurrent_validated_increments_lose_nothing(std::sync::Arc::new($make));
         }
         #[test]
         fn activations_are_listed_newest_first_and_filtered() {

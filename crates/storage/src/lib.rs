@@ -78,13 +78,7 @@ pub struct ActivationQuery {
 
 impl Default for ActivationQuery {
     fn default() -> Self {
-        ActivationQuery {
-            name: None,
-            since_ms: None,
-            upto_ms: None,
-            skip: 0,
-            limit: 30,
-        }
+        ActivationQuery { name: None, since_ms: None, upto_ms: None, skip: 0, limit: 30 }
     }
 }
 
@@ -92,11 +86,7 @@ impl Default for ActivationQuery {
 pub enum Error {
     /// A read-set validation failed: `key` changed since it was read.
     #[error("conflict on key \"{key}\": expected version {expected}, found {found}")]
-    Conflict {
-        key: String,
-        expected: Version,
-        found: Version,
-    },
+    Conflict { key: String, expected: Version, found: Version },
     /// The backend failed (I/O, corruption). The batch was not applied.
     #[error("storage backend failed: {0}")]
     Backend(String),
@@ -116,11 +106,7 @@ pub trait Store: Send + Sync + 'static {
 
     fn get_activation(&self, namespace: &str, id: &str) -> Result<Option<ActivationEntry>, Error>;
 
-    fn list_activations(
-        &self,
-        namespace: &str,
-        query: &ActivationQuery,
-    ) -> Result<Vec<ActivationEntry>, Error>;
+    fn list_activations(&self, namespace: &str, query: &ActivationQuery) -> Result<Vec<ActivationEntry>, Error>;
 }
 
 impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
@@ -136,11 +122,7 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     fn get_activation(&self, namespace: &str, id: &str) -> Result<Option<ActivationEntry>, Error> {
         (**self).get_activation(namespace, id)
     }
-    fn list_activations(
-        &self,
-        namespace: &str,
-        query: &ActivationQuery,
-    ) -> Result<Vec<ActivationEntry>, Error> {
+    fn list_activations(&self, namespace: &str, query: &ActivationQuery) -> Result<Vec<ActivationEntry>, Error> {
         (**self).list_activations(namespace, query)
     }
 }

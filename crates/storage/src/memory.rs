@@ -3,9 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use crate::{
-    ActivationEntry, ActivationQuery, Batch, Error, Op, Store, Version, Versioned, filter_page,
-};
+use crate::{ActivationEntry, ActivationQuery, Batch, Error, Op, Store, Version, Versioned, filter_page};
 
 #[derive(Default)]
 pub struct MemoryStore {
@@ -31,33 +29,18 @@ impl MemoryStore {
 impl Store for MemoryStore {
     fn get(&self, namespace: &str, key: &str) -> Result<Versioned, Error> {
         let inner = self.inner.lock().expect("memory store poisoned");
-        Ok(
-            match inner.kv.get(&(namespace.to_string(), key.to_string())) {
-                Some((value, version)) => Versioned {
-                    value: value.clone(),
-                    version: *version,
-                },
-                None => Versioned {
-                    value: None,
-                    version: 0,
-                },
-            },
-        )
+        Ok(match inner.kv.get(&(namespace.to_string(), key.to_string())) {
+            Some((value, version)) => Versioned { value: value.clone(), version: *version },
+            None => Versioned { value: None, version: 0 },
+        })
     }
 
     fn apply(&self, batch: &Batch) -> Result<Version, Error> {
         let mut inner = self.inner.lock().expect("memory store poisoned");
         for (key, expected) in &batch.expect {
-            let found = inner
-                .kv
-                .get(&(batch.namespace.clone(), key.clone()))
-                .map_or(0, |(_, v)| *v);
+            let found = inner.kv.get(&(batch.namespace.clone(), key.clone())).map_or(0, |(_, v)| *v);
             if found != *expected {
-                return Err(Error::Conflict {
-                    key: key.clone(),
-                    expected: *expected,
-                    found,
-                });
+                return Err(Error::Conflict { key: key.clone(), expected: *expected, found });
             }
         }
         if batch.writes.is_empty() {
@@ -70,9 +53,7 @@ impl Store for MemoryStore {
                 Op::Put(v) => Some(v.clone()),
                 Op::Delete => None,
             };
-            inner
-                .kv
-                .insert((batch.namespace.clone(), w.key.clone()), (value, version));
+            inner.kv.insert((batch.namespace.clone(), w.key.clone()), (value, version));
         }
         Ok(version)
     }
@@ -82,13 +63,9 @@ impl Store for MemoryStore {
         for e in entries {
             let id = (e.namespace.clone(), e.id.clone());
             if let Some(old_start) = inner.by_id.insert(id, e.start_ms) {
-                inner
-                    .activations
-                    .remove(&(e.namespace.clone(), old_start, e.id.clone()));
+                inner.activations.remove(&(e.namespace.clone(), old_start, e.id.clone()));
             }
-            inner
-                .activations
-                .insert((e.namespace.clone(), e.start_ms, e.id.clone()), e.clone());
+            inner.activations.insert((e.namespace.clone(), e.start_ms, e.id.clone()), e.clone());
         }
         Ok(())
     }
@@ -98,24 +75,14 @@ impl Store for MemoryStore {
         let Some(start) = inner.by_id.get(&(namespace.to_string(), id.to_string())) else {
             return Ok(None);
         };
-        Ok(inner
-            .activations
-            .get(&(namespace.to_string(), *start, id.to_string()))
-            .cloned())
+        Ok(inner.activations.get(&(namespace.to_string(), *start, id.to_string())).cloned())
     }
 
-    fn list_activations(
-        &self,
-        namespace: &str,
-        query: &ActivationQuery,
-    ) -> Result<Vec<ActivationEntry>, Error> {
+    fn list_activations(&self, namespace: &str, query: &ActivationQuery) -> Result<Vec<ActivationEntry>, Error> {
         let inner = self.inner.lock().expect("memory store poisoned");
         let lo = (namespace.to_string(), 0, String::new());
         let hi = (namespace.to_string(), u64::MAX, String::from(char::MAX));
-        Ok(filter_page(
-            inner.activations.range(lo..=hi).rev().map(|(_, e)| e),
-            query,
-        ))
+        Ok(filter_page(inner.activations.range(lo..=hi).rev().map(|(_, e)| e), query))
     }
 }
 

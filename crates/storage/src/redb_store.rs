@@ -19,8 +19,7 @@ use crate::{ActivationEntry, ActivationQuery, Batch, Error, Op, Store, Version, 
 const KV: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("kv");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const ACTIVATIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("activations");
-const ACTIVATION_INDEX: TableDefinition<(&str, u64, &str), &str> =
-    TableDefinition::new("activation_index");
+const ACTIVATION_INDEX: TableDefinition<(&str, u64, &str), &str> = TableDefinition::new("activation_index");
 
 pub struct RedbStore {
     db: Database,
@@ -32,9 +31,7 @@ fn backend(e: impl std::fmt::Display) -> Error {
 
 fn decode(bytes: &[u8]) -> Result<Versioned, Error> {
     if bytes.len() < 9 {
-        return Err(Error::Backend(
-            "corrupt kv entry: shorter than its header".into(),
-        ));
+        return Err(Error::Backend("corrupt kv entry: shorter than its header".into()));
     }
     let version = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
     let value = match bytes[8] {
@@ -67,10 +64,7 @@ impl Store for RedbStore {
         let table = tx.open_table(KV).map_err(backend)?;
         match table.get((namespace, key)).map_err(backend)? {
             Some(guard) => decode(guard.value()),
-            None => Ok(Versioned {
-                value: None,
-                version: 0,
-            }),
+            None => Ok(Versioned { value: None, version: 0 }),
         }
     }
 
@@ -80,19 +74,12 @@ impl Store for RedbStore {
             let mut kv = tx.open_table(KV).map_err(backend)?;
             let mut meta = tx.open_table(META).map_err(backend)?;
             for (key, expected) in &batch.expect {
-                let found = match kv
-                    .get((batch.namespace.as_str(), key.as_str()))
-                    .map_err(backend)?
-                {
+                let found = match kv.get((batch.namespace.as_str(), key.as_str())).map_err(backend)? {
                     Some(guard) => decode(guard.value())?.version,
                     None => 0,
                 };
                 if found != *expected {
-                    return Err(Error::Conflict {
-                        key: key.clone(),
-                        expected: *expected,
-                        found,
-                    });
+                    return Err(Error::Conflict { key: key.clone(), expected: *expected, found });
                 }
             }
             let clock = meta.get("clock").map_err(backend)?.map_or(0, |g| g.value());
@@ -110,8 +97,7 @@ impl Store for RedbStore {
                     }
                     Op::Delete => bytes.push(0),
                 }
-                kv.insert((batch.namespace.as_str(), w.key.as_str()), bytes.as_slice())
-                    .map_err(backend)?;
+                kv.insert((batch.namespace.as_str(), w.key.as_str()), bytes.as_slice()).map_err(backend)?;
             }
             version
         };
@@ -127,23 +113,13 @@ impl Store for RedbStore {
             for e in entries {
                 let mut bytes = e.start_ms.to_le_bytes().to_vec();
                 serde_json::to_writer(&mut bytes, &e.record).map_err(backend)?;
-                let old = records
-                    .insert((e.namespace.as_str(), e.id.as_str()), bytes.as_slice())
-                    .map_err(backend)?;
+                let old = records.insert((e.namespace.as_str(), e.id.as_str()), bytes.as_slice()).map_err(backend)?;
                 if let Some(old) = old {
-                    let old_start =
-                        u64::from_le_bytes(old.value()[..8].try_into().expect("8 bytes"));
+                    let old_start = u64::from_le_bytes(old.value()[..8].try_into().expect("8 bytes"));
                     drop(old);
-                    index
-                        .remove((e.namespace.as_str(), old_start, e.id.as_str()))
-                        .map_err(backend)?;
+                    index.remove((e.namespace.as_str(), old_start, e.id.as_str())).map_err(backend)?;
                 }
-                index
-                    .insert(
-                        (e.namespace.as_str(), e.start_ms, e.id.as_str()),
-                        e.name.as_str(),
-                    )
-                    .map_err(backend)?;
+                index.insert((e.namespace.as_str(), e.start_ms, e.id.as_str()), e.name.as_str()).map_err(backend)?;
             }
         }
         tx.commit().map_err(backend)
@@ -158,25 +134,11 @@ impl Store for RedbStore {
         let bytes = guard.value();
         let start_ms = u64::from_le_bytes(bytes[..8].try_into().map_err(backend)?);
         let record: serde_json::Value = serde_json::from_slice(&bytes[8..]).map_err(backend)?;
-        let name = record
-            .get("name")
-            .and_then(|n| n.as_str())
-            .unwrap_or_default()
-            .to_string();
-        Ok(Some(ActivationEntry {
-            namespace: namespace.into(),
-            id: id.into(),
-            name,
-            start_ms,
-            record,
-        }))
+        let name = record.get("name").and_then(|n| n.as_str()).unwrap_or_default().to_string();
+        Ok(Some(ActivationEntry { namespace: namespace.into(), id: id.into(), name, start_ms, record }))
     }
 
-    fn list_activations(
-        &self,
-        namespace: &str,
-        query: &ActivationQuery,
-    ) -> Result<Vec<ActivationEntry>, Error> {
+    fn list_activations(&self, namespace: &str, query: &ActivationQuery) -> Result<Vec<ActivationEntry>, Error> {
         let tx = self.db.begin_read().map_err(backend)?;
         let index = tx.open_table(ACTIVATION_INDEX).map_err(backend)?;
         let lo = (namespace, query.since_ms.unwrap_or(0), "");
@@ -227,23 +189,14 @@ mod tests {
         let store = RedbStore::open(&path).unwrap();
         let batch = Batch {
             namespace: "guest".into(),
-            writes: vec![crate::Write {
-                key: "k".into(),
-                op: Op::Put(serde_json::json!({"n": 1})),
-            }],
+            writes: vec![crate::Write { key: "k".into(), op: Op::Put(serde_json::json!({"n": 1})) }],
             expect: vec![],
         };
         let version = store.apply(&batch).unwrap();
         drop(store);
         let store = RedbStore::open(&path).unwrap();
         let got = store.get("guest", "k").unwrap();
-        assert_eq!(
-            got,
-            Versioned {
-                value: Some(serde_json::json!({"n": 1})),
-                version
-            }
-        );
+        assert_eq!(got, Versioned { value: Some(serde_json::json!({"n": 1})), version });
         // The clock survives too: the next commit gets a larger version.
         assert!(store.apply(&batch).unwrap() > version);
     }

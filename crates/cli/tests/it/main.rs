@@ -10,10 +10,7 @@ fn examples() -> PathBuf {
 }
 
 fn specfaas(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_specfaas"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
+    Command::new(env!("CARGO_BIN_EXE_specfaas")).args(args).output().expect("the binary runs")
 }
 
 /// Runs `specfaas run` and returns (exit code, parsed stdout).
@@ -30,10 +27,7 @@ fn run(example: &str, app: &str, input: Value, data: &Path) -> (i32, Value) {
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let parsed = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}): {stdout}\nstderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
+        panic!("stdout is not JSON ({e}): {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr))
     });
     (out.status.code().unwrap(), parsed)
 }
@@ -65,45 +59,12 @@ fn smarthome_turns_on_the_air_when_it_is_hot() {
     assert_eq!(record["response"]["status"], "success");
     assert_eq!(
         annotation(record, "path"),
-        json!([
-            "Login",
-            "LoggedIn?",
-            "ReadTemp",
-            "Normalize",
-            "CompareTemp",
-            "TooHot?",
-            "TurnAir",
-            "Done"
-        ])
+        json!(["Login", "LoggedIn?", "ReadTemp", "Normalize", "CompareTemp", "TooHot?", "TurnAir", "Done"])
     );
-    let names: Vec<&str> = out["runs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        names,
-        [
-            "login",
-            "read_temp",
-            "normalize",
-            "compare_temp",
-            "turn_air",
-            "done"
-        ]
-    );
-    assert_eq!(
-        record["logs"].as_array().unwrap().len(),
-        6,
-        "the app record lists its functions' activations"
-    );
-    assert!(
-        out["runs"][4]["logs"][0]
-            .as_str()
-            .unwrap()
-            .contains("stdout: air conditioning on in living")
-    );
+    let names: Vec<&str> = out["runs"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["login", "read_temp", "normalize", "compare_temp", "turn_air", "done"]);
+    assert_eq!(record["logs"].as_array().unwrap().len(), 6, "the app record lists its functions' activations");
+    assert!(out["runs"][4]["logs"][0].as_str().unwrap().contains("stdout: air conditioning on in living"));
 }
 
 #[test]
@@ -118,31 +79,14 @@ fn smarthome_takes_the_other_branches() {
     );
     assert_eq!(code, 0, "{out}");
     assert_eq!(out["result"]["air_on"], false);
-    assert_eq!(
-        annotation(&out["activation"], "path")
-            .as_array()
-            .unwrap()
-            .last()
-            .unwrap(),
-        "Done"
-    );
+    assert_eq!(annotation(&out["activation"], "path").as_array().unwrap().last().unwrap(), "Done");
     // A wrong password: the Fail function, an application error, exit code 3.
-    let (code, out) = run(
-        "smarthome",
-        "smarthome",
-        json!({"user": "alice", "password": "nope", "room": "living"}),
-        data.path(),
-    );
+    let (code, out) =
+        run("smarthome", "smarthome", json!({"user": "alice", "password": "nope", "room": "living"}), data.path());
     assert_eq!(code, 3);
-    assert_eq!(
-        out["result"],
-        json!({"error": "login failed for user 'alice'"})
-    );
+    assert_eq!(out["result"], json!({"error": "login failed for user 'alice'"}));
     assert_eq!(out["activation"]["response"]["status"], "application error");
-    assert_eq!(
-        annotation(&out["activation"], "path"),
-        json!(["Login", "LoggedIn?", "Fail"])
-    );
+    assert_eq!(annotation(&out["activation"], "path"), json!(["Login", "LoggedIn?", "Fail"]));
 }
 
 #[test]
@@ -151,69 +95,32 @@ fn travel_books_through_implicit_calls_and_remembers_seats() {
     let input = json!({"from": "paris", "to": "lyon", "rider": "ada", "age": 22});
     let (code, out) = run("travel", "travel", input, data.path());
     assert_eq!(code, 0, "{out}");
-    assert_eq!(
-        out["result"],
-        json!({"rider": "ada", "train": "TGV-6601", "seat": "TGV-6601-2", "price_eur": 27.9})
-    );
-    assert_eq!(
-        annotation(&out["activation"], "path"),
-        json!(["book_trip", "find_trains", "reserve_seat", "quote"])
-    );
+    assert_eq!(out["result"], json!({"rider": "ada", "train": "TGV-6601", "seat": "TGV-6601-2", "price_eur": 27.9}));
+    assert_eq!(annotation(&out["activation"], "path"), json!(["book_trip", "find_trains", "reserve_seat", "quote"]));
     // The store is durable: two more riders fill TGV-6601, so the third goes on TGV-6605.
     for rider in ["bo", "cy"] {
-        let (code, out) = run(
-            "travel",
-            "travel",
-            json!({"from": "paris", "to": "lyon", "rider": rider}),
-            data.path(),
-        );
+        let (code, out) = run("travel", "travel", json!({"from": "paris", "to": "lyon", "rider": rider}), data.path());
         assert_eq!(code, 0, "{out}");
         if rider == "cy" {
             assert_eq!(out["result"]["train"], "TGV-6605", "{out}");
         }
     }
     // A full route: the callee's application error is handled by the caller, which fails the application.
-    let (code, out) = run(
-        "travel",
-        "travel",
-        json!({"from": "paris", "to": "lille", "rider": "ada"}),
-        data.path(),
-    );
+    let (code, out) = run("travel", "travel", json!({"from": "paris", "to": "lille", "rider": "ada"}), data.path());
     assert_eq!(code, 3);
-    assert_eq!(
-        out["result"],
-        json!({"error": "no seats left from paris to lille"})
-    );
+    assert_eq!(out["result"], json!({"error": "no seats left from paris to lille"}));
 }
 
 #[test]
 fn records_can_be_listed_and_fetched_afterwards() {
     let data = tempfile::tempdir().unwrap();
-    let (_, out) = run(
-        "travel",
-        "travel",
-        json!({"from": "paris", "to": "lyon", "rider": "ada"}),
-        data.path(),
-    );
+    let (_, out) = run("travel", "travel", json!({"from": "paris", "to": "lyon", "rider": "ada"}), data.path());
     let id = out["activation"]["activationId"].as_str().unwrap();
-    let got = specfaas(&[
-        "activation",
-        "get",
-        id,
-        "--data-dir",
-        data.path().to_str().unwrap(),
-    ]);
+    let got = specfaas(&["activation", "get", id, "--data-dir", data.path().to_str().unwrap()]);
     assert!(got.status.success());
     let record: Value = serde_json::from_slice(&got.stdout).unwrap();
     assert_eq!(record["response"]["result"], out["result"]);
-    let listed = specfaas(&[
-        "activation",
-        "list",
-        "--data-dir",
-        data.path().to_str().unwrap(),
-        "--name",
-        "quote",
-    ]);
+    let listed = specfaas(&["activation", "list", "--data-dir", data.path().to_str().unwrap(), "--name", "quote"]);
     let list: Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["response"]["result"], json!({"price_eur": 55.8}));
@@ -226,30 +133,10 @@ fn bad_input_gets_a_clear_error_and_exit_code_1() {
     let dir = dir.to_str().unwrap();
     let data = data.path().to_str().unwrap();
     for (args, needle) in [
-        (
-            vec![
-                "run",
-                dir,
-                "smarthome",
-                "--input",
-                "{not json",
-                "--data-dir",
-                data,
-            ],
-            "--input is not valid JSON",
-        ),
-        (
-            vec!["run", dir, "nosuchapp", "--data-dir", data],
-            "\"nosuchapp\" does not exist",
-        ),
-        (
-            vec!["run", "/nonexistent", "x", "--data-dir", data],
-            "/nonexistent/specfaas.toml: cannot read",
-        ),
-        (
-            vec!["activation", "get", "deadbeef", "--data-dir", data],
-            "activation deadbeef not found",
-        ),
+        (vec!["run", dir, "smarthome", "--input", "{not json", "--data-dir", data], "--input is not valid JSON"),
+        (vec!["run", dir, "nosuchapp", "--data-dir", data], "\"nosuchapp\" does not exist"),
+        (vec!["run", "/nonexistent", "x", "--data-dir", data], "/nonexistent/specfaas.toml: cannot read"),
+        (vec!["activation", "get", "deadbeef", "--data-dir", data], "activation deadbeef not found"),
     ] {
         let out = specfaas(&args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
@@ -280,19 +167,10 @@ fn limits_come_from_a_config_file() {
     let out = specfaas(&args);
     assert_eq!(out.status.code(), Some(3));
     let out: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(
-        out["result"]["error"]
-            .as_str()
-            .unwrap()
-            .contains("limit of 3 state transitions (steps_max)"),
-        "{out}"
-    );
+    assert!(out["result"]["error"].as_str().unwrap().contains("limit of 3 state transitions (steps_max)"), "{out}");
     std::fs::write(&config, "[engine]\nsteps_maximum = 3\n").unwrap();
     let out = specfaas(&args);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("limits.toml is not a valid config") && stderr.contains("steps_maximum"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("limits.toml is not a valid config") && stderr.contains("steps_maximum"), "{stderr}");
 }

@@ -4,9 +4,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
-use engine::{
-    Action, Call, Catalog, Completion, Config, Event, FunctionInfo, Outcome, Reply, RunId, Status,
-};
+use engine::{Action, Call, Catalog, Completion, Config, Event, FunctionInfo, Outcome, Reply, RunId, Status};
 use serde_json::{Value, json};
 
 #[derive(Clone)]
@@ -64,11 +62,7 @@ impl Sim {
 
     /// Values the function's `Get`s returned, in order.
     pub fn reads_seen_by(&self, function: &str) -> Vec<Value> {
-        self.reads
-            .iter()
-            .filter(|(f, _)| f == function)
-            .map(|(_, v)| v.clone())
-            .collect()
+        self.reads.iter().filter(|(f, _)| f == function).map(|(_, v)| v.clone()).collect()
     }
 
     pub fn run(&mut self, app: model::Application, input: Value, config: Config) -> Completion {
@@ -79,15 +73,7 @@ impl Sim {
             functions: self
                 .functions
                 .keys()
-                .map(|f| {
-                    (
-                        f.clone(),
-                        FunctionInfo {
-                            version: "v".into(),
-                            annotations: Default::default(),
-                        },
-                    )
-                })
+                .map(|f| (f.clone(), FunctionInfo { version: "v".into(), annotations: Default::default() }))
                 .collect(),
         };
         let mut engine = engine::engine(Arc::new(app), Arc::new(catalog), config);
@@ -98,34 +84,13 @@ impl Sim {
         while let Some(event) = events.pop_front() {
             for action in engine.step(event) {
                 match action {
-                    Action::Launch {
-                        run,
-                        function,
-                        input,
-                        ..
-                    } => {
+                    Action::Launch { run, function, input, .. } => {
                         self.launches.push(function.clone());
                         let ops = (self.functions[&function])(&input).into();
-                        active.insert(
-                            run,
-                            Active {
-                                function,
-                                ops,
-                                replies: Vec::new(),
-                            },
-                        );
-                        events.push_back(self.next_op(
-                            run,
-                            &mut active,
-                            &mut next_request,
-                            &mut pending,
-                        ));
+                        active.insert(run, Active { function, ops, replies: Vec::new() });
+                        events.push_back(self.next_op(run, &mut active, &mut next_request, &mut pending));
                     }
-                    Action::Reply {
-                        run,
-                        request,
-                        reply,
-                    } => {
+                    Action::Reply { run, request, reply } => {
                         let Some(a) = active.get_mut(&run) else {
                             continue;
                         };
@@ -138,21 +103,11 @@ impl Sim {
                             self.reads.push((a.function.clone(), value.clone()));
                         }
                         a.replies.push(value);
-                        events.push_back(self.next_op(
-                            run,
-                            &mut active,
-                            &mut next_request,
-                            &mut pending,
-                        ));
+                        events.push_back(self.next_op(run, &mut active, &mut next_request, &mut pending));
                     }
                     Action::ReadStore { run, request, key } => {
                         let value = self.store.get(&key).cloned();
-                        events.push_back(Event::StoreRead {
-                            run,
-                            request,
-                            value,
-                            version: 0,
-                        });
+                        events.push_back(Event::StoreRead { run, request, value, version: 0 });
                     }
                     Action::Commit { run, writes } => {
                         self.commits += 1;
@@ -193,26 +148,11 @@ impl Sim {
                 pending.insert(request, key.into());
                 call(Call::Get { key: key.into() })
             }
-            Op::Put(key, value) => call(Call::Put {
-                key: key.into(),
-                value,
-            }),
-            Op::Invoke(function, args) => call(Call::Invoke {
-                function: function.into(),
-                args,
-            }),
-            Op::Return(v) => Event::Finished {
-                run,
-                outcome: Outcome::Success(v),
-            },
-            Op::ReturnReplies => Event::Finished {
-                run,
-                outcome: Outcome::Success(json!({ "replies": a.replies })),
-            },
-            Op::Fail(status, error) => Event::Finished {
-                run,
-                outcome: Outcome::Failure { status, error },
-            },
+            Op::Put(key, value) => call(Call::Put { key: key.into(), value }),
+            Op::Invoke(function, args) => call(Call::Invoke { function: function.into(), args }),
+            Op::Return(v) => Event::Finished { run, outcome: Outcome::Success(v) },
+            Op::ReturnReplies => Event::Finished { run, outcome: Outcome::Success(json!({ "replies": a.replies })) },
+            Op::Fail(status, error) => Event::Finished { run, outcome: Outcome::Failure { status, error } },
         }
     }
 }

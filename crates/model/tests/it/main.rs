@@ -14,10 +14,7 @@ fn check(file: &str, text: &str, expect: Result<usize, &[&str]>) {
         (Err(e), Err(needles)) => {
             let msg = e.to_string();
             for needle in needles {
-                assert!(
-                    msg.contains(needle),
-                    "error for {file} lacks {needle:?}: {msg}"
-                );
+                assert!(msg.contains(needle), "error for {file} lacks {needle:?}: {msg}");
             }
         }
         (got, want) => panic!("{file}: got {got:?}, want {want:?}"),
@@ -66,29 +63,18 @@ States:
 fn graph_is_resolved() {
     let g = asl::parse("home.json", SMARTHOME, &known).unwrap();
     assert_eq!(g.states[g.start].name, "Login");
-    let StateKind::Task {
-        function,
-        next: Next::State(n),
-        ..
-    } = &g.states[g.start].kind
-    else {
-        panic!()
-    };
+    let StateKind::Task { function, next: Next::State(n), .. } = &g.states[g.start].kind else { panic!() };
     assert_eq!(function, "login");
     assert_eq!(g.states[*n].name, "LoggedIn");
     let both = g.states.iter().find(|s| s.name == "Both").unwrap();
-    let StateKind::Parallel { branches, .. } = &both.kind else {
-        panic!("{both:?}")
-    };
+    let StateKind::Parallel { branches, .. } = &both.kind else { panic!("{both:?}") };
     assert_eq!(branches.len(), 2);
 }
 
 #[test]
 fn invalid_documents_name_file_state_and_problem() {
     let task = |extra: &str| {
-        format!(
-            r#"{{"StartAt":"T","States":{{"T":{{"Type":"Task","Resource":"login",{extra}"End":true}}}}}}"#
-        )
+        format!(r#"{{"StartAt":"T","States":{{"T":{{"Type":"Task","Resource":"login",{extra}"End":true}}}}}}"#)
     };
     let cases: Vec<(&str, String, &[&str])> = vec![
         ("a.json", "{".into(), &["a.json", "invalid JSON"]),
@@ -157,9 +143,6 @@ fn invalid_documents_name_file_state_and_problem() {
 
 #[test]
 fn oversized_definitions_are_rejected() {
-    let big = format!(
-        r#"{{"Comment":"{}","StartAt":"S","States":{{"S":{{"Type":"Succeed"}}}}}}"#,
-        "x".repeat(1 << 20)
-    );
+    let big = format!(r#"{{"Comment":"{}","StartAt":"S","States":{{"S":{{"Type":"Succeed"}}}}}}"#, "x".repeat(1 << 20));
     check("big.json", &big, Err(&["over the limit"]));
 }

@@ -36,8 +36,8 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::{
-    Activation, BoxFuture, Done, Error, Host, HostCall, HostReply, HostRequest, Killer, LogSink,
-    Outcome, Report, Runtime, Warm,
+    Activation, BoxFuture, Done, Error, Host, HostCall, HostReply, HostRequest, Killer, LogSink, Outcome, Report,
+    Runtime, Warm,
 };
 use protocol::{FromHandler, FromInit, Hello, Reply, ToHandler, ToInit, line};
 
@@ -81,10 +81,7 @@ impl ProcessRuntime {
         ] {
             std::fs::write(dir.join(path), text).map_err(io)?;
         }
-        Ok(ProcessRuntime {
-            dir,
-            next: AtomicU64::new(0),
-        })
+        Ok(ProcessRuntime { dir, next: AtomicU64::new(0) })
     }
 }
 
@@ -108,13 +105,7 @@ impl Runtime for ProcessRuntime {
             std::fs::create_dir_all(&fn_dir).map_err(io)?;
             let (file, interpreter, runner, path_var, path_val) = match spec.kind {
                 Kind::Python => ("action.py", "python3", "py/runner.py", "PYTHONPATH", "py"),
-                Kind::Node => (
-                    "action.js",
-                    "node",
-                    "js/runner.js",
-                    "NODE_PATH",
-                    "js/node_modules",
-                ),
+                Kind::Node => ("action.js", "node", "js/runner.js", "NODE_PATH", "js/node_modules"),
                 Kind::Native => unreachable!("native code is not Source"),
             };
             let code_file = fn_dir.join(file);
@@ -134,8 +125,7 @@ impl Runtime for ProcessRuntime {
                         spec.limits.memory_mb.to_string(),
                     ],
                     env: (path_var, self.dir.join(path_val).display().to_string()),
-                    memory_bytes: (spec.kind == Kind::Python)
-                        .then_some(spec.limits.memory_mb * 1024 * 1024),
+                    memory_bytes: (spec.kind == Kind::Python).then_some(spec.limits.memory_mb * 1024 * 1024),
                 },
                 socket,
                 init: tokio::sync::Mutex::new(None),
@@ -236,12 +226,7 @@ async fn accept_loop(listener: UnixListener, shared: Weak<Shared>) {
                     }
                 }
                 ("handler", Some(hid)) => {
-                    shared.handler_ready(Handler {
-                        hid,
-                        pid: hello.pid,
-                        lines,
-                        write,
-                    });
+                    shared.handler_ready(Handler { hid, pid: hello.pid, lines, write });
                     shared.request_spawns();
                 }
                 _ => {}
@@ -259,9 +244,7 @@ fn sigkill(pid: i32) {
 
 impl Shared {
     fn send_control(&self, msg: String) -> bool {
-        lock(&self.control)
-            .as_ref()
-            .is_some_and(|c| c.send(msg).is_ok())
+        lock(&self.control).as_ref().is_some_and(|c| c.send(msg).is_ok())
     }
 
     /// Asks the initializer for handlers until the pool covers the waiting activations plus the spares.
@@ -292,10 +275,7 @@ impl Shared {
     /// Starts the initializer if none is alive.
     async fn ensure_init(self: &Arc<Self>) -> Result<(), Error> {
         let mut guard = self.init.lock().await;
-        if guard
-            .as_ref()
-            .is_some_and(|i| i.alive.load(Ordering::Acquire))
-        {
+        if guard.as_ref().is_some_and(|i| i.alive.load(Ordering::Acquire)) {
             return Ok(());
         }
         *guard = Some(self.spawn_init().await?);
@@ -305,10 +285,7 @@ impl Shared {
     }
 
     async fn spawn_init(self: &Arc<Self>) -> Result<Init, Error> {
-        let fail = |message: String| Error::Init {
-            function: self.spec.name.clone(),
-            message,
-        };
+        let fail = |message: String| Error::Init { function: self.spec.name.clone(), message };
         let (tx, rx) = oneshot::channel();
         *lock(&self.pending_init) = Some(tx);
         let mut cmd = tokio::process::Command::new(&self.launch.interpreter);
@@ -323,10 +300,7 @@ impl Shared {
         unsafe {
             cmd.pre_exec(move || {
                 let set = |resource, value: u64| {
-                    let lim = libc::rlimit {
-                        rlim_cur: value as libc::rlim_t,
-                        rlim_max: value as libc::rlim_t,
-                    };
+                    let lim = libc::rlimit { rlim_cur: value as libc::rlim_t, rlim_max: value as libc::rlim_t };
                     if libc::setrlimit(resource, &lim) != 0 {
                         return Err(std::io::Error::last_os_error());
                     }
@@ -341,9 +315,7 @@ impl Shared {
                 Ok(())
             });
         }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| Error::Io(format!("cannot start {}: {e}", self.launch.interpreter)))?;
+        let mut child = cmd.spawn().map_err(|e| Error::Io(format!("cannot start {}: {e}", self.launch.interpreter)))?;
         let stderr_tail = Arc::new(Mutex::new(String::new()));
         if let Some(stderr) = child.stderr.take() {
             let tail = stderr_tail.clone();
@@ -354,9 +326,7 @@ impl Shared {
                     t.push_str(&l);
                     t.push('\n');
                     if t.len() > 4096 {
-                        let cut = (t.len() - 4096..t.len())
-                            .find(|i| t.is_char_boundary(*i))
-                            .unwrap_or(t.len());
+                        let cut = (t.len() - 4096..t.len()).find(|i| t.is_char_boundary(*i)).unwrap_or(t.len());
                         t.drain(..cut);
                     }
                 }
@@ -374,24 +344,12 @@ impl Shared {
         };
         let first = tokio::time::timeout(INIT_TIMEOUT, lines.next_line())
             .await
-            .map_err(|_| {
-                fail(format!(
-                    "loading the code took longer than {}s",
-                    INIT_TIMEOUT.as_secs()
-                ))
-            })?;
-        match first
-            .ok()
-            .flatten()
-            .map(|l| serde_json::from_str::<FromInit>(&l))
-        {
+            .map_err(|_| fail(format!("loading the code took longer than {}s", INIT_TIMEOUT.as_secs())))?;
+        match first.ok().flatten().map(|l| serde_json::from_str::<FromInit>(&l)) {
             Some(Ok(FromInit::Ready)) => {}
             Some(Ok(FromInit::InitError { error })) => return Err(fail(error)),
             other => {
-                return Err(fail(format!(
-                    "the runner failed while loading the code: {other:?} {}",
-                    tail()
-                )));
+                return Err(fail(format!("the runner failed while loading the code: {other:?} {}", tail())));
             }
         }
         let alive = Arc::new(AtomicBool::new(true));
@@ -409,20 +367,10 @@ impl Shared {
         tokio::spawn(async move {
             while let Ok(Some(l)) = lines.next_line().await {
                 let Some(shared) = me.upgrade() else { return };
-                if let Ok(FromInit::Exited {
-                    hid,
-                    code,
-                    signal,
-                    reason,
-                }) = serde_json::from_str::<FromInit>(&l)
-                {
+                if let Ok(FromInit::Exited { hid, code, signal, reason }) = serde_json::from_str::<FromInit>(&l) {
                     lock(&shared.pool).idle.retain(|h| h.hid != hid);
                     if let Some(tx) = lock(&shared.exits).remove(&hid) {
-                        let _ = tx.send(Exit {
-                            code,
-                            signal,
-                            reason,
-                        });
+                        let _ = tx.send(Exit { code, signal, reason });
                     }
                 }
             }
@@ -435,18 +383,12 @@ impl Shared {
                 pool.spawning = 0;
                 drop(pool);
                 for (_, tx) in lock(&shared.exits).drain() {
-                    let _ = tx.send(Exit {
-                        code: None,
-                        signal: None,
-                        reason: Some("the runtime process exited".into()),
-                    });
+                    let _ =
+                        tx.send(Exit { code: None, signal: None, reason: Some("the runtime process exited".into()) });
                 }
             }
         });
-        Ok(Init {
-            alive,
-            _child: child,
-        })
+        Ok(Init { alive, _child: child })
     }
 }
 
@@ -522,9 +464,7 @@ async fn acquire(shared: &Arc<Shared>) -> Result<Handler, Error> {
     shared.request_spawns();
     match waiter {
         Ok(h) => Ok(h),
-        Err(rx) => rx
-            .await
-            .map_err(|_| Error::Io("the runtime process exited".into())),
+        Err(rx) => rx.await.map_err(|_| Error::Io("the runtime process exited".into())),
     }
 }
 
@@ -539,10 +479,7 @@ async fn run_activation(
     let mut logs = LogSink::new(spec.limits.logs_bytes_max);
     let timeout_ms = spec.limits.timeout_ms;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
-    let finish = |outcome, logs: LogSink| Report {
-        outcome,
-        logs: logs.into_lines(),
-    };
+    let finish = |outcome, logs: LogSink| Report { outcome, logs: logs.into_lines() };
     if lock(state).killed {
         return finish(Outcome::Killed, logs);
     }
@@ -565,11 +502,7 @@ async fn run_activation(
             return finish(Outcome::Killed, logs);
         }
     }
-    let run = line(&ToHandler::Run {
-        id: &activation.id,
-        args: &activation.input,
-        env: &activation.env,
-    });
+    let run = line(&ToHandler::Run { id: &activation.id, args: &activation.input, env: &activation.env });
     let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<(u64, HostReply)>();
     let mut clean = false;
     let outcome = if handler.write.write_all(run.as_bytes()).await.is_err() {
@@ -620,11 +553,7 @@ async fn run_activation(
     let s = lock(state);
     // A kill races with what it causes (the connection closing, the exit notice): whichever the loop saw first,
     // an activation that was killed before it finished cleanly reports Killed.
-    let outcome = if s.killed && !clean {
-        Outcome::Killed
-    } else {
-        outcome
-    };
+    let outcome = if s.killed && !clean { Outcome::Killed } else { outcome };
     if clean && !s.killed {
         drop(s);
         shared.handler_ready(handler);
@@ -637,55 +566,25 @@ async fn run_activation(
 
 fn to_reply(rid: u64, reply: HostReply) -> Reply {
     match reply {
-        HostReply::Ok(v) => Reply {
-            op: "reply",
-            rid,
-            ok: true,
-            value: Some(v),
-            error: None,
-            kind: None,
-        },
-        HostReply::Refused(m) => Reply {
-            op: "reply",
-            rid,
-            ok: false,
-            value: None,
-            error: Some(Value::String(m)),
-            kind: None,
-        },
-        HostReply::FunctionFailed(e) => Reply {
-            op: "reply",
-            rid,
-            ok: false,
-            value: None,
-            error: Some(e),
-            kind: Some("function"),
-        },
+        HostReply::Ok(v) => Reply { op: "reply", rid, ok: true, value: Some(v), error: None, kind: None },
+        HostReply::Refused(m) => {
+            Reply { op: "reply", rid, ok: false, value: None, error: Some(Value::String(m)), kind: None }
+        }
+        HostReply::FunctionFailed(e) => {
+            Reply { op: "reply", rid, ok: false, value: None, error: Some(e), kind: Some("function") }
+        }
     }
 }
 
 fn to_host_call(call: protocol::Call) -> Result<HostCall, String> {
-    let key = || {
-        call.key
-            .clone()
-            .ok_or_else(|| format!("{} needs a string key", call.call))
-    };
+    let key = || call.key.clone().ok_or_else(|| format!("{} needs a string key", call.call));
     Ok(match call.call.as_str() {
         "kv.get" => HostCall::KvGet { key: key()? },
-        "kv.put" => HostCall::KvPut {
-            key: key()?,
-            value: call.value.clone().unwrap_or(Value::Null),
-        },
+        "kv.put" => HostCall::KvPut { key: key()?, value: call.value.clone().unwrap_or(Value::Null) },
         "kv.delete" => HostCall::KvDelete { key: key()? },
         "invoke" => HostCall::Invoke {
-            function: call
-                .function
-                .clone()
-                .ok_or("invoke needs a function name")?,
-            args: call
-                .args
-                .clone()
-                .unwrap_or(Value::Object(Default::default())),
+            function: call.function.clone().ok_or("invoke needs a function name")?,
+            args: call.args.clone().unwrap_or(Value::Object(Default::default())),
         },
         other => return Err(format!("unknown platform call \"{other}\"")),
     })
@@ -694,17 +593,11 @@ fn to_host_call(call: protocol::Call) -> Result<HostCall, String> {
 fn exit_outcome(spec: &FunctionSpec, exit: Option<Exit>) -> Outcome {
     let memory_mb = spec.limits.memory_mb;
     Outcome::DeveloperError(match exit {
-        Some(Exit {
-            reason: Some(r), ..
-        }) if r.contains("OUT_OF_MEMORY") => {
+        Some(Exit { reason: Some(r), .. }) if r.contains("OUT_OF_MEMORY") => {
             format!("The action exceeded its memory limit of {memory_mb} MB.")
         }
-        Some(Exit {
-            reason: Some(r), ..
-        }) => format!("The action did not produce a result: {r}."),
-        Some(Exit {
-            signal: Some(s), ..
-        }) => {
+        Some(Exit { reason: Some(r), .. }) => format!("The action did not produce a result: {r}."),
+        Some(Exit { signal: Some(s), .. }) => {
             let name = match s {
                 libc::SIGKILL => "SIGKILL",
                 libc::SIGSEGV => "SIGSEGV",
@@ -712,9 +605,7 @@ fn exit_outcome(spec: &FunctionSpec, exit: Option<Exit>) -> Outcome {
                 libc::SIGBUS => "SIGBUS",
                 _ => "a signal",
             };
-            format!(
-                "The action crashed: it was killed by signal {s} ({name}) before producing a result."
-            )
+            format!("The action crashed: it was killed by signal {s} ({name}) before producing a result.")
         }
         Some(Exit { code: Some(c), .. }) => {
             format!("The action exited with code {c} before producing a result.")

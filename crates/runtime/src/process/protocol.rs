@@ -45,11 +45,7 @@ pub struct Hello {
 #[derive(Debug, Serialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum ToHandler<'a> {
-    Run {
-        id: &'a str,
-        args: &'a Value,
-        env: &'a std::collections::BTreeMap<String, String>,
-    },
+    Run { id: &'a str, args: &'a Value, env: &'a std::collections::BTreeMap<String, String> },
 }
 
 /// Sent by a handler on its connection.

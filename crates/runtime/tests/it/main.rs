@@ -14,10 +14,7 @@ use runtime::process::ProcessRuntime;
 pub fn process_runtime() -> Arc<ProcessRuntime> {
     static RT: OnceLock<(tempfile::TempDir, Arc<ProcessRuntime>)> = OnceLock::new();
     RT.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("sfrt")
-            .tempdir_in("/tmp")
-            .unwrap();
+        let dir = tempfile::Builder::new().prefix("sfrt").tempdir_in("/tmp").unwrap();
         let rt = Arc::new(ProcessRuntime::new(dir.path()).unwrap());
         (dir, rt)
     })
@@ -26,9 +23,6 @@ pub fn process_runtime() -> Arc<ProcessRuntime> {
 }
 
 pub fn source(name: &str, kind: Kind, text: &str, limits: Limits) -> FunctionSpec {
-    let code = Code::Source {
-        text: text.into(),
-        main: "main".into(),
-    };
+    let code = Code::Source { text: text.into(), main: "main".into() };
     FunctionSpec::new(name, kind, code, limits, Annotations::default()).unwrap()
 }

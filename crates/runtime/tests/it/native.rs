@@ -19,9 +19,7 @@ fn native() -> Native {
         // Native functions have one log stream; stderr is covered by writing it through the same sink.
         Ok(json!({}))
     });
-    rt.register("apperror", |_, _| async {
-        Ok(json!({"error": "bad input"}))
-    });
+    rt.register("apperror", |_, _| async { Ok(json!({"error": "bad input"})) });
     rt.register("throw", |_, _| async { Err("boom".to_string()) });
     rt.register("kv", |ctx, input| async move {
         let e = |e: CallError| e.to_string();
@@ -32,10 +30,7 @@ fn native() -> Native {
         Ok(json!({"got": got, "missing": missing}))
     });
     rt.register("invoke", |ctx, _| async move {
-        let r = ctx
-            .invoke("callee", json!({"x": 1}))
-            .await
-            .map_err(|e| e.to_string())?;
+        let r = ctx.invoke("callee", json!({"x": 1})).await.map_err(|e| e.to_string())?;
         let caught = match ctx.invoke("failing", json!({})).await {
             Err(CallError::FunctionFailed(e)) => e,
             other => return Err(format!("expected the callee to fail, got {other:?}")),
@@ -57,14 +52,7 @@ impl Fixture for Native {
 
     fn spec(&self, behaviour: Behaviour, limits: Limits) -> FunctionSpec {
         let name = format!("{behaviour:?}").to_lowercase();
-        FunctionSpec::new(
-            &name,
-            Kind::Native,
-            Code::Native,
-            limits,
-            Annotations::default(),
-        )
-        .unwrap()
+        FunctionSpec::new(&name, Kind::Native, Code::Native, limits, Annotations::default()).unwrap()
     }
 }
 
@@ -74,32 +62,14 @@ async fn native_log_lines_are_recorded() {
     let f = native();
     let warm = runtime::conformance::load(&f, Behaviour::Logs, Limits::default()).await;
     let report = runtime::conformance::run(&*warm, json!({})).await;
-    assert!(
-        report.logs.iter().any(|l| l.ends_with("stdout: out-line")),
-        "{:?}",
-        report.logs
-    );
+    assert!(report.logs.iter().any(|l| l.ends_with("stdout: out-line")), "{:?}", report.logs);
 }
 
 #[tokio::test]
 async fn unregistered_native_function_fails_to_load() {
-    let spec = FunctionSpec::new(
-        "ghost",
-        Kind::Native,
-        Code::Native,
-        Limits::default(),
-        Annotations::default(),
-    );
-    let err = native()
-        .0
-        .load(Arc::new(spec.unwrap()))
-        .await
-        .err()
-        .unwrap();
-    assert!(
-        err.to_string().contains("no native function is registered"),
-        "{err}"
-    );
+    let spec = FunctionSpec::new("ghost", Kind::Native, Code::Native, Limits::default(), Annotations::default());
+    let err = native().0.load(Arc::new(spec.unwrap())).await.err().unwrap();
+    assert!(err.to_string().contains("no native function is registered"), "{err}");
 }
 
 runtime::runtime_conformance_tests!(@each native();

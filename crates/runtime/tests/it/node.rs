@@ -14,9 +14,7 @@ impl Fixture for Node {
     fn spec(&self, behaviour: Behaviour, limits: Limits) -> FunctionSpec {
         let code = match behaviour {
             Behaviour::Echo => "function main(params) { params.echoed = true; return params; }",
-            Behaviour::Logs => {
-                "function main() { console.log('out-line'); console.error('err-line'); return {}; }"
-            }
+            Behaviour::Logs => "function main() { console.log('out-line'); console.error('err-line'); return {}; }",
             // The `exports.main` form of OpenWhisk actions.
             Behaviour::AppError => "exports.main = () => ({ error: 'bad input' });",
             Behaviour::Throw => "function main() { throw new Error('boom'); }",
@@ -43,12 +41,7 @@ async function main() {
                 "function main(p) { return new Promise((resolve) => setTimeout(() => resolve({ slept: p.ms }), p.ms)); }"
             }
         };
-        crate::source(
-            &format!("js-{behaviour:?}").to_lowercase(),
-            Kind::Node,
-            code,
-            limits,
-        )
+        crate::source(&format!("js-{behaviour:?}").to_lowercase(), Kind::Node, code, limits)
     }
 }
 

@@ -9,18 +9,12 @@ use serde_json::json;
 
 async fn load(kind: Kind, text: &str, limits: Limits) -> std::sync::Arc<dyn Warm> {
     let spec = crate::source("fault", kind, text, limits);
-    crate::process_runtime()
-        .load(std::sync::Arc::new(spec))
-        .await
-        .unwrap()
+    crate::process_runtime().load(std::sync::Arc::new(spec)).await.unwrap()
 }
 
 async fn load_err(kind: Kind, text: &str) -> String {
     let spec = crate::source("broken", kind, text, Limits::default());
-    match crate::process_runtime()
-        .load(std::sync::Arc::new(spec))
-        .await
-    {
+    match crate::process_runtime().load(std::sync::Arc::new(spec)).await {
         Ok(_) => panic!("loading should fail"),
         Err(e) => e.to_string(),
     }
@@ -39,178 +33,83 @@ async fn check_crash(kind: Kind, code: &str, limits: Limits, needle: &str) {
     let warm = load(kind, code, limits).await;
     let message = developer_error(run(&*warm, json!({"crash": true})).await.outcome);
     assert!(message.contains(needle), "{kind:?}: {message}");
-    assert_eq!(
-        run(&*warm, json!({})).await.outcome,
-        Outcome::Success(json!({"ok": true})),
-        "{kind:?}"
-    );
+    assert_eq!(run(&*warm, json!({})).await.outcome, Outcome::Success(json!({"ok": true})), "{kind:?}");
 }
 
 const PY_EXIT: &str = "import os\ndef main(a):\n    if a.get('crash'):\n        os._exit(3)\n    return {'ok': True}\n";
 const PY_SEGV: &str = "import os, signal\ndef main(a):\n    if a.get('crash'):\n        os.kill(os.getpid(), signal.SIGSEGV)\n    return {'ok': True}\n";
-const PY_OOM: &str = "def main(a):\n    if a.get('crash'):\n        x = bytearray(1024 * 1024 * 1024)\n    return {'ok': True}\n";
+const PY_OOM: &str =
+    "def main(a):\n    if a.get('crash'):\n        x = bytearray(1024 * 1024 * 1024)\n    return {'ok': True}\n";
 const JS_EXIT: &str = "function main(a) { if (a.crash) process.exit(3); return { ok: true }; }";
 const JS_OOM: &str = "function main(a) { if (a.crash) { const k = []; while (true) k.push(new Array(1e6).fill(7)); } return { ok: true }; }";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exits_crashes_and_memory_limits_are_developer_errors() {
-    check_crash(
-        Kind::Python,
-        PY_EXIT,
-        Limits::default(),
-        "exited with code 3",
-    )
-    .await;
+    check_crash(Kind::Python, PY_EXIT, Limits::default(), "exited with code 3").await;
     check_crash(Kind::Python, PY_SEGV, Limits::default(), "SIGSEGV").await;
-    check_crash(
-        Kind::Python,
-        PY_OOM,
-        Limits {
-            memory_mb: 128,
-            ..Limits::default()
-        },
-        "MemoryError",
-    )
-    .await;
+    check_crash(Kind::Python, PY_OOM, Limits { memory_mb: 128, ..Limits::default() }, "MemoryError").await;
     check_crash(Kind::Node, JS_EXIT, Limits::default(), "exited with code 3").await;
-    check_crash(
-        Kind::Node,
-        JS_OOM,
-        Limits {
-            memory_mb: 128,
-            ..Limits::default()
-        },
-        "memory limit of 128 MB",
-    )
-    .await;
+    check_crash(Kind::Node, JS_OOM, Limits { memory_mb: 128, ..Limits::default() }, "memory limit of 128 MB").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_loops_are_killed_at_once() {
     for (kind, code) in [
-        (
-            Kind::Python,
-            "def main(a):\n    while True:\n        pass\n",
-        ),
+        (Kind::Python, "def main(a):\n    while True:\n        pass\n"),
         (Kind::Node, "function main() { while (true) {} }"),
     ] {
         let warm = load(kind, code, Limits::default()).await;
         let running = start(&*warm, activation(json!({})), &MockHost::default());
         tokio::time::sleep(Duration::from_millis(200)).await;
         running.kill();
-        let report = tokio::time::timeout(Duration::from_secs(5), running.done)
-            .await
-            .expect("kill hung")
-            .unwrap();
+        let report = tokio::time::timeout(Duration::from_secs(5), running.done).await.expect("kill hung").unwrap();
         assert_eq!(report.outcome, Outcome::Killed, "{kind:?}");
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn code_that_does_not_load_is_rejected_at_load() {
-    assert!(
-        load_err(Kind::Python, "def main(a)\n  return a")
-            .await
-            .contains("SyntaxError")
-    );
-    assert!(
-        load_err(Kind::Python, "def handler(a):\n    return a\n")
-            .await
-            .contains("no function named 'main'")
-    );
-    assert!(
-        load_err(Kind::Python, "import no_such_module_x\n")
-            .await
-            .contains("ModuleNotFoundError")
-    );
-    assert!(
-        load_err(Kind::Node, "function main( {")
-            .await
-            .contains("SyntaxError")
-    );
-    assert!(
-        load_err(Kind::Node, "function handler() {}")
-            .await
-            .contains("no function named 'main'")
-    );
+    assert!(load_err(Kind::Python, "def main(a)\n  return a").await.contains("SyntaxError"));
+    assert!(load_err(Kind::Python, "def handler(a):\n    return a\n").await.contains("no function named 'main'"));
+    assert!(load_err(Kind::Python, "import no_such_module_x\n").await.contains("ModuleNotFoundError"));
+    assert!(load_err(Kind::Node, "function main( {").await.contains("SyntaxError"));
+    assert!(load_err(Kind::Node, "function handler() {}").await.contains("no function named 'main'"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_dictionary_results_are_developer_errors() {
-    let warm = load(
-        Kind::Python,
-        "def main(a):\n    return 5\n",
-        Limits::default(),
-    )
-    .await;
-    assert!(
-        developer_error(run(&*warm, json!({})).await.outcome)
-            .contains("did not return a dictionary")
-    );
-    let warm = load(
-        Kind::Node,
-        "function main() { return [1]; }",
-        Limits::default(),
-    )
-    .await;
-    assert!(
-        developer_error(run(&*warm, json!({})).await.outcome)
-            .contains("did not return a dictionary")
-    );
+    let warm = load(Kind::Python, "def main(a):\n    return 5\n", Limits::default()).await;
+    assert!(developer_error(run(&*warm, json!({})).await.outcome).contains("did not return a dictionary"));
+    let warm = load(Kind::Node, "function main() { return [1]; }", Limits::default()).await;
+    assert!(developer_error(run(&*warm, json!({})).await.outcome).contains("did not return a dictionary"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_are_bounded() {
-    let limits = Limits {
-        logs_bytes_max: 1000,
-        ..Limits::default()
-    };
+    let limits = Limits { logs_bytes_max: 1000, ..Limits::default() };
     for (kind, code) in [
-        (
-            Kind::Python,
-            "def main(a):\n    for i in range(100):\n        print('x' * 50)\n    return {}\n",
-        ),
-        (
-            Kind::Node,
-            "function main() { for (let i = 0; i < 100; i++) console.log('x'.repeat(50)); return {}; }",
-        ),
+        (Kind::Python, "def main(a):\n    for i in range(100):\n        print('x' * 50)\n    return {}\n"),
+        (Kind::Node, "function main() { for (let i = 0; i < 100; i++) console.log('x'.repeat(50)); return {}; }"),
     ] {
         let warm = load(kind, code, limits).await;
         let report = run(&*warm, json!({})).await;
         assert_eq!(report.outcome, Outcome::Success(json!({})));
-        assert_eq!(
-            report.logs.len(),
-            20,
-            "{kind:?}: 19 lines of 51 bytes fit in 1000, then one warning"
-        );
-        assert!(
-            report.logs.last().unwrap().contains("Logs were truncated"),
-            "{kind:?}"
-        );
+        assert_eq!(report.logs.len(), 20, "{kind:?}: 19 lines of 51 bytes fit in 1000, then one warning");
+        assert!(report.logs.last().unwrap().contains("Logs were truncated"), "{kind:?}");
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn activation_environment_is_visible_to_the_function() {
     for (kind, code) in [
-        (
-            Kind::Python,
-            "import os\ndef main(a):\n    return {'id': os.environ.get('__OW_ACTIVATION_ID')}\n",
-        ),
-        (
-            Kind::Node,
-            "function main() { return { id: process.env.__OW_ACTIVATION_ID }; }",
-        ),
+        (Kind::Python, "import os\ndef main(a):\n    return {'id': os.environ.get('__OW_ACTIVATION_ID')}\n"),
+        (Kind::Node, "function main() { return { id: process.env.__OW_ACTIVATION_ID }; }"),
     ] {
         let warm = load(kind, code, Limits::default()).await;
         let mut act = activation(json!({}));
         act.env.insert("__OW_ACTIVATION_ID".into(), act.id.clone());
         let id = act.id.clone();
         let report = start(&*warm, act, &MockHost::default()).done.await.unwrap();
-        assert_eq!(
-            report.outcome,
-            Outcome::Success(json!({"id": id})),
-            "{kind:?}"
-        );
+        assert_eq!(report.outcome, Outcome::Success(json!({"id": id})), "{kind:?}");
     }
 }

@@ -45,12 +45,7 @@ def main(args):
                 "import time\ndef main(args):\n    time.sleep(args['ms'] / 1000)\n    return {'slept': args['ms']}\n"
             }
         };
-        crate::source(
-            &format!("py-{behaviour:?}").to_lowercase(),
-            Kind::Python,
-            code,
-            limits,
-        )
+        crate::source(&format!("py-{behaviour:?}").to_lowercase(), Kind::Python, code, limits)
     }
 }
 
