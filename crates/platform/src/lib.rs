@@ -19,7 +19,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use engine::{Catalog, FunctionInfo};
-use model::{Application, FunctionSpec, Kind};
+use model::{Application, FunctionSpec};
 use runtime::native::NativeRuntime;
 use runtime::process::ProcessRuntime;
 use runtime::{Runtime, Warm};
@@ -85,7 +85,8 @@ pub(crate) struct Deployments {
 pub(crate) struct Inner {
     pub store: Arc<dyn Store>,
     pub native: Arc<NativeRuntime>,
-    pub process: Arc<ProcessRuntime>,
+    /// Every runtime, asked in order which kinds it runs ([`Runtime::kinds`]).
+    pub runtimes: Vec<Arc<dyn Runtime>>,
     pub config: Config,
     pub namespaces: RwLock<HashMap<String, Arc<Deployments>>>,
     /// Activation records are persisted off the invocation's path, in order, by one writer task.
@@ -109,7 +110,8 @@ impl Platform {
     /// Starts a platform on `store`. `work_dir` holds the process runtime's files and sockets; keep its path short
     /// (Unix socket paths are limited to about 100 bytes). Must be called inside a tokio runtime.
     pub fn new(store: Arc<dyn Store>, work_dir: &Path, config: Config) -> Result<Platform, Error> {
-        let process = Arc::new(ProcessRuntime::new(work_dir)?);
+        let native = Arc::new(NativeRuntime::new());
+        let runtimes: Vec<Arc<dyn Runtime>> = vec![native.clone(), Arc::new(ProcessRuntime::new(work_dir)?)];
         let (recorder, mut rx) = mpsc::unbounded_channel::<RecorderMsg>();
         let writer_store = store.clone();
         tokio::spawn(async move {
@@ -130,14 +132,7 @@ impl Platform {
                 }
             }
         });
-        let inner = Inner {
-            store,
-            native: Arc::new(NativeRuntime::new()),
-            process,
-            config,
-            namespaces: RwLock::new(HashMap::new()),
-            recorder,
-        };
+        let inner = Inner { store, native, runtimes, config, namespaces: RwLock::new(HashMap::new()), recorder };
         Ok(Platform { inner: Arc::new(inner) })
     }
 
@@ -185,10 +180,12 @@ impl Platform {
     /// Deploys (or replaces) a function and makes it warm. Code that fails to load is rejected here.
     pub async fn deploy_function(&self, namespace: &str, spec: FunctionSpec) -> Result<(), Error> {
         let spec = Arc::new(spec);
-        let runtime: &dyn Runtime = match spec.kind {
-            Kind::Native => &*self.inner.native,
-            Kind::Python | Kind::Node => &*self.inner.process,
-        };
+        let runtime = self.inner.runtimes.iter().find(|r| r.kinds().contains(&spec.kind)).ok_or_else(|| {
+            Error::Runtime(runtime::Error::Io(format!(
+                "no runtime runs functions of kind {}",
+                spec.kind.as_openwhisk()
+            )))
+        })?;
         let warm = runtime.load(spec.clone()).await?;
         let name = spec.name.clone();
         self.update(namespace, |functions, _| {
