@@ -1,24 +1,33 @@
 //! The execution core of one invocation: a deterministic state machine with no I/O.
 //!
 //! The platform feeds it [`Event`]s (the invocation started, a function asked for a key, the store answered, a
-//! function finished, a commit landed) and executes the [`Action`]s it returns (launch a function, read the store,
-//! reply to a function, commit writes, report completion). The engine never reads a clock, spawns a task or
-//! touches a socket; given the same events it returns the same actions, so it can be replayed from a log and
-//! tested against a sequential reference.
+//! function finished, a commit landed, machine load changed) and executes the [`Action`]s it returns (launch a
+//! function, read the store, reply to a function, commit writes, kill a run, report completion). The engine never
+//! reads a clock, spawns a task or touches a socket; given the same events and the same [`Oracle`] answers it
+//! returns the same actions, so it can be replayed and tested against a sequential reference.
 //!
-//! - [`Engine`]: walks the application's [`Program`](model::Program) — the workflow graph (Task, Choice, Pass,
-//!   Parallel, Succeed, Fail, with ASL data flow) or an entry function — and runs implicit calls (`invoke`).
-//! - [`buffer::DataBuffer`]: the per-invocation data buffer. Uncommitted writes live here; a read is forwarded
-//!   from the nearest older writer in program order, or else goes to committed state.
+//! - [`Engine`] (`pipeline.rs`): the **function execution pipeline**. Functions of the invocation are kept as
+//!   slots in program order; the oldest is non-speculative, younger ones are speculative. Younger slots are
+//!   derived by walking the workflow ahead on predicted data: memoized outputs ([`Oracle::memo`]) and, where the
+//!   data is unknown, a path-indexed branch predictor ([`Oracle::branch`]). When the oldest slot finishes, the
+//!   next one is re-derived from its real output; a slot whose function or input differs is squashed. Slots
+//!   commit in program order.
+//! - `walk.rs`: walking the graph, concretely (the application's semantics) or speculatively.
+//! - [`buffer::DataBuffer`]: uncommitted writes by run. A read is forwarded from the nearest older writer in
+//!   program order once that writer has finished, waits while it runs, or else reads committed state; an older
+//!   write to a key a younger slot already read squashes that slot (and whoever read from it).
+//! - [`tables`]: bounded memo and branch tables, the [`Oracle`] the platform uses.
 //!
-//! In this version every function runs non-speculatively, strictly one after another in program order; a
-//! function's writes commit when it finishes (a callee's writes merge into its caller's on return and commit with
-//! the caller). Speculation extends this same engine; with speculation off it must behave exactly like this.
+//! With speculation off ([`Config::speculation`]) the pipeline holds one slot and the engine runs functions
+//! strictly one after another, committing each before the next starts: the baseline every speedup is measured
+//! against.
 //!
 //! **Architecture invariant:** no I/O, no clocks, no threads, no randomness. Mispredictions, squashes and failed
 //! functions are ordinary outcomes, not Rust errors.
 
 pub mod buffer;
+mod pipeline;
+pub mod tables;
 mod walk;
 
 use std::collections::HashMap;
@@ -28,7 +37,7 @@ use model::{Annotations, Application};
 use serde::Serialize;
 use serde_json::Value;
 
-pub use walk::Engine;
+pub use pipeline::Engine;
 
 /// Identifies one function run within an invocation. Runs are numbered in launch order.
 pub type RunId = u32;
@@ -47,13 +56,13 @@ pub struct FunctionInfo {
     pub annotations: Annotations,
 }
 
-/// Per-invocation limits. Every one has a documented default.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+/// Per-invocation limits and speculation settings. Every one has a documented default.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// State transitions per invocation; bounds loops through `Choice`.
     pub steps_max: u32,
-    /// Function runs per invocation, implicit calls included.
+    /// Function runs per invocation, implicit calls and re-executions included.
     pub runs_max: u32,
     /// Nesting of implicit calls (a calls b calls c ... ).
     pub call_depth_max: u32,
@@ -63,6 +72,21 @@ pub struct Config {
     pub value_bytes_max: usize,
     /// Distinct keys one function run (with its callees) may write before it commits.
     pub writes_max: usize,
+    /// Run functions speculatively. Off: strictly one after another, each committed before the next starts.
+    pub speculation: bool,
+    /// Speculative functions in flight beyond the non-speculative one, below 60% machine load. Load events lower
+    /// it to 6 / 5 / 4 at 60-70% / 70-80% / over 80% CPU, as in the SpecFaaS paper, never above this value.
+    pub depth_max: u32,
+    /// Speculative launches plus squashes one invocation may spend; then it goes on non-speculatively.
+    pub budget: u32,
+    /// Probability a predicted branch target needs before the engine speculates down it (the paper's 60%; a
+    /// two-way branch below 40% predicts the other target at over 60%, and in between nothing is speculated).
+    pub branch_threshold: f64,
+    /// States of path history that index the branch predictor.
+    pub path_history: usize,
+    /// Consecutive squashes of the same producer / consumer / key after which the consumer's read of that key
+    /// waits for the producer.
+    pub dependence_squashes: u32,
 }
 
 impl Default for Config {
@@ -74,8 +98,112 @@ impl Default for Config {
             key_bytes_max: 1024,
             value_bytes_max: 1024 * 1024,
             writes_max: 1000,
+            speculation: true,
+            depth_max: 8,
+            budget: 64,
+            branch_threshold: 0.6,
+            path_history: 8,
+            dependence_squashes: 3,
         }
     }
+}
+
+impl Config {
+    /// The speculation depth at `cpu_percent` machine load (SpecFaaS §VI).
+    pub fn depth_at(&self, cpu_percent: u8) -> u32 {
+        let by_load = match cpu_percent {
+            0..60 => self.depth_max,
+            60..70 => 6,
+            70..80 => 5,
+            _ => 4,
+        };
+        by_load.min(self.depth_max)
+    }
+}
+
+/// Predictions, learned across invocations. The engine asks; it trains only with non-speculative outcomes: branch
+/// targets from concrete walks, memo rows at commit.
+pub trait Oracle: Send + Sync {
+    /// The most likely of `targets` for the `Choice` named `choice` after a path whose history hashes to
+    /// `history`, with its probability.
+    fn branch(&self, choice: &str, history: u64, targets: &[usize]) -> Option<(usize, f64)>;
+    fn train_branch(&self, choice: &str, history: u64, target: usize);
+    /// The output `function` (at code `version`) gave last for this input. For most functions this is a
+    /// prediction, checked when the function finishes; for a `pure` function it is trusted and the function is not
+    /// run, which is sound because the engine trains the table with committed outputs only.
+    fn memo(&self, function: &str, version: &str, input: &Value) -> Option<Value>;
+    fn train_memo(&self, function: &str, version: &str, input: &Value, output: &Value);
+}
+
+/// Predicts nothing and learns nothing.
+pub struct NoOracle;
+
+impl Oracle for NoOracle {
+    fn branch(&self, _: &str, _: u64, _: &[usize]) -> Option<(usize, f64)> {
+        None
+    }
+    fn train_branch(&self, _: &str, _: u64, _: usize) {}
+    fn memo(&self, _: &str, _: &str, _: &Value) -> Option<Value> {
+        None
+    }
+    fn train_memo(&self, _: &str, _: &str, _: &Value, _: &Value) {}
+}
+
+/// Why a run was squashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    /// It was on a path a branch prediction chose wrongly.
+    ControlMispredict,
+    /// Its input came from a memoized output that the real output contradicted.
+    MemoMismatch,
+    /// An older function wrote a key it had already read.
+    RawViolation,
+    /// It failed (error, crash, timeout) while speculative; it is run again, never reported.
+    Opacity,
+    /// Another invocation changed a key it read before it could commit.
+    CrossInvocationConflict,
+    /// It was past the end of the invocation (which ended, or failed, first).
+    Abandoned,
+}
+
+/// What happened to a run in the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fate {
+    Committed,
+    Squashed(Cause),
+    /// It failed non-speculatively: its failure is the invocation's.
+    Failed,
+    /// A callee whose caller was squashed or failed, or that failed and was reported to its caller.
+    Discarded,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunSummary {
+    pub run: RunId,
+    pub function: String,
+    /// Launched while speculative.
+    pub speculative: bool,
+    pub fate: Fate,
+    /// Whether the memo table held an output for its input when the next function was derived.
+    pub memo_hit: Option<bool>,
+}
+
+/// Counters of one invocation, for records and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Stats {
+    pub speculative_launches: u32,
+    /// Pure functions not executed because the memo table had their output.
+    pub skipped: u32,
+    pub memo_hits: u32,
+    pub memo_misses: u32,
+    /// Branch targets followed on a prediction, and how many of them the real data confirmed.
+    pub branch_predictions: u32,
+    pub branch_hits: u32,
+    pub squashes: std::collections::BTreeMap<Cause, u32>,
+    /// Whether the budget ran out and the invocation went on non-speculatively.
+    pub budget_exhausted: bool,
 }
 
 /// A storage access or call made by running code.
@@ -139,6 +267,8 @@ pub enum Outcome {
 pub enum Event {
     /// The invocation begins with this input.
     Start { input: Value },
+    /// The machine's CPU load changed; the speculation depth follows it.
+    Load { cpu_percent: u8 },
     /// Running code made a call.
     Call { run: RunId, request: RequestId, call: Call },
     /// The store answered an [`Action::ReadStore`].
@@ -149,20 +279,23 @@ pub enum Event {
     Committed { run: RunId },
     /// An [`Action::Commit`] failed; nothing of it was applied.
     CommitFailed { run: RunId, error: String },
+    /// An [`Action::Commit`] found that `key` changed since the run read it; nothing was applied.
+    CommitConflict { run: RunId, key: String },
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Start `function` on `input` as run `run`. `caller` is set for implicit calls.
-    Launch { run: RunId, function: String, input: Value, caller: Option<RunId> },
+    Launch { run: RunId, function: String, input: Value, caller: Option<RunId>, speculative: bool },
     /// Answer a call.
     Reply { run: RunId, request: RequestId, reply: Reply },
     /// Read committed state for a call; answer with [`Event::StoreRead`].
     ReadStore { run: RunId, request: RequestId, key: String },
-    /// Apply these writes atomically (`None` deletes); answer with [`Event::Committed`] or [`Event::CommitFailed`].
-    Commit { run: RunId, writes: Vec<(String, Option<Value>)> },
-    /// Stop a run now; no [`Event::Finished`] is expected for it any more.
-    Kill { run: RunId },
+    /// Apply these writes atomically (`None` deletes), provided every `expect`ed key still has the version the
+    /// run read; answer with [`Event::Committed`], [`Event::CommitConflict`] or [`Event::CommitFailed`].
+    Commit { run: RunId, writes: Vec<(String, Option<Value>)>, expect: Vec<(String, u64)> },
+    /// Stop a run now and discard everything it produced; no [`Event::Finished`] is expected for it any more.
+    Kill { run: RunId, cause: Cause },
     /// The invocation is over.
     Complete(Completion),
 }
@@ -174,9 +307,12 @@ pub struct Completion {
     pub result: Value,
     /// The states (workflows) or functions (implicit chains) taken, in program order.
     pub path: Vec<String>,
+    /// Every run, in launch order, with its fate.
+    pub runs: Vec<RunSummary>,
+    pub stats: Stats,
 }
 
-/// Builds an engine for one invocation of `app`.
-pub fn engine(app: Arc<Application>, catalog: Arc<Catalog>, config: Config) -> Engine {
-    Engine::new(app, catalog, config)
+/// Builds an engine for one invocation of `app`, predicting with `oracle`.
+pub fn engine(app: Arc<Application>, catalog: Arc<Catalog>, config: Config, oracle: Arc<dyn Oracle>) -> Engine {
+    Engine::new(app, catalog, config, oracle)
 }

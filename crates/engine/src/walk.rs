@@ -1,18 +1,68 @@
-//! [`Engine`]: walks one invocation's program, function by function, in program order.
+//! Walking a workflow graph from one Task to the next, in two modes.
+//!
+//! - **Concrete**: on real data. This is the semantics of the application: it records the path, counts steps
+//!   against `steps_max`, trains the branch predictor on each `Choice` it evaluates, and turns data errors into a
+//!   failed completion.
+//! - **Speculative**: on partly predicted data. A value the engine does not know yet (the output of a function that
+//!   has not finished and missed in the memo table) is the [`UNKNOWN`] marker. A `Choice` that reads an unknown
+//!   value asks the branch predictor; a Task whose input still holds an unknown value, an error, or a branch the
+//!   predictor is unsure of stops the walk ([`Stop::Blocked`]). Nothing a speculative walk does is observable: every
+//!   speculative derivation is checked later by a concrete walk from real data.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::VecDeque;
 
-use model::workflow::{Graph, Next, StateId, StateKind, select_path};
-use model::{Application, Program};
+use model::path::Path;
+use model::workflow::{Graph, Io, Next, PathField, StateId, StateKind, select_path};
 use serde_json::{Value, json};
 
-use crate::buffer::DataBuffer;
-use crate::{Action, Call, Catalog, Completion, Config, Event, Outcome, Reply, RequestId, RunId, Status};
+use crate::{Oracle, Status};
+
+/// Stands for a value that is not known yet, in speculative walks only. Concrete walks never interpret it.
+pub(crate) const UNKNOWN: &str = "\u{0}specfaas:unknown\u{0}";
+
+pub(crate) fn unknown() -> Value {
+    Value::String(UNKNOWN.to_string())
+}
+
+fn is_unknown(v: &Value) -> bool {
+    matches!(v, Value::String(s) if s == UNKNOWN)
+}
+
+pub(crate) fn contains_unknown(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s == UNKNOWN,
+        Value::Array(items) => items.iter().any(contains_unknown),
+        Value::Object(map) => map.values().any(contains_unknown),
+        _ => false,
+    }
+}
+
+/// Whether following `path` into `v` meets an unknown value (so the path's result is unknown).
+fn touches_unknown(path: &Path, v: &Value) -> bool {
+    let mut node = v;
+    for segment in &path.segments {
+        if is_unknown(node) {
+            return true;
+        }
+        node = match (segment, node) {
+            (model::path::Segment::Field(f), Value::Object(map)) => match map.get(f) {
+                Some(n) => n,
+                None => return false,
+            },
+            (model::path::Segment::Index(i), Value::Array(items)) => match items.get(*i) {
+                Some(n) => n,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    is_unknown(node)
+}
 
 /// Where a frame's graph sits: `(Parallel state, branch index)` pairs from the top-level graph down.
 type GraphPath = Vec<(StateId, usize)>;
 
+#[derive(Debug, Clone, PartialEq)]
 enum Frame {
     /// Walking a graph; `input` is the raw input of `state`.
     Graph { path: GraphPath, state: StateId, input: Value },
@@ -20,35 +70,50 @@ enum Frame {
     Parallel { raw: Value, effective: Value, results: Vec<Value> },
 }
 
-struct Run {
-    caller: Option<(RunId, RequestId)>,
-    depth: u32,
-    running: bool,
-}
-
-/// What the top level is waiting for.
-enum Waiting {
-    Nothing,
-    /// A Task state's run, or the entry function of an implicit chain.
-    Run(RunId),
-    /// The commit of that run, then continue with its result.
-    Commit(RunId, Value),
-}
-
-/// The state machine of one invocation. See the crate docs.
-pub struct Engine {
-    app: Arc<Application>,
-    catalog: Arc<Catalog>,
-    config: Config,
-    buffer: DataBuffer,
-    runs: Vec<Run>,
+/// A position in the walk of one invocation, cheap enough to clone per speculative derivation.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Cursor {
     frames: Vec<Frame>,
-    waiting: Waiting,
-    /// Outstanding store reads: request → run.
-    reads: HashMap<RequestId, RunId>,
-    steps: u32,
-    path: Vec<String>,
-    done: bool,
+    /// Hashes of the last states passed, newest last: the path history branch prediction is indexed by.
+    history: VecDeque<u64>,
+}
+
+/// Why a walk stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Stop {
+    /// At a Task state: `function` must run on `input` (never holds an unknown value).
+    Task { function: String, input: Value },
+    /// The program ended.
+    Complete { status: Status, result: Value },
+    /// Speculative walks only: the next function cannot be predicted yet.
+    Blocked,
+}
+
+/// The concrete walk's bookkeeping, owned by the engine.
+pub(crate) struct Concrete<'a> {
+    pub path: &'a mut Vec<String>,
+    pub steps: &'a mut u32,
+    pub steps_max: u32,
+}
+
+pub(crate) enum Mode<'a> {
+    Concrete(Concrete<'a>),
+    /// `high`: the probability a predicted target needs before the walk follows it.
+    Speculative {
+        high: f64,
+        steps_left: u32,
+    },
+}
+
+/// A `Choice` decided during a walk: (choice key, history hash, target), and whether the branch predictor made it
+/// (the data it reads was not known).
+pub(crate) type Decision = ((String, u64, StateId), bool);
+
+pub(crate) struct Walker<'a> {
+    pub root: &'a Graph,
+    pub app: &'a str,
+    pub oracle: &'a dyn Oracle,
+    pub history_len: usize,
 }
 
 fn graph_at<'a>(root: &'a Graph, path: &[(StateId, usize)]) -> &'a Graph {
@@ -69,428 +134,313 @@ fn qualified(root: &Graph, path: &[(StateId, usize)], state: StateId) -> String 
     name
 }
 
-impl Engine {
-    pub fn new(app: Arc<Application>, catalog: Arc<Catalog>, config: Config) -> Self {
-        Engine {
-            app,
-            catalog,
-            config,
-            buffer: DataBuffer::default(),
-            runs: Vec::new(),
-            frames: Vec::new(),
-            waiting: Waiting::Nothing,
-            reads: HashMap::new(),
-            steps: 0,
-            path: Vec::new(),
-            done: false,
+fn fnv(text: &str) -> u64 {
+    text.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+}
+
+fn runtime_error(message: String) -> Stop {
+    Stop::Complete {
+        status: Status::ApplicationError,
+        result: json!({ "error": format!("States.Runtime: {message}") }),
+    }
+}
+
+impl Cursor {
+    pub fn start(root: &Graph, input: Value) -> Cursor {
+        Cursor { frames: vec![Frame::Graph { path: Vec::new(), state: root.start, input }], history: VecDeque::new() }
+    }
+
+    fn history_hash(&self) -> u64 {
+        self.history.iter().fold(0xcbf29ce484222325u64, |h, x| (h ^ x).wrapping_mul(0x100000001b3))
+    }
+}
+
+impl Walker<'_> {
+    /// Speculative data flow: an error whose cause is an unknown value gives an unknown value; any other error
+    /// blocks the walk (`None`).
+    fn spec_value(&self, result: Result<Value, String>, source: &Value) -> Option<Value> {
+        match result {
+            Ok(v) => Some(v),
+            Err(_) if contains_unknown(source) => Some(unknown()),
+            Err(_) => None,
         }
     }
 
-    /// Whether the invocation has completed.
-    pub fn is_done(&self) -> bool {
-        self.done
-    }
-
-    /// Applies one event; returns what the platform must do, in order.
-    pub fn step(&mut self, event: Event) -> Vec<Action> {
-        let mut out = Vec::new();
-        if self.done {
-            // Late events (a callee finishing after its caller failed) change nothing.
-            if let Event::Call { run, request, .. } = event {
-                out.push(Action::Reply { run, request, reply: Reply::Refused("the invocation is over".into()) });
-            }
-            return out;
-        }
-        match event {
-            Event::Start { input } => self.start(input, &mut out),
-            Event::Call { run, request, call } => self.call(run, request, call, &mut out),
-            Event::StoreRead { run, request, value, .. } => {
-                if self.reads.remove(&request).is_some() && self.is_running(run) {
-                    out.push(Action::Reply { run, request, reply: Reply::Ok(value.unwrap_or(Value::Null)) });
-                }
-            }
-            Event::Finished { run, outcome } => self.finished(run, outcome, &mut out),
-            Event::Committed { run } => {
-                if let Waiting::Commit(r, result) = std::mem::replace(&mut self.waiting, Waiting::Nothing) {
-                    debug_assert_eq!(r, run);
-                    self.after_run(result, &mut out);
-                }
-            }
-            Event::CommitFailed { run, error } => {
-                let error = json!(format!("committing the writes of run {run} failed: {error}"));
-                self.complete(Status::InternalError, json!({ "error": error }), &mut out);
-            }
-        }
-        out
-    }
-
-    fn is_running(&self, run: RunId) -> bool {
-        self.runs.get(run as usize).is_some_and(|r| r.running)
-    }
-
-    /// The run and its callers, innermost first: the order in which its reads look through the buffer.
-    fn chain(&self, run: RunId) -> Vec<RunId> {
-        let mut chain = vec![run];
-        let mut cur = run;
-        while let Some((caller, _)) = self.runs[cur as usize].caller {
-            chain.push(caller);
-            cur = caller;
-        }
-        chain
-    }
-
-    fn start(&mut self, input: Value, out: &mut Vec<Action>) {
-        let app = self.app.clone();
-        match &app.program {
-            Program::Workflow(g) => {
-                self.frames.push(Frame::Graph { path: Vec::new(), state: g.start, input });
-                self.advance(out);
-            }
-            Program::Function(f) => {
-                if let Some(run) = self.launch(f, input, None, out) {
-                    self.waiting = Waiting::Run(run);
-                }
-            }
+    fn effective_input(&self, io: &Io, raw: &Value, mode: &Mode) -> Result<Value, Stop> {
+        let r = io.effective_input(raw);
+        match mode {
+            Mode::Concrete(_) => r.map_err(runtime_error),
+            Mode::Speculative { .. } => self.spec_value(r, raw).ok_or(Stop::Blocked),
         }
     }
 
-    /// Launches a run; `None` (and the invocation failed) when the run budget is spent.
-    fn launch(
-        &mut self,
-        function: &str,
-        input: Value,
-        caller: Option<(RunId, RequestId)>,
-        out: &mut Vec<Action>,
-    ) -> Option<RunId> {
-        if self.runs.len() as u32 >= self.config.runs_max {
-            let error =
-                format!("the invocation exceeded its limit of {} function runs (runs_max)", self.config.runs_max);
-            self.fail_runtime(error, out);
-            return None;
+    fn output(&self, io: &Io, raw: &Value, result: Value, mode: &Mode) -> Result<Value, Stop> {
+        let speculative = matches!(mode, Mode::Speculative { .. });
+        if speculative && is_unknown(&result) && io.result_path == PathField::Null {
+            // The result is discarded: the output is the raw input, known or not.
+            let discard = Io { result_selector: None, ..io.clone() };
+            return discard.output(raw, Value::Null).map_err(|_| Stop::Blocked);
         }
-        let run = self.runs.len() as RunId;
-        let depth = caller.map_or(0, |(c, _)| self.runs[c as usize].depth + 1);
-        self.runs.push(Run { caller, depth, running: true });
-        if matches!(self.app.program, Program::Function(_)) {
-            self.path.push(function.to_string());
+        let both_known = !speculative || !(contains_unknown(raw) || contains_unknown(&result));
+        let r = io.output(raw, result);
+        match (mode, r) {
+            (Mode::Concrete(_), r) => r.map_err(runtime_error),
+            (Mode::Speculative { .. }, Ok(v)) => Ok(v),
+            (Mode::Speculative { .. }, Err(_)) if !both_known => Ok(unknown()),
+            (Mode::Speculative { .. }, Err(_)) => Err(Stop::Blocked),
         }
-        out.push(Action::Launch { run, function: function.to_string(), input, caller: caller.map(|c| c.0) });
-        Some(run)
     }
 
-    fn fail_runtime(&mut self, message: String, out: &mut Vec<Action>) {
-        self.complete(Status::ApplicationError, json!({ "error": format!("States.Runtime: {message}") }), out);
+    fn select(&self, path: &Option<Path>, v: &Value, what: &str, mode: &Mode) -> Result<Value, Stop> {
+        let r = select_path(path, v, what);
+        match mode {
+            Mode::Concrete(_) => r.map_err(runtime_error),
+            Mode::Speculative { .. } => self.spec_value(r, v).ok_or(Stop::Blocked),
+        }
     }
 
-    fn complete(&mut self, status: Status, result: Value, out: &mut Vec<Action>) {
-        for (i, r) in self.runs.iter_mut().enumerate() {
-            if std::mem::replace(&mut r.running, false) {
-                out.push(Action::Kill { run: i as RunId });
-            }
-        }
-        self.done = true;
-        out.push(Action::Complete(Completion { status, result, path: std::mem::take(&mut self.path) }));
-    }
-
-    fn call(&mut self, run: RunId, request: RequestId, call: Call, out: &mut Vec<Action>) {
-        let refuse =
-            |out: &mut Vec<Action>, m: String| out.push(Action::Reply { run, request, reply: Reply::Refused(m) });
-        if !self.is_running(run) {
-            return refuse(out, format!("run {run} is not running"));
-        }
-        let key_ok = |key: &str| -> Result<(), String> {
-            if key.is_empty() || key.len() > self.config.key_bytes_max {
-                return Err(format!("keys must be 1 to {} bytes long (key_bytes_max)", self.config.key_bytes_max));
-            }
-            Ok(())
-        };
-        match call {
-            Call::Get { key } => {
-                if let Err(m) = key_ok(&key) {
-                    return refuse(out, m);
-                }
-                match self.buffer.read(self.chain(run), &key) {
-                    Some(v) => {
-                        out.push(Action::Reply { run, request, reply: Reply::Ok(v.clone().unwrap_or(Value::Null)) })
-                    }
-                    None => {
-                        self.reads.insert(request, run);
-                        out.push(Action::ReadStore { run, request, key });
+    /// Moves past the Task at the top of `cursor` with its `result`, then walks to the next Task or the end.
+    /// Without a `result`, walks from where the cursor is (the start of the program).
+    pub fn advance(
+        &self,
+        cursor: &mut Cursor,
+        result: Option<Value>,
+        mode: &mut Mode,
+        decisions: &mut Vec<Decision>,
+    ) -> Stop {
+        if let Some(result) = result {
+            let Some(Frame::Graph { path, state, input }) = cursor.frames.last() else {
+                unreachable!("a cursor given a result is at a Task state")
+            };
+            let StateKind::Task { io, next, .. } = &graph_at(self.root, path).states[*state].kind else {
+                unreachable!("a cursor given a result is at a Task state")
+            };
+            let next = *next;
+            match self.output(io, &input.clone(), result, mode) {
+                Ok(output) => {
+                    if let Some(stop) = self.goto(cursor, next, output, mode) {
+                        return stop;
                     }
                 }
-            }
-            Call::Put { key, value } => {
-                if let Err(m) = key_ok(&key) {
-                    return refuse(out, m);
-                }
-                let size = serde_json::to_vec(&value).map_or(usize::MAX, |v| v.len());
-                if size > self.config.value_bytes_max {
-                    return refuse(
-                        out,
-                        format!(
-                            "value of {size} bytes for key \"{key}\" is over the limit of {} bytes (value_bytes_max)",
-                            self.config.value_bytes_max
-                        ),
-                    );
-                }
-                self.write(run, request, key, Some(value), out);
-            }
-            Call::Delete { key } => {
-                if let Err(m) = key_ok(&key) {
-                    return refuse(out, m);
-                }
-                self.write(run, request, key, None, out);
-            }
-            Call::Invoke { function, args } => {
-                if !self.catalog.functions.contains_key(&function) {
-                    return refuse(out, format!("function \"{function}\" does not exist"));
-                }
-                if self.runs[run as usize].depth + 1 > self.config.call_depth_max {
-                    return refuse(
-                        out,
-                        format!("calls nest deeper than {} (call_depth_max)", self.config.call_depth_max),
-                    );
-                }
-                if self.runs.len() as u32 >= self.config.runs_max {
-                    return refuse(
-                        out,
-                        format!(
-                            "the invocation reached its limit of {} function runs (runs_max)",
-                            self.config.runs_max
-                        ),
-                    );
-                }
-                self.launch(&function, args, Some((run, request)), out);
+                Err(stop) => return stop,
             }
         }
+        self.walk(cursor, mode, decisions)
     }
 
-    fn write(&mut self, run: RunId, request: RequestId, key: String, value: Option<Value>, out: &mut Vec<Action>) {
-        if !self.buffer.has_written(run, &key) && self.buffer.write_count(run) >= self.config.writes_max {
-            let m =
-                format!("a function may write at most {} keys before it commits (writes_max)", self.config.writes_max);
-            out.push(Action::Reply { run, request, reply: Reply::Refused(m) });
-            return;
-        }
-        self.buffer.write(run, key, value);
-        out.push(Action::Reply { run, request, reply: Reply::Ok(Value::Null) });
-    }
-
-    fn finished(&mut self, run: RunId, outcome: Outcome, out: &mut Vec<Action>) {
-        if !self.is_running(run) {
-            return; // killed earlier; its late report changes nothing
-        }
-        self.runs[run as usize].running = false;
-        debug_assert!(
-            self.runs[run as usize].caller.is_some() || matches!(self.waiting, Waiting::Run(r) if r == run),
-            "a top-level run finishes only while the engine waits for it"
-        );
-        // Callees still running under a finished run can no longer return anywhere.
-        self.kill_callees_of(run, out);
-        match (self.runs[run as usize].caller, outcome) {
-            (Some((caller, request)), Outcome::Success(result)) => {
-                self.buffer.merge_into(run, caller);
-                out.push(Action::Reply { run: caller, request, reply: Reply::Ok(result) });
-            }
-            (Some((caller, request)), Outcome::Failure { error, .. }) => {
-                self.buffer.take(run);
-                out.push(Action::Reply { run: caller, request, reply: Reply::FunctionFailed(error) });
-            }
-            (None, Outcome::Success(result)) => {
-                let writes = self.buffer.take(run);
-                if writes.is_empty() {
-                    self.waiting = Waiting::Nothing;
-                    self.after_run(result, out);
-                } else {
-                    self.waiting = Waiting::Commit(run, result);
-                    out.push(Action::Commit { run, writes });
-                }
-            }
-            (None, Outcome::Failure { status, error }) => {
-                self.buffer.take(run);
-                self.complete(status, json!({ "error": error }), out);
-            }
-        }
-    }
-
-    fn kill_callees_of(&mut self, run: RunId, out: &mut Vec<Action>) {
-        let mut doomed = vec![run];
-        while let Some(parent) = doomed.pop() {
-            for (i, r) in self.runs.iter_mut().enumerate() {
-                if r.running && r.caller.is_some_and(|(c, _)| c == parent) {
-                    r.running = false;
-                    out.push(Action::Kill { run: i as RunId });
-                    doomed.push(i as RunId);
-                }
-            }
-        }
-    }
-
-    /// A top-level run succeeded and its writes committed: continue the program with its result.
-    fn after_run(&mut self, result: Value, out: &mut Vec<Action>) {
-        let app = self.app.clone();
-        let Program::Workflow(root) = &app.program else {
-            return self.complete(Status::Success, result, out);
-        };
-        let Some(Frame::Graph { path, state, input }) = self.frames.last() else {
-            unreachable!("a task run finishes while its Graph frame is on top")
-        };
-        let StateKind::Task { io, next, .. } = &graph_at(root, path).states[*state].kind else {
-            unreachable!("the top frame is at the Task state that launched the run")
-        };
-        match io.output(input, result) {
-            Ok(output) => {
-                self.goto(*next, output, out);
-                self.advance(out);
-            }
-            Err(e) => self.fail_runtime(e, out),
-        }
-    }
-
-    fn goto(&mut self, next: Next, output: Value, out: &mut Vec<Action>) {
+    /// Sets the top frame to `next`, or ends the frame; `Some` when that ends the program.
+    fn goto(&self, cursor: &mut Cursor, next: Next, output: Value, mode: &mut Mode) -> Option<Stop> {
         match next {
             Next::State(s) => {
-                if let Some(Frame::Graph { state, input, .. }) = self.frames.last_mut() {
+                if let Some(Frame::Graph { state, input, .. }) = cursor.frames.last_mut() {
                     *state = s;
                     *input = output;
                 }
+                None
             }
-            Next::End => self.finish_frame(output, out),
+            Next::End => self.finish_frame(cursor, output, mode),
         }
     }
 
     /// The top Graph frame ended with `output`.
-    fn finish_frame(&mut self, output: Value, out: &mut Vec<Action>) {
-        self.frames.pop();
-        let app = self.app.clone();
-        let Program::Workflow(root) = &app.program else { unreachable!("frames exist only for workflows") };
-        match self.frames.last_mut() {
-            None => self.complete(Status::Success, output, out),
+    fn finish_frame(&self, cursor: &mut Cursor, output: Value, mode: &mut Mode) -> Option<Stop> {
+        cursor.frames.pop();
+        match cursor.frames.last_mut() {
+            None => Some(Stop::Complete { status: Status::Success, result: output }),
             Some(Frame::Parallel { results, effective, .. }) => {
                 results.push(output);
                 let done = results.len();
                 let effective = effective.clone();
-                let Some(Frame::Graph { path, state, .. }) = self.frames.iter().rev().nth(1) else {
+                let Some(Frame::Graph { path, state, .. }) = cursor.frames.iter().rev().nth(1) else {
                     unreachable!("a Parallel frame sits on the Graph frame of its state")
                 };
                 let (path, state) = (path.clone(), *state);
-                let StateKind::Parallel { branches, io, next } = &graph_at(root, &path).states[state].kind else {
+                let StateKind::Parallel { branches, io, next } = &graph_at(self.root, &path).states[state].kind else {
                     unreachable!("the Graph frame under a Parallel frame is at that Parallel state")
                 };
                 if done < branches.len() {
                     let mut branch_path = path;
                     branch_path.push((state, done));
                     let start = branches[done].start;
-                    self.frames.push(Frame::Graph { path: branch_path, state: start, input: effective });
-                    return;
+                    cursor.frames.push(Frame::Graph { path: branch_path, state: start, input: effective });
+                    return None;
                 }
-                let Some(Frame::Parallel { raw, results, .. }) = self.frames.pop() else { unreachable!() };
-                match io.output(&raw, Value::Array(results)) {
-                    Ok(output) => self.goto(*next, output, out),
-                    Err(e) => self.fail_runtime(e, out),
+                let Some(Frame::Parallel { raw, results, .. }) = cursor.frames.pop() else { unreachable!() };
+                match self.output(io, &raw, Value::Array(results), mode) {
+                    Ok(output) => self.goto(cursor, *next, output, mode),
+                    Err(stop) => Some(stop),
                 }
             }
-            Some(Frame::Graph { .. }) => {
-                unreachable!("Graph frames nest only under Parallel frames")
-            }
+            Some(Frame::Graph { .. }) => unreachable!("Graph frames nest only under Parallel frames"),
         }
     }
 
-    /// Walks states until a function must run or the invocation completes.
-    fn advance(&mut self, out: &mut Vec<Action>) {
-        let app = self.app.clone();
-        let Program::Workflow(root) = &app.program else {
-            return;
-        };
-        while !self.done {
-            let Some(Frame::Graph { path, state, input }) = self.frames.last() else {
-                return;
+    /// Walks states until a function must run, the program ends, or (speculatively) the walk is blocked.
+    fn walk(&self, cursor: &mut Cursor, mode: &mut Mode, decisions: &mut Vec<Decision>) -> Stop {
+        loop {
+            let Some(Frame::Graph { path, state, input }) = cursor.frames.last() else {
+                unreachable!("a live cursor has a Graph frame on top")
             };
-            self.steps += 1;
-            if self.steps > self.config.steps_max {
-                let m = format!(
-                    "the invocation exceeded its limit of {} state transitions (steps_max)",
-                    self.config.steps_max
-                );
-                return self.fail_runtime(m, out);
-            }
             let (path, state, input) = (path.clone(), *state, input.clone());
-            let graph = graph_at(root, &path);
+            match mode {
+                Mode::Concrete(c) => {
+                    *c.steps += 1;
+                    if *c.steps > c.steps_max {
+                        let m = format!(
+                            "the invocation exceeded its limit of {} state transitions (steps_max)",
+                            c.steps_max
+                        );
+                        return runtime_error(m);
+                    }
+                }
+                Mode::Speculative { steps_left, .. } => {
+                    if *steps_left == 0 {
+                        return Stop::Blocked;
+                    }
+                    *steps_left -= 1;
+                }
+            }
+            let graph = graph_at(self.root, &path);
             let st = &graph.states[state];
-            self.path.push(qualified(root, &path, state));
-            let in_state = |e: String| format!("{e} (state \"{}\")", st.name);
+            let name = qualified(self.root, &path, state);
+            let history = cursor.history_hash();
+            cursor.history.push_back(fnv(&name));
+            if cursor.history.len() > self.history_len {
+                cursor.history.pop_front();
+            }
+            if let Mode::Concrete(c) = mode {
+                c.path.push(name.clone());
+            }
+            let in_state = |e: Stop| match e {
+                Stop::Complete { status, result: Value::Object(mut m) } => {
+                    if let Some(Value::String(s)) = m.get_mut("error") {
+                        s.push_str(&format!(" (state \"{}\")", st.name));
+                    }
+                    Stop::Complete { status, result: Value::Object(m) }
+                }
+                other => other,
+            };
             match &st.kind {
                 StateKind::Task { function, io, .. } => {
-                    match io.effective_input(&input) {
-                        Ok(effective) => {
-                            if let Some(run) = self.launch(function, effective, None, out) {
-                                self.waiting = Waiting::Run(run);
-                            }
+                    return match self.effective_input(io, &input, mode) {
+                        Ok(effective) if contains_unknown(&effective) && matches!(mode, Mode::Speculative { .. }) => {
+                            Stop::Blocked
                         }
-                        Err(e) => self.fail_runtime(in_state(e), out),
-                    }
-                    return;
+                        Ok(effective) => Stop::Task { function: function.clone(), input: effective },
+                        Err(stop) => in_state(stop),
+                    };
                 }
                 StateKind::Choice { input_path, output_path, rules, default } => {
-                    let effective = match select_path(input_path, &input, "InputPath") {
+                    let effective = match self.select(input_path, &input, "InputPath", mode) {
                         Ok(v) => v,
-                        Err(e) => return self.fail_runtime(in_state(e), out),
+                        Err(stop) => return in_state(stop),
                     };
-                    let mut target = None;
-                    for (rule, t) in rules {
-                        match rule.eval(&effective) {
-                            Ok(true) => {
-                                target = Some(*t);
-                                break;
-                            }
-                            Ok(false) => {}
-                            Err(e) => return self.fail_runtime(in_state(e), out),
+                    let key = format!("{}:{name}", self.app);
+                    let unknown_data = matches!(mode, Mode::Speculative { .. })
+                        && rules.iter().any(|(r, _)| r.paths().iter().any(|p| touches_unknown(p, &effective)));
+                    let target = if unknown_data {
+                        let Mode::Speculative { high, .. } = mode else { unreachable!() };
+                        let targets = successors_of(rules, default);
+                        match self.oracle.branch(&key, history, &targets) {
+                            Some((target, p)) if p >= *high && targets.contains(&target) => target,
+                            _ => return Stop::Blocked,
                         }
-                    }
-                    let Some(target) = target.or(*default) else {
-                        let error = format!(
-                            "States.NoChoiceMatched: no Choice rule matched and there is no Default (state \"{}\")",
-                            st.name
-                        );
-                        return self.complete(Status::ApplicationError, json!({ "error": error }), out);
+                    } else {
+                        let mut target = None;
+                        for (rule, t) in rules {
+                            match rule.eval(&effective) {
+                                Ok(true) => {
+                                    target = Some(*t);
+                                    break;
+                                }
+                                Ok(false) => {}
+                                Err(e) => {
+                                    return match mode {
+                                        Mode::Concrete(_) => in_state(runtime_error(e)),
+                                        Mode::Speculative { .. } => Stop::Blocked,
+                                    };
+                                }
+                            }
+                        }
+                        match target.or(*default) {
+                            Some(t) => t,
+                            None => {
+                                let error = format!(
+                                    "States.NoChoiceMatched: no Choice rule matched and there is no Default (state \"{}\")",
+                                    st.name
+                                );
+                                return Stop::Complete {
+                                    status: Status::ApplicationError,
+                                    result: json!({ "error": error }),
+                                };
+                            }
+                        }
                     };
-                    match select_path(output_path, &effective, "OutputPath") {
-                        Ok(output) => self.goto(Next::State(target), output, out),
-                        Err(e) => return self.fail_runtime(in_state(e), out),
+                    if let Mode::Concrete(_) = mode {
+                        self.oracle.train_branch(&key, history, target);
+                    }
+                    decisions.push(((key, history, target), unknown_data));
+                    match self.select(output_path, &effective, "OutputPath", mode) {
+                        Ok(output) => {
+                            if let Some(stop) = self.goto(cursor, Next::State(target), output, mode) {
+                                return stop;
+                            }
+                        }
+                        Err(stop) => return in_state(stop),
                     }
                 }
                 StateKind::Pass { io, result, next } => {
-                    let output = io
-                        .effective_input(&input)
-                        .and_then(|effective| io.output(&input, result.clone().unwrap_or(effective)));
+                    let output = self
+                        .effective_input(io, &input, mode)
+                        .and_then(|effective| self.output(io, &input, result.clone().unwrap_or(effective), mode));
                     match output {
-                        Ok(output) => self.goto(*next, output, out),
-                        Err(e) => return self.fail_runtime(in_state(e), out),
+                        Ok(output) => {
+                            if let Some(stop) = self.goto(cursor, *next, output, mode) {
+                                return stop;
+                            }
+                        }
+                        Err(stop) => return in_state(stop),
                     }
                 }
                 StateKind::Parallel { branches, io, .. } => {
-                    let effective = match io.effective_input(&input) {
+                    let effective = match self.effective_input(io, &input, mode) {
                         Ok(v) => v,
-                        Err(e) => return self.fail_runtime(in_state(e), out),
+                        Err(stop) => return in_state(stop),
                     };
                     let mut branch_path = path;
                     branch_path.push((state, 0));
                     let start = branches[0].start;
-                    self.frames.push(Frame::Parallel { raw: input, effective: effective.clone(), results: Vec::new() });
-                    self.frames.push(Frame::Graph { path: branch_path, state: start, input: effective });
+                    cursor.frames.push(Frame::Parallel {
+                        raw: input,
+                        effective: effective.clone(),
+                        results: Vec::new(),
+                    });
+                    cursor.frames.push(Frame::Graph { path: branch_path, state: start, input: effective });
                 }
                 StateKind::Succeed { input_path, output_path } => {
-                    let output = select_path(input_path, &input, "InputPath")
-                        .and_then(|v| select_path(output_path, &v, "OutputPath"));
+                    let output = self
+                        .select(input_path, &input, "InputPath", mode)
+                        .and_then(|v| self.select(output_path, &v, "OutputPath", mode));
                     match output {
-                        Ok(output) => self.finish_frame(output, out),
-                        Err(e) => return self.fail_runtime(in_state(e), out),
+                        Ok(output) => {
+                            if let Some(stop) = self.finish_frame(cursor, output, mode) {
+                                return stop;
+                            }
+                        }
+                        Err(stop) => return in_state(stop),
                     }
                 }
                 StateKind::Fail { error, cause } => {
-                    return self.complete(Status::ApplicationError, json!({ "error": error, "cause": cause }), out);
+                    return Stop::Complete {
+                        status: Status::ApplicationError,
+                        result: json!({ "error": error, "cause": cause }),
+                    };
                 }
             }
         }
     }
+}
+
+fn successors_of(rules: &[(model::choice::Rule, StateId)], default: &Option<StateId>) -> Vec<StateId> {
+    rules.iter().map(|(_, t)| *t).chain(*default).collect()
 }

@@ -39,6 +39,8 @@ pub struct Application {
     pub name: String,
     pub form: Form,
     pub program: Program,
+    /// Run this application speculatively (the default). An invocation can still switch it off.
+    pub speculation: bool,
 }
 
 impl Application {
@@ -58,12 +60,18 @@ impl Application {
             name: name.into(),
             form: Form::Sequence,
             program: Program::Workflow(Graph::sequence(functions)),
+            speculation: true,
         })
     }
 
     pub fn workflow(name: &str, graph: Graph) -> Result<Self, Error> {
         crate::check_name(name).map_err(|message| Error::App { app: name.to_string(), message })?;
-        Ok(Application { name: name.into(), form: Form::Workflow, program: Program::Workflow(graph) })
+        Ok(Application {
+            name: name.into(),
+            form: Form::Workflow,
+            program: Program::Workflow(graph),
+            speculation: true,
+        })
     }
 
     pub fn function(name: &str, entry: &str, is_function: &dyn Fn(&str) -> bool) -> Result<Self, Error> {
@@ -72,6 +80,11 @@ impl Application {
         if !is_function(entry) {
             return Err(fail(format!("entry function \"{entry}\" is unknown")));
         }
-        Ok(Application { name: name.into(), form: Form::Function, program: Program::Function(entry.into()) })
+        Ok(Application {
+            name: name.into(),
+            form: Form::Function,
+            program: Program::Function(entry.into()),
+            speculation: true,
+        })
     }
 }

@@ -235,6 +235,18 @@ pub fn wildcard_match(pattern: &str, text: &str) -> bool {
 }
 
 impl Rule {
+    /// Every path the rule reads: variables and `...Path` operands.
+    pub fn paths(&self) -> Vec<&Path> {
+        match self {
+            Rule::And(rules) | Rule::Or(rules) => rules.iter().flat_map(Rule::paths).collect(),
+            Rule::Not(rule) => rule.paths(),
+            Rule::Compare { variable, operand: Operand::Path(p), .. } => vec![variable, p],
+            Rule::Compare { variable, .. } | Rule::Matches { variable, .. } | Rule::Test { variable, .. } => {
+                vec![variable]
+            }
+        }
+    }
+
     /// Evaluates the rule against the Choice state's effective input.
     pub fn eval(&self, input: &Value) -> Result<bool, String> {
         let lookup =

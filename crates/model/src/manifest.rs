@@ -14,6 +14,7 @@
 //!
 //! [apps.smarthome]
 //! workflow = "smarthome.asl.yaml"  # or: sequence = ["a", "b"], or: function = "frontend"
+//! speculation = false              # optional: run this application non-speculatively
 //! ```
 //!
 //! This module only parses text; the platform reads the files it names.
@@ -70,6 +71,8 @@ pub struct AppEntry {
     pub workflow: Option<String>,
     pub sequence: Option<Vec<String>>,
     pub function: Option<String>,
+    /// `false` runs the application non-speculatively; speculation is on by default.
+    pub speculation: Option<bool>,
 }
 
 impl Manifest {

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime};
 
 use engine::{Action, Call, Completion, Event, Outcome, Reply, RequestId, RunId, Status};
@@ -48,6 +49,8 @@ struct Slot {
     launched: Instant,
     started: SystemTime,
     killer: Option<Killer>,
+    /// When the engine had it killed (squashed or abandoned).
+    killed: Option<Instant>,
     report: Option<(Report, Instant, SystemTime)>,
 }
 
@@ -89,23 +92,26 @@ pub(crate) async fn run(
     deployments: Arc<Deployments>,
     app: Arc<Application>,
     input: Value,
+    config: engine::Config,
+    oracle: Arc<dyn engine::Oracle>,
 ) -> Invocation {
     let started = SystemTime::now();
     let app_id = new_activation_id();
     let direct = matches!(app.form, model::app::Form::Function) && !deployments.apps.contains_key(&app.name);
-    let mut engine = engine::engine(app.clone(), deployments.catalog.clone(), inner.config.engine);
+    let mut engine = engine::engine(app.clone(), deployments.catalog.clone(), config, oracle);
     let (tx, mut rx) = mpsc::unbounded_channel::<Incoming>();
     let mut slots: Vec<Slot> = Vec::new();
     let mut replies: HashMap<RequestId, ReplyTo> = HashMap::new();
     let mut next_request: RequestId = 0;
-    let mut events = VecDeque::from([Event::Start { input }]);
+    let mut load = inner.load.load(Ordering::Relaxed);
+    let mut events = VecDeque::from([Event::Load { cpu_percent: load }, Event::Start { input }]);
     let mut completion: Option<Completion> = None;
 
     loop {
         while let Some(event) = events.pop_front() {
             for action in engine.step(event) {
                 match action {
-                    Action::Launch { run, function, input, caller } => {
+                    Action::Launch { run, function, input, caller, .. } => {
                         debug_assert_eq!(run as usize, slots.len());
                         let id =
                             if direct && caller.is_none() && run == 0 { app_id.clone() } else { new_activation_id() };
@@ -139,7 +145,7 @@ pub(crate) async fn run(
                         };
                         events.push_back(event);
                     }
-                    Action::Commit { run, writes } => {
+                    Action::Commit { run, writes, expect } => {
                         let batch = storage::Batch {
                             namespace: namespace.clone(),
                             writes: writes
@@ -149,19 +155,23 @@ pub(crate) async fn run(
                                     op: v.map_or(storage::Op::Delete, storage::Op::Put),
                                 })
                                 .collect(),
-                            expect: Vec::new(),
+                            expect,
                         };
                         let store = inner.store.clone();
                         let applied = tokio::task::spawn_blocking(move || store.apply(&batch)).await;
                         events.push_back(match applied {
                             Ok(Ok(_)) => Event::Committed { run },
+                            Ok(Err(storage::Error::Conflict { key, .. })) => Event::CommitConflict { run, key },
                             Ok(Err(e)) => Event::CommitFailed { run, error: e.to_string() },
                             Err(e) => Event::CommitFailed { run, error: e.to_string() },
                         });
                     }
-                    Action::Kill { run } => {
-                        if let Some(k) = slots.get(run as usize).and_then(|s| s.killer.as_ref()) {
-                            k.kill();
+                    Action::Kill { run, .. } => {
+                        if let Some(slot) = slots.get_mut(run as usize) {
+                            if let Some(k) = slot.killer.as_ref() {
+                                k.kill();
+                            }
+                            slot.killed = Some(Instant::now());
                         }
                     }
                     Action::Complete(c) => completion = Some(c),
@@ -173,6 +183,11 @@ pub(crate) async fn run(
             break;
         }
         let Some(msg) = rx.recv().await else { break };
+        let now = inner.load.load(Ordering::Relaxed);
+        if now != load {
+            load = now;
+            events.push_back(Event::Load { cpu_percent: load });
+        }
         match msg {
             Incoming::Call { run, request } => {
                 next_request += 1;
@@ -192,6 +207,8 @@ pub(crate) async fn run(
         status: Status::InternalError,
         result: json!({"error": "the invocation stopped without completing"}),
         path: Vec::new(),
+        runs: Vec::new(),
+        stats: Default::default(),
     });
     finish(&inner, namespace, app, app_id, direct, started, slots, completion)
 }
@@ -225,8 +242,15 @@ fn launch(
         annotations: Vec::new(),
         publish: false,
     };
-    let mut slot =
-        Slot { function: function.to_string(), record: record.clone(), launched, started, killer: None, report: None };
+    let mut slot = Slot {
+        function: function.to_string(),
+        record: record.clone(),
+        launched,
+        started,
+        killer: None,
+        killed: None,
+        report: None,
+    };
     let Some(deployed) = deployments.functions.get(function) else {
         let error = json!(format!("function \"{function}\" does not exist in namespace \"{namespace}\""));
         return (slot, Err(Outcome::Failure { status: Status::InternalError, error }));
@@ -293,30 +317,49 @@ fn finish(
     let payload_max = inner.config.payload_bytes_max as u64;
     let mut timings = Vec::new();
     let mut runs = Vec::with_capacity(slots.len());
-    for slot in slots {
+    let mut squashed_us = 0u64;
+    let mut squashed_ids = Vec::new();
+    for (i, slot) in slots.into_iter().enumerate() {
         let mut record = slot.record;
-        let (end, finished) = match &slot.report {
-            Some((_, at, wall)) => (epoch_ms(*wall), *at),
-            None => (epoch_ms(SystemTime::now()), Instant::now()),
+        let summary = completion.runs.get(i);
+        let squashed = matches!(summary.map(|s| s.fate), Some(engine::Fate::Squashed(_)));
+        let (end, finished) = match (&slot.report, slot.killed) {
+            (_, Some(at)) if squashed => (epoch_ms(SystemTime::now()), at),
+            (Some((_, at, wall)), _) => (epoch_ms(*wall), *at),
+            (None, _) => (epoch_ms(SystemTime::now()), Instant::now()),
         };
         record.end = end;
         record.duration = end.saturating_sub(epoch_ms(slot.started));
-        match slot.report {
-            Some((report, _, _)) => {
-                let (status, result) = match to_outcome(&report, payload_max) {
-                    Outcome::Success(v) => (Status::Success, v),
-                    Outcome::Failure { status, error } => (status, json!({ "error": error })),
-                };
-                record.response = Response::new(status, result);
-                record.logs = report.logs;
+        if squashed {
+            // Nothing a squashed run produced is shown: no result, no logs, no error.
+            squashed_us += finished.saturating_duration_since(slot.launched).as_micros() as u64;
+            record.response = Response::new(Status::Success, json!({}));
+            squashed_ids.push(record.activation_id.clone());
+        } else {
+            match slot.report {
+                Some((report, _, _)) => {
+                    let (status, result) = match to_outcome(&report, payload_max) {
+                        Outcome::Success(v) => (Status::Success, v),
+                        Outcome::Failure { status, error } => (status, json!({ "error": error })),
+                    };
+                    record.response = Response::new(status, result);
+                    record.logs = report.logs;
+                }
+                None if summary.is_some_and(|s| matches!(s.fate, engine::Fate::Committed)) => {}
+                None => {
+                    record.response =
+                        Response::new(Status::InternalError, json!({"error": "the function did not start"}))
+                }
             }
-            None => {
-                record.response = Response::new(Status::InternalError, json!({"error": "the function did not start"}))
-            }
+        }
+        if let Some(s) = summary {
+            record
+                .annotate("speculation", json!({"speculative": s.speculative, "fate": s.fate, "memo_hit": s.memo_hit}));
         }
         timings.push(RunTiming { function: slot.function, launched: slot.launched, finished });
         runs.push(record);
     }
+    inner.metrics.record(completion.status, &completion.stats, squashed_us);
     let end = SystemTime::now();
     let (record, runs) = if direct && !runs.is_empty() {
         let mut top = runs.remove(0);
@@ -337,13 +380,17 @@ fn finish(
             end: epoch_ms(end),
             duration: epoch_ms(end).saturating_sub(epoch_ms(started)),
             response: Response::new(completion.status, completion.result.clone()),
-            logs: runs.iter().map(|r| r.activation_id.clone()).collect(),
+            logs: runs.iter().map(|r| r.activation_id.clone()).filter(|id| !squashed_ids.contains(id)).collect(),
             annotations: Vec::new(),
             publish: false,
         };
         top.annotate("topmost", json!(true));
         top.annotate("kind", json!(app.form.as_str()));
         top.annotate("path", json!(completion.path));
+        top.annotate(
+            "speculation",
+            json!({"stats": completion.stats, "squashed": squashed_ids, "squashed_us": squashed_us}),
+        );
         (top, runs)
     };
     let entries = std::iter::once(&record)

@@ -4,13 +4,17 @@
 //!   applications per namespace, and invokes them.
 //! - `invocation`: drives one [`engine::Engine`] — feeds it events from running functions and the store, executes
 //!   its actions (launch, reply, read, commit, kill) — and builds the activation records.
-//! - [`record`]: activation records in OpenWhisk's shape.
+//! - [`record`]: activation records in OpenWhisk's shape, with what speculation did to each run.
+//! - [`metrics`]: counters across invocations (invocations by status, speculation, squashes by cause).
+//! - `load`: samples the machine's CPU load, which reaches every invocation's engine as an event.
 //! - [`project`]: loads a project directory (`specfaas.toml`, code files, ASL files, seed data).
 //!
 //! **Architecture invariant:** no speculation or scheduling decision is made here; the engine decides, the
 //! platform executes. **API boundary:** callers see [`Platform`], [`Invocation`] and records, never channels.
 
 mod invocation;
+mod load;
+pub mod metrics;
 pub mod project;
 pub mod record;
 
@@ -56,16 +60,29 @@ pub enum Error {
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Per-invocation limits enforced by the engine.
+    /// Per-invocation limits and speculation settings, enforced by the engine.
     pub engine: engine::Config,
+    /// Sizes of each namespace's branch predictor and memo table.
+    pub tables: engine::tables::Sizes,
     /// Largest accepted application input, as JSON bytes (OpenWhisk: 1 MiB).
     pub payload_bytes_max: usize,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { engine: engine::Config::default(), payload_bytes_max: 1024 * 1024 }
+        Config {
+            engine: engine::Config::default(),
+            tables: engine::tables::Sizes::default(),
+            payload_bytes_max: 1024 * 1024,
+        }
     }
+}
+
+/// Per-invocation choices.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct InvokeOptions {
+    /// Force speculation on or off for this invocation; `None` follows the application and the platform config.
+    pub speculation: Option<bool>,
 }
 
 /// A deployed function: its spec and its warm instance.
@@ -91,6 +108,11 @@ pub(crate) struct Inner {
     pub namespaces: RwLock<HashMap<String, Arc<Deployments>>>,
     /// Activation records are persisted off the invocation's path, in order, by one writer task.
     pub recorder: mpsc::UnboundedSender<RecorderMsg>,
+    /// Each namespace's branch predictor and memo table: never shared between tenants.
+    pub oracles: RwLock<HashMap<String, Arc<engine::tables::Tables>>>,
+    pub metrics: metrics::Metrics,
+    /// The machine's CPU load in percent, kept fresh by a sampler task.
+    pub load: Arc<std::sync::atomic::AtomicU8>,
 }
 
 pub(crate) enum RecorderMsg {
@@ -132,7 +154,17 @@ impl Platform {
                 }
             }
         });
-        let inner = Inner { store, native, runtimes, config, namespaces: RwLock::new(HashMap::new()), recorder };
+        let inner = Inner {
+            store,
+            native,
+            runtimes,
+            config,
+            namespaces: RwLock::new(HashMap::new()),
+            recorder,
+            oracles: RwLock::new(HashMap::new()),
+            metrics: metrics::Metrics::default(),
+            load: load::sampler(),
+        };
         Ok(Platform { inner: Arc::new(inner) })
     }
 
@@ -239,6 +271,17 @@ impl Platform {
 
     /// Invokes an application, or a function directly, and waits for it to complete.
     pub async fn invoke(&self, namespace: &str, name: &str, input: Value) -> Result<Invocation, Error> {
+        self.invoke_with(namespace, name, input, InvokeOptions::default()).await
+    }
+
+    /// [`Platform::invoke`], with per-invocation options.
+    pub async fn invoke_with(
+        &self,
+        namespace: &str,
+        name: &str,
+        input: Value,
+        options: InvokeOptions,
+    ) -> Result<Invocation, Error> {
         let deployments = self.deployments(namespace);
         let app = match deployments.apps.get(name) {
             Some(app) => app.clone(),
@@ -262,8 +305,28 @@ impl Platform {
         }
         // The driver runs as a task on the runtime's workers, not on the caller's thread: a run it launches then
         // lands on the same worker (tokio's LIFO slot), and each hand-off avoids two cross-thread wake-ups.
-        let driver = invocation::run(self.inner.clone(), namespace.to_string(), deployments, app, input);
+        let mut config = self.inner.config.engine;
+        config.speculation = options.speculation.unwrap_or(config.speculation && app.speculation);
+        let oracle = self.oracle(namespace);
+        let driver =
+            invocation::run(self.inner.clone(), namespace.to_string(), deployments, app, input, config, oracle);
         Ok(tokio::spawn(driver).await.expect("the invocation driver does not panic"))
+    }
+
+    /// The namespace's branch predictor and memo table.
+    fn oracle(&self, namespace: &str) -> Arc<engine::tables::Tables> {
+        if let Some(t) = self.inner.oracles.read().expect("poisoned").get(namespace) {
+            return t.clone();
+        }
+        let mut all = self.inner.oracles.write().expect("poisoned");
+        all.entry(namespace.to_string())
+            .or_insert_with(|| Arc::new(engine::tables::Tables::new(self.inner.config.tables)))
+            .clone()
+    }
+
+    /// Counters across every invocation so far.
+    pub fn metrics(&self) -> metrics::Snapshot {
+        self.inner.metrics.snapshot()
     }
 
     /// Waits until every activation record produced so far is persisted.

@@ -113,7 +113,7 @@ impl Apps {
             } else {
                 unreachable!("the manifest parser checks that each app has exactly one form")
             };
-            out.push(app);
+            out.push(Application { speculation: entry.speculation.unwrap_or(true), ..app });
         }
         Ok(out)
     }

@@ -1,5 +1,6 @@
 //! Engine tests in a deterministic, synchronous world: scripted functions, an in-memory store, no async.
 
+mod differential;
 mod sim;
 
 use model::asl;
@@ -7,6 +8,11 @@ use serde_json::{Value, json};
 use sim::{Op, Sim};
 
 use engine::{Config, Status};
+
+/// These tests pin the sequential semantics: speculation off.
+fn seq() -> Config {
+    Config { speculation: false, ..Config::default() }
+}
 
 fn workflow(sim: &Sim, text: &str) -> model::Application {
     let g = asl::parse("wf.json", text, &|f| sim.has(f)).unwrap();
@@ -18,7 +24,7 @@ fn sequence_passes_each_output_to_the_next_function() {
     let mut sim = Sim::new();
     sim.func("inc", |input| vec![Op::Return(json!({"n": input["n"].as_i64().unwrap() + 1}))]);
     let app = model::Application::sequence("s", &["inc".into(), "inc".into(), "inc".into()], &|f| sim.has(f)).unwrap();
-    let done = sim.run(app, json!({"n": 1}), Config::default());
+    let done = sim.run(app, json!({"n": 1}), seq());
     assert_eq!((done.status, done.result), (Status::Success, json!({"n": 4})));
     assert_eq!(sim.launches(), ["inc", "inc", "inc"]);
 }
@@ -46,7 +52,7 @@ fn branchy_sim() -> Sim {
 fn choice_parallel_and_data_flow() {
     let mut sim = branchy_sim();
     let app = workflow(&sim, BRANCHY);
-    let done = sim.run(app, json!({"password": "pw"}), Config::default());
+    let done = sim.run(app, json!({"password": "pw"}), seq());
     assert_eq!(done.status, Status::Success);
     assert_eq!(done.result, json!([{"got": "a"}, {"got": "b"}]));
     assert_eq!(done.path, ["Login", "Ok?", "Work", "Work/0/A", "Work/1/B", "Work/1/C", "Done"]);
@@ -58,7 +64,7 @@ fn choice_parallel_and_data_flow() {
 fn fail_state_ends_the_invocation_with_its_error() {
     let mut sim = branchy_sim();
     let app = workflow(&sim, BRANCHY);
-    let done = sim.run(app, json!({"password": "nope"}), Config::default());
+    let done = sim.run(app, json!({"password": "nope"}), seq());
     assert_eq!(done.status, Status::ApplicationError);
     assert_eq!(done.result, json!({"error": "Denied", "cause": "wrong password"}));
     assert_eq!(done.path, ["Login", "Ok?", "Denied"]);
@@ -70,7 +76,7 @@ fn writes_commit_per_function_and_reads_see_them() {
     sim.func("writer", |_| vec![Op::Put("k", json!(1)), Op::Put("k", json!(2)), Op::Return(json!({}))]);
     sim.func("reader", |_| vec![Op::Get("k"), Op::ReturnReplies]);
     let app = model::Application::sequence("s", &["writer".into(), "reader".into()], &|f| sim.has(f)).unwrap();
-    let done = sim.run(app, json!({}), Config::default());
+    let done = sim.run(app, json!({}), seq());
     assert_eq!(done.result, json!({"replies": [2]}));
     assert_eq!(sim.store_value("k"), Some(json!(2)));
     assert_eq!(sim.commits(), 1, "one function, one atomic commit");
@@ -82,9 +88,9 @@ fn a_failing_function_commits_nothing_and_stops_the_application() {
     sim.func("ok", |_| vec![Op::Put("a", json!(1)), Op::Return(json!({}))]);
     sim.func("bad", |_| vec![Op::Put("b", json!(1)), Op::Fail(Status::DeveloperError, json!("crashed"))]);
     sim.func("never", |_| vec![Op::Put("c", json!(1)), Op::Return(json!({}))]);
-    let seq = ["ok".into(), "bad".into(), "never".into()];
-    let app = model::Application::sequence("s", &seq, &|f| sim.has(f)).unwrap();
-    let done = sim.run(app, json!({}), Config::default());
+    let chain = ["ok".into(), "bad".into(), "never".into()];
+    let app = model::Application::sequence("s", &chain, &|f| sim.has(f)).unwrap();
+    let done = sim.run(app, json!({}), seq());
     assert_eq!((done.status, done.result), (Status::DeveloperError, json!({"error": "crashed"})));
     assert_eq!(sim.store_value("a"), Some(json!(1)));
     assert_eq!(sim.store_value("b"), None, "the failing function's writes are discarded");
@@ -101,7 +107,7 @@ fn implicit_calls_merge_callee_writes_into_the_caller() {
         vec![Op::Get("seen"), Op::Put("seen", json!("back")), Op::Return(json!({"x": input["x"], "saw": "ok"}))]
     });
     let app = model::Application::function("app", "front", &|f| sim.has(f)).unwrap();
-    let done = sim.run(app, json!({}), Config::default());
+    let done = sim.run(app, json!({}), seq());
     // front's replies: put → null, invoke → back's result, get → back's write (merged on return).
     assert_eq!(done.result, json!({"replies": [null, {"x": 1, "saw": "ok"}, "back"]}));
     assert_eq!(sim.reads_seen_by("back"), vec![json!("front")], "a callee reads its caller's uncommitted write");
@@ -116,7 +122,7 @@ fn a_failing_callee_is_an_error_the_caller_can_handle() {
     sim.func("front", |_| vec![Op::Invoke("back", json!({})), Op::Invoke("ghost", json!({})), Op::ReturnReplies]);
     sim.func("back", |_| vec![Op::Put("x", json!(1)), Op::Fail(Status::ApplicationError, json!("no seats"))]);
     let app = model::Application::function("app", "front", &|f| sim.has(f)).unwrap();
-    let done = sim.run(app, json!({}), Config::default());
+    let done = sim.run(app, json!({}), seq());
     assert_eq!(
         done.result,
         json!({"replies": [{"failed": "no seats"}, {"refused": "function \"ghost\" does not exist"}]})
@@ -134,7 +140,7 @@ fn loops_through_choice_are_bounded_by_steps_max() {
                  "Default": "S"},
       "End": {"Type": "Succeed"}}}"#;
     let app = workflow(&sim, text);
-    let config = Config { steps_max: 10, ..Config::default() };
+    let config = Config { steps_max: 10, ..seq() };
     let done = sim.run(app.clone(), json!({"stop": false}), config);
     assert_eq!(done.status, Status::ApplicationError);
     assert!(done.result["error"].as_str().unwrap().contains("steps_max"), "{}", done.result);
@@ -150,13 +156,13 @@ fn runtime_data_errors_name_the_state() {
     let text = r#"{"StartAt": "C", "States": {
       "C": {"Type": "Choice", "Choices": [{"Variable": "$.missing", "NumericEquals": 1, "Next": "T"}]},
       "T": {"Type": "Task", "Resource": "f", "End": true}}}"#;
-    let done = sim.run(workflow(&sim, text), json!({}), Config::default());
+    let done = sim.run(workflow(&sim, text), json!({}), seq());
     let error = done.result["error"].as_str().unwrap().to_string();
     assert!(error.contains("$.missing") && error.contains("state \"C\""), "{error}");
     let text = r#"{"StartAt": "C", "States": {
       "C": {"Type": "Choice", "Choices": [{"Variable": "$.n", "NumericEquals": 1, "Next": "T"}]},
       "T": {"Type": "Task", "Resource": "f", "End": true}}}"#;
-    let done = sim.run(workflow(&sim, text), json!({"n": 2}), Config::default());
+    let done = sim.run(workflow(&sim, text), json!({"n": 2}), seq());
     assert!(done.result["error"].as_str().unwrap().starts_with("States.NoChoiceMatched"), "{}", done.result);
 }
 
@@ -174,7 +180,7 @@ fn storage_limits_are_refused_to_the_function() {
         ]
     });
     let app = model::Application::function("app", "f", &|f| sim.has(f)).unwrap();
-    let config = Config { value_bytes_max: 50, writes_max: 1, ..Config::default() };
+    let config = Config { value_bytes_max: 50, writes_max: 1, ..seq() };
     let done = sim.run(app, json!({}), config);
     let replies = done.result["replies"].as_array().unwrap();
     assert!(replies[0]["refused"].as_str().unwrap().contains("key_bytes_max"));
@@ -191,7 +197,7 @@ fn recursion_is_bounded_by_call_depth() {
     let mut sim = Sim::new();
     sim.func("rec", |_| vec![Op::Invoke("rec", json!({})), Op::ReturnReplies]);
     let app = model::Application::function("app", "rec", &|f| sim.has(f)).unwrap();
-    let done = sim.run(app, json!({}), Config { call_depth_max: 3, ..Config::default() });
+    let done = sim.run(app, json!({}), Config { call_depth_max: 3, ..seq() });
     assert_eq!(done.status, Status::Success);
     assert_eq!(sim.launches().len(), 4);
     let innermost = &done.result["replies"][0]["replies"][0]["replies"][0]["replies"][0];

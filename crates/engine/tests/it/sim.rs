@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
-use engine::{Action, Call, Catalog, Completion, Config, Event, FunctionInfo, Outcome, Reply, RunId, Status};
+use engine::{Action, Call, Catalog, Completion, Config, Event, FunctionInfo, NoOracle, Outcome, Reply, RunId, Status};
 use serde_json::{Value, json};
 
 #[derive(Clone)]
@@ -76,7 +76,7 @@ impl Sim {
                 .map(|f| (f.clone(), FunctionInfo { version: "v".into(), annotations: Default::default() }))
                 .collect(),
         };
-        let mut engine = engine::engine(Arc::new(app), Arc::new(catalog), config);
+        let mut engine = engine::engine(Arc::new(app), Arc::new(catalog), config, Arc::new(NoOracle));
         let mut active: HashMap<RunId, Active> = HashMap::new();
         let mut pending: HashMap<u64, String> = HashMap::new();
         let mut events = VecDeque::from([Event::Start { input }]);
@@ -109,7 +109,7 @@ impl Sim {
                         let value = self.store.get(&key).cloned();
                         events.push_back(Event::StoreRead { run, request, value, version: 0 });
                     }
-                    Action::Commit { run, writes } => {
+                    Action::Commit { run, writes, .. } => {
                         self.commits += 1;
                         for (k, v) in writes {
                             match v {
@@ -119,7 +119,7 @@ impl Sim {
                         }
                         events.push_back(Event::Committed { run });
                     }
-                    Action::Kill { run } => {
+                    Action::Kill { run, .. } => {
                         active.remove(&run);
                     }
                     Action::Complete(c) => {

@@ -1,0 +1,487 @@
+//! Differential tests (RELIABILITY.md S1, S2, S5, S6): speculative execution against the sequential reference.
+//!
+//! A seeded generator builds random workflows (sequences, `Choice`, `Parallel`) of random functions that read,
+//! compute on and write a small set of keys, plus random inputs and initial stores. Each case runs a few
+//! invocations twice: once with speculation off (the sequential reference), once with speculation on under a
+//! random interleaving of the running functions and one of several oracles: a learning one, one whose branch
+//! predictions are always wrong, a random one, and memo tables seeded with wrong outputs. Results, final stores
+//! and the sequence of committed write sets must be identical. Every failure prints its seed; rerun one case with
+//! `SPECFAAS_SEED=<seed>`, or more cases with `SPECFAAS_CASES=<n>`.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use engine::tables::{Sizes, Tables};
+use engine::{Action, Call, Catalog, Cause, Config, Event, FunctionInfo, Oracle, Outcome, Reply, RunId, Status};
+use model::Annotations;
+use serde_json::{Value, json};
+
+/// xorshift64*: a tiny seeded generator, so every case is reproducible from its seed.
+#[derive(Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E3779B97F4A7C15) | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545F4914F6CDD1D)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+const KEYS: [&str; 4] = ["k0", "k1", "k2", "k3"];
+
+/// A generated function: reads some keys, writes some, returns `{"x": .., "b": ..}` computed from its input's `x`
+/// and what it read. Small moduli make outputs repeat, so memo tables hit.
+#[derive(Clone, Debug)]
+pub struct FnDef {
+    pub name: String,
+    pub reads: Vec<usize>,
+    pub writes: Vec<usize>,
+    pub modulus: i64,
+    pub salt: i64,
+    /// Fails (application error) when its output `x` equals this.
+    pub fail_on: Option<i64>,
+    pub pure: bool,
+}
+
+fn mix(a: i64, b: i64) -> i64 {
+    (a.wrapping_mul(31).wrapping_add(b).wrapping_mul(0x5bd1e995)).rem_euclid(1_000_003)
+}
+
+impl FnDef {
+    fn value_of(v: &Value) -> i64 {
+        v.as_i64().unwrap_or(0)
+    }
+
+    /// The output for an input `x` and the values read; `None` means the function fails.
+    fn output(&self, x: i64, read: &[Value]) -> Result<Value, Value> {
+        let acc = read.iter().fold(mix(self.salt, x), |a, v| mix(a, Self::value_of(v)));
+        let out = acc.rem_euclid(self.modulus);
+        if self.fail_on == Some(out) {
+            return Err(json!(format!("{} refused {out}", self.name)));
+        }
+        Ok(json!({"x": out, "b": acc % 2 == 0}))
+    }
+
+    fn written(&self, x: i64, read: &[Value], i: usize) -> Value {
+        let acc = read.iter().fold(mix(self.salt + 7, x), |a, v| mix(a, Self::value_of(v)));
+        json!(mix(acc, i as i64).rem_euclid(5))
+    }
+}
+
+pub struct Case {
+    pub functions: Vec<FnDef>,
+    pub workflow: Value,
+    pub store: BTreeMap<String, Value>,
+    pub inputs: Vec<Value>,
+}
+
+fn gen_function(rng: &mut Rng, i: usize) -> FnDef {
+    let pure = rng.chance(25);
+    let pick =
+        |rng: &mut Rng, n: u64| (0..rng.below(n)).map(|_| rng.below(KEYS.len() as u64) as usize).collect::<Vec<_>>();
+    FnDef {
+        name: format!("f{i}"),
+        reads: if pure { vec![] } else { pick(rng, 3) },
+        writes: if pure { vec![] } else { pick(rng, 3) },
+        modulus: 2 + rng.below(3) as i64,
+        salt: rng.below(1000) as i64,
+        fail_on: (rng.chance(10)).then(|| rng.below(4) as i64),
+        pure,
+    }
+}
+
+/// A random workflow over `functions`: a chain of steps, where a step is a Task (replacing the state, or keeping
+/// its result beside it in `$.r`, or fed only `$.x`), a Choice on `$.x`, `$.b`, `$.r.x` or `$.r.b` that may skip
+/// ahead, or a Parallel of short branches. Every state stays reachable and the graph is acyclic. Inputs carry `r`,
+/// so every path a Choice reads exists.
+fn gen_workflow(rng: &mut Rng, functions: &[FnDef]) -> Value {
+    let n = 2 + rng.below(7) as usize;
+    let name = |i: usize| format!("S{i}");
+    let fname = |rng: &mut Rng| functions[rng.below(functions.len() as u64) as usize].name.clone();
+    let task = |rng: &mut Rng| match rng.below(4) {
+        0 => json!({"Type": "Task", "Resource": fname(rng)}),
+        1 | 2 => json!({"Type": "Task", "Resource": fname(rng), "ResultPath": "$.r"}),
+        _ => json!({"Type": "Task", "Resource": fname(rng), "Parameters": {"x.$": "$.x", "r": {"x": 0, "b": false}},
+                    "ResultPath": "$.r"}),
+    };
+    let mut states = serde_json::Map::new();
+    let mut uses_out = false;
+    for i in 0..n {
+        let next = if i + 1 == n { json!({"End": true}) } else { json!({"Next": name(i + 1)}) };
+        let mut state = match rng.below(10) {
+            0..=5 => task(rng),
+            6 | 7 if i + 1 < n => {
+                let target = if i + 2 < n && rng.chance(50) { name(i + 2) } else { "Out".to_string() };
+                uses_out |= target == "Out";
+                let variable = ["$.x", "$.r.x", "$.b", "$.r.b"][rng.below(4) as usize];
+                let rule = if variable.ends_with('x') {
+                    json!({"Variable": variable, "NumericEquals": rng.below(3), "Next": target})
+                } else {
+                    json!({"Variable": variable, "BooleanEquals": true, "Next": target})
+                };
+                states.insert(name(i), json!({"Type": "Choice", "Choices": [rule], "Default": name(i + 1)}));
+                continue;
+            }
+            8 => {
+                let branch = |rng: &mut Rng| {
+                    let a = fname(rng);
+                    if rng.chance(50) {
+                        json!({"StartAt": "A", "States": {"A": {"Type": "Task", "Resource": a, "End": true}}})
+                    } else {
+                        let b = fname(rng);
+                        json!({"StartAt": "A", "States": {"A": {"Type": "Task", "Resource": a, "Next": "B"},
+                                                          "B": {"Type": "Task", "Resource": b, "End": true}}})
+                    }
+                };
+                let branches = vec![branch(rng), branch(rng)];
+                json!({"Type": "Parallel", "Branches": branches, "ResultPath": "$.par"})
+            }
+            _ => task(rng),
+        };
+        let obj = state.as_object_mut().unwrap();
+        for (k, v) in next.as_object().unwrap() {
+            obj.insert(k.clone(), v.clone());
+        }
+        states.insert(name(i), state);
+    }
+    if uses_out {
+        states.insert("Out".into(), json!({"Type": "Task", "Resource": fname(rng), "End": true}));
+    }
+    json!({"StartAt": name(0), "States": states})
+}
+
+pub fn gen_case(seed: u64) -> Case {
+    let mut rng = Rng::new(seed);
+    let functions: Vec<FnDef> = (0..2 + rng.below(4) as usize).map(|i| gen_function(&mut rng, i)).collect();
+    let workflow = gen_workflow(&mut rng, &functions);
+    let mut store = BTreeMap::new();
+    for k in KEYS {
+        if rng.chance(70) {
+            store.insert(k.to_string(), json!(rng.below(5)));
+        }
+    }
+    // Few distinct inputs, so later invocations repeat earlier ones and the memo tables hit.
+    let inputs = (0..3).map(|_| json!({"x": rng.below(2), "b": false, "r": {"x": 0, "b": false}})).collect();
+    Case { functions, workflow, store, inputs }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Oracles.
+
+/// Learns like the platform's tables, but its branch predictions are always a wrong target, with certainty.
+pub struct AlwaysWrong(pub Tables);
+
+impl Oracle for AlwaysWrong {
+    fn branch(&self, choice: &str, history: u64, targets: &[usize]) -> Option<(usize, f64)> {
+        let learned = self.0.branch(choice, history, targets).map(|(t, _)| t);
+        targets.iter().find(|t| Some(**t) != learned).map(|t| (*t, 1.0))
+    }
+    fn train_branch(&self, choice: &str, history: u64, target: usize) {
+        self.0.train_branch(choice, history, target)
+    }
+    fn memo(&self, f: &str, v: &str, input: &Value) -> Option<Value> {
+        self.0.memo(f, v, input)
+    }
+    fn train_memo(&self, f: &str, v: &str, input: &Value, output: &Value) {
+        self.0.train_memo(f, v, input, output)
+    }
+}
+
+/// Answers at random: any target with any confidence, and memo outputs that are random (often wrong).
+pub struct Random(pub Mutex<Rng>);
+
+impl Oracle for Random {
+    fn branch(&self, _: &str, _: u64, targets: &[usize]) -> Option<(usize, f64)> {
+        let mut rng = self.0.lock().unwrap();
+        let t = targets[rng.below(targets.len() as u64) as usize];
+        Some((t, rng.below(100) as f64 / 100.0))
+    }
+    fn train_branch(&self, _: &str, _: u64, _: usize) {}
+    fn memo(&self, _: &str, _: &str, _: &Value) -> Option<Value> {
+        let mut rng = self.0.lock().unwrap();
+        rng.chance(70).then(|| json!({"x": rng.below(4), "b": rng.chance(50)}))
+    }
+    fn train_memo(&self, _: &str, _: &str, _: &Value, _: &Value) {}
+}
+
+/// Memo tables seeded with wrong outputs: every lookup hits, with a value the function does not return.
+pub struct WrongMemo(pub Tables);
+
+impl Oracle for WrongMemo {
+    fn branch(&self, choice: &str, history: u64, targets: &[usize]) -> Option<(usize, f64)> {
+        self.0.branch(choice, history, targets)
+    }
+    fn train_branch(&self, choice: &str, history: u64, target: usize) {
+        self.0.train_branch(choice, history, target)
+    }
+    fn memo(&self, f: &str, v: &str, input: &Value) -> Option<Value> {
+        let right = self.0.memo(f, v, input);
+        let x = right.as_ref().and_then(|r| r["x"].as_i64()).unwrap_or(0);
+        Some(json!({"x": x + 1, "b": right.is_none()}))
+    }
+    fn train_memo(&self, f: &str, v: &str, input: &Value, output: &Value) {
+        self.0.train_memo(f, v, input, output)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The world: runs functions concurrently, in an order the seed picks.
+
+struct Active {
+    def: FnDef,
+    x: i64,
+    /// Values read so far.
+    read: Vec<Value>,
+    /// Next step: reads, then writes, then the result.
+    step: usize,
+    waiting: bool,
+}
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Observed {
+    pub status: Option<Status>,
+    pub result: Value,
+    pub store: BTreeMap<String, Value>,
+    /// Non-empty committed write sets, in commit order, with the committing function.
+    pub commits: Vec<(String, Vec<(String, Option<Value>)>)>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    pub squashes: BTreeMap<Cause, u32>,
+    pub memo_hits: u32,
+    pub skipped: u32,
+    pub speculative_launches: u32,
+    pub branch_predictions: u32,
+}
+
+pub struct World {
+    pub defs: HashMap<String, FnDef>,
+    /// Whether functions keep their `pure` annotation. A pure function's memoized output is trusted, not checked,
+    /// so that is only sound with memo tables trained on committed outputs: off for the lying oracles.
+    pub trust_pure: bool,
+    pub store: BTreeMap<String, (Value, u64)>,
+    pub clock: u64,
+    pub rng: Rng,
+}
+
+impl World {
+    pub fn run(
+        &mut self,
+        app: &Arc<model::Application>,
+        input: Value,
+        config: Config,
+        oracle: Arc<dyn Oracle>,
+        observed: &mut Observed,
+        counters: &mut Counters,
+    ) {
+        let catalog = Catalog {
+            functions: self
+                .defs
+                .iter()
+                .map(|(n, d)| {
+                    let annotations = Annotations { pure: d.pure && self.trust_pure, ..Default::default() };
+                    (n.clone(), FunctionInfo { version: "v1".into(), annotations })
+                })
+                .collect(),
+        };
+        let mut engine = engine::engine(app.clone(), Arc::new(catalog), config, oracle);
+        let mut active: BTreeMap<RunId, Active> = BTreeMap::new();
+        let mut queue: VecDeque<Event> = VecDeque::from([Event::Start { input }]);
+        let mut request = 0u64;
+        let mut pending_reads: HashMap<u64, (RunId, String)> = HashMap::new();
+        let mut names: HashMap<RunId, String> = HashMap::new();
+        let trace = std::env::var("SPECFAAS_TRACE").is_ok();
+        loop {
+            while let Some(event) = queue.pop_front() {
+                if trace {
+                    eprintln!("event  {event:?}");
+                }
+                for action in engine.step(event) {
+                    if trace {
+                        eprintln!("action {action:?}");
+                    }
+                    match action {
+                        Action::Launch { run, function, input, caller, .. } => {
+                            assert!(caller.is_none(), "generated functions make no implicit calls");
+                            let def = self.defs[&function].clone();
+                            names.insert(run, function.clone());
+                            let x = input["x"].as_i64().unwrap_or(0);
+                            active.insert(run, Active { def, x, read: Vec::new(), step: 0, waiting: false });
+                        }
+                        Action::Reply { run, request, reply } => {
+                            let Some(a) = active.get_mut(&run) else { continue };
+                            let is_read = pending_reads.remove(&request).is_some();
+                            match reply {
+                                Reply::Ok(v) if is_read => a.read.push(v),
+                                Reply::Ok(_) => {}
+                                other => panic!("unexpected reply {other:?}"),
+                            }
+                            a.waiting = false;
+                        }
+                        Action::ReadStore { run, request, key } => {
+                            let (value, version) =
+                                self.store.get(&key).map_or((None, 0), |(v, n)| (Some(v.clone()), *n));
+                            queue.push_back(Event::StoreRead { run, request, value, version });
+                        }
+                        Action::Commit { run, writes, expect } => {
+                            let conflict = expect.iter().find(|(k, v)| self.store.get(k).map_or(0, |(_, n)| *n) != *v);
+                            if let Some((key, _)) = conflict {
+                                queue.push_back(Event::CommitConflict { run, key: key.clone() });
+                                continue;
+                            }
+                            if !writes.is_empty() {
+                                self.clock += 1;
+                                for (k, v) in &writes {
+                                    match v {
+                                        Some(v) => self.store.insert(k.clone(), (v.clone(), self.clock)),
+                                        None => self.store.remove(k),
+                                    };
+                                }
+                                let function = names.get(&run).cloned().unwrap_or_default();
+                                observed.commits.push((function, writes));
+                            }
+                            queue.push_back(Event::Committed { run });
+                        }
+                        Action::Kill { run, .. } => {
+                            active.remove(&run);
+                        }
+                        Action::Complete(c) => {
+                            observed.status = Some(c.status);
+                            observed.result = c.result;
+                            observed.store = self.store.iter().map(|(k, (v, _))| (k.clone(), v.clone())).collect();
+                            for (cause, n) in c.stats.squashes {
+                                *counters.squashes.entry(cause).or_insert(0) += n;
+                            }
+                            counters.memo_hits += c.stats.memo_hits;
+                            counters.skipped += c.stats.skipped;
+                            counters.speculative_launches += c.stats.speculative_launches;
+                            counters.branch_predictions += c.stats.branch_predictions;
+                            return;
+                        }
+                    }
+                }
+            }
+            // Advance one run that is not waiting for a reply, chosen by the seed.
+            let ready: Vec<RunId> = active.iter().filter(|(_, a)| !a.waiting).map(|(r, _)| *r).collect();
+            assert!(!ready.is_empty(), "the engine waits while no function can move: a deadlock");
+            let run = ready[self.rng.below(ready.len() as u64) as usize];
+            let a = active.get_mut(&run).unwrap();
+            request += 1;
+            let (nr, nw) = (a.def.reads.len(), a.def.writes.len());
+            let event = if a.step < nr {
+                let key = KEYS[a.def.reads[a.step]].to_string();
+                pending_reads.insert(request, (run, key.clone()));
+                Event::Call { run, request, call: Call::Get { key } }
+            } else if a.step < nr + nw {
+                let i = a.step - nr;
+                let key = KEYS[a.def.writes[i]].to_string();
+                let value = a.def.written(a.x, &a.read, i);
+                Event::Call { run, request, call: Call::Put { key, value } }
+            } else {
+                let outcome = match a.def.output(a.x, &a.read) {
+                    Ok(v) => Outcome::Success(v),
+                    Err(e) => Outcome::Failure { status: Status::ApplicationError, error: e },
+                };
+                active.remove(&run);
+                queue.push_back(Event::Finished { run, outcome });
+                continue;
+            };
+            a.step += 1;
+            a.waiting = true;
+            queue.push_back(event);
+        }
+    }
+}
+
+pub fn oracle_named(name: &str, seed: u64) -> Arc<dyn Oracle> {
+    let tables = || Tables::new(Sizes::default());
+    match name {
+        "learning" => Arc::new(tables()),
+        "always-wrong" => Arc::new(AlwaysWrong(tables())),
+        "random" => Arc::new(Random(Mutex::new(Rng::new(seed ^ 0xabcdef)))),
+        "wrong-memo" => Arc::new(WrongMemo(tables())),
+        other => panic!("no oracle {other}"),
+    }
+}
+
+pub const ORACLES: [&str; 4] = ["learning", "always-wrong", "random", "wrong-memo"];
+
+/// Runs one case: the sequential reference, then speculation under `oracle`, invocation by invocation.
+pub fn check_case(seed: u64, oracle: &str, counters: &mut Counters) {
+    let case = gen_case(seed);
+    let defs: HashMap<String, FnDef> = case.functions.iter().map(|f| (f.name.clone(), f.clone())).collect();
+    let graph = model::asl::parse("case.json", &case.workflow.to_string(), &|f| defs.contains_key(f))
+        .unwrap_or_else(|e| panic!("seed {seed}: generated workflow is invalid: {e}\n{}", case.workflow));
+    let app = Arc::new(model::Application::workflow("case", graph).unwrap());
+    let initial: BTreeMap<String, (Value, u64)> = case.store.iter().map(|(k, v)| (k.clone(), (v.clone(), 1))).collect();
+    let mut rng = Rng::new(seed ^ 0x5eed);
+    let trust_pure = matches!(oracle, "learning" | "always-wrong");
+    let mut reference = World { defs: defs.clone(), trust_pure, store: initial.clone(), clock: 1, rng: Rng::new(seed) };
+    let mut speculative = World { defs, trust_pure, store: initial, clock: 1, rng: Rng::new(seed ^ 0xfeed) };
+    let off = Config { speculation: false, ..Config::default() };
+    let on = Config { depth_max: 1 + rng.below(8) as u32, budget: 8 + rng.below(64) as u32, ..Config::default() };
+    let oracle_off = oracle_named("learning", seed);
+    let oracle_on = oracle_named(oracle, seed);
+    for (i, input) in case.inputs.iter().enumerate() {
+        let mut want = Observed::default();
+        reference.run(&app, input.clone(), off, oracle_off.clone(), &mut want, &mut Counters::default());
+        let mut got = Observed::default();
+        speculative.run(&app, input.clone(), on, oracle_on.clone(), &mut got, counters);
+        assert_eq!(
+            got, want,
+            "seed {seed}, oracle {oracle}, invocation {i}, depth {}: speculation differs from the sequential reference\n\
+             workflow: {}\nfunctions: {:#?}",
+            on.depth_max, case.workflow, case.functions
+        );
+    }
+}
+
+fn cases() -> Vec<u64> {
+    if let Ok(seed) = std::env::var("SPECFAAS_SEED") {
+        return vec![seed.parse().expect("SPECFAAS_SEED is a number")];
+    }
+    let n: u64 = std::env::var("SPECFAAS_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(1500);
+    (1..=n).collect()
+}
+
+#[test]
+fn speculation_equals_the_sequential_reference_under_every_oracle() {
+    let mut counters = Counters::default();
+    for seed in cases() {
+        for oracle in ORACLES {
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check_case(seed, oracle, &mut counters)));
+            if let Err(e) = result {
+                let msg =
+                    e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()));
+                panic!(
+                    "seed {seed}, oracle {oracle} failed (rerun with SPECFAAS_SEED={seed}): {}",
+                    msg.unwrap_or_default()
+                );
+            }
+        }
+    }
+    eprintln!("differential counters: {counters:?}");
+    // Speculation must actually have happened, and been wrong sometimes, or this test proves nothing.
+    if std::env::var("SPECFAAS_SEED").is_err() {
+        assert!(counters.speculative_launches > 1000, "{counters:?}");
+        assert!(counters.memo_hits > 100, "{counters:?}");
+        assert!(counters.skipped > 0, "{counters:?}");
+        assert!(counters.branch_predictions > 0, "{counters:?}");
+        for cause in [Cause::ControlMispredict, Cause::MemoMismatch, Cause::RawViolation, Cause::Opacity] {
+            assert!(counters.squashes.get(&cause).copied().unwrap_or(0) > 0, "no {cause:?} squash: {counters:?}");
+        }
+    }
+}

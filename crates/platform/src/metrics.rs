@@ -1,0 +1,67 @@
+//! Counters across invocations: what an operator graphs. Updated once per invocation from the engine's
+//! [`engine::Stats`]; read as a [`Snapshot`].
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use engine::{Cause, Stats, Status};
+use serde::Serialize;
+
+#[derive(Default)]
+pub struct Metrics {
+    inner: Mutex<Snapshot>,
+}
+
+/// Totals since the platform started.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Snapshot {
+    /// Invocations by final status.
+    pub invocations: BTreeMap<String, u64>,
+    pub speculative_launches: u64,
+    /// Pure functions not run because their output was memoized.
+    pub skipped: u64,
+    pub memo_hits: u64,
+    pub memo_misses: u64,
+    pub branch_predictions: u64,
+    pub branch_hits: u64,
+    pub squashes: BTreeMap<Cause, u64>,
+    /// Wall-clock time squashed runs had been running when they were killed, in microseconds.
+    pub squashed_us: u64,
+    /// Invocations that spent their speculation budget and went on non-speculatively.
+    pub budget_exhausted: u64,
+}
+
+impl Snapshot {
+    /// Memo hits over memo lookups; `None` before any lookup.
+    pub fn memo_hit_rate(&self) -> Option<f64> {
+        let n = self.memo_hits + self.memo_misses;
+        (n > 0).then(|| self.memo_hits as f64 / n as f64)
+    }
+
+    /// Confirmed branch predictions over predictions; `None` before any prediction.
+    pub fn branch_hit_rate(&self) -> Option<f64> {
+        (self.branch_predictions > 0).then(|| self.branch_hits as f64 / self.branch_predictions as f64)
+    }
+}
+
+impl Metrics {
+    pub(crate) fn record(&self, status: Status, stats: &Stats, squashed_us: u64) {
+        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        *m.invocations.entry(status.as_str().to_string()).or_insert(0) += 1;
+        m.speculative_launches += stats.speculative_launches as u64;
+        m.skipped += stats.skipped as u64;
+        m.memo_hits += stats.memo_hits as u64;
+        m.memo_misses += stats.memo_misses as u64;
+        m.branch_predictions += stats.branch_predictions as u64;
+        m.branch_hits += stats.branch_hits as u64;
+        for (cause, n) in &stats.squashes {
+            *m.squashes.entry(*cause).or_insert(0) += *n as u64;
+        }
+        m.squashed_us += squashed_us;
+        m.budget_exhausted += stats.budget_exhausted as u64;
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
