@@ -248,13 +248,16 @@ struct Active {
     waiting: bool,
 }
 
+/// One commit's writes: key → value, `None` for a delete.
+pub type WriteSet = Vec<(String, Option<Value>)>;
+
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Observed {
     pub status: Option<Status>,
     pub result: Value,
     pub store: BTreeMap<String, Value>,
     /// Non-empty committed write sets, in commit order, with the committing function.
-    pub commits: Vec<(String, Vec<(String, Option<Value>)>)>,
+    pub commits: Vec<(String, WriteSet)>,
 }
 
 #[derive(Debug, Default, Clone)]
