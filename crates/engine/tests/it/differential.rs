@@ -52,6 +52,8 @@ pub struct FnDef {
     /// Fails (application error) when its output `x` equals this.
     pub fail_on: Option<i64>,
     pub pure: bool,
+    /// Writes one value to every key it writes (so those keys always agree when it is done).
+    pub uniform: bool,
 }
 
 fn mix(a: i64, b: i64) -> i64 {
@@ -75,7 +77,8 @@ impl FnDef {
 
     fn written(&self, x: i64, read: &[Value], i: usize) -> Value {
         let acc = read.iter().fold(mix(self.salt + 7, x), |a, v| mix(a, Self::value_of(v)));
-        json!(mix(acc, i as i64).rem_euclid(5))
+        let i = if self.uniform { 0 } else { i as i64 };
+        json!(mix(acc, i).rem_euclid(5))
     }
 }
 
@@ -98,6 +101,7 @@ fn gen_function(rng: &mut Rng, i: usize) -> FnDef {
         salt: rng.below(1000) as i64,
         fail_on: (rng.chance(10)).then(|| rng.below(4) as i64),
         pure,
+        uniform: false,
     }
 }
 
@@ -270,6 +274,8 @@ pub struct Counters {
 }
 
 pub struct World {
+    /// Every value every run read, squashed runs included: (function, values in read order).
+    pub reads_log: Vec<(String, Vec<Value>)>,
     pub defs: HashMap<String, FnDef>,
     /// Whether functions keep their `pure` annotation. A pure function's memoized output is trusted, not checked,
     /// so that is only sound with memo tables trained on committed outputs: off for the lying oracles.
@@ -358,7 +364,9 @@ impl World {
                             queue.push_back(Event::Committed { run });
                         }
                         Action::Kill { run, .. } => {
-                            active.remove(&run);
+                            if let Some(a) = active.remove(&run) {
+                                self.reads_log.push((a.def.name.clone(), a.read));
+                            }
                         }
                         Action::Complete(c) => {
                             observed.status = Some(c.status);
@@ -397,7 +405,8 @@ impl World {
                     Ok(v) => Outcome::Success(v),
                     Err(e) => Outcome::Failure { status: Status::ApplicationError, error: e },
                 };
-                active.remove(&run);
+                let a = active.remove(&run).unwrap();
+                self.reads_log.push((a.def.name.clone(), a.read));
                 queue.push_back(Event::Finished { run, outcome });
                 continue;
             };
@@ -431,8 +440,9 @@ pub fn check_case(seed: u64, oracle: &str, counters: &mut Counters) {
     let initial: BTreeMap<String, (Value, u64)> = case.store.iter().map(|(k, v)| (k.clone(), (v.clone(), 1))).collect();
     let mut rng = Rng::new(seed ^ 0x5eed);
     let trust_pure = matches!(oracle, "learning" | "always-wrong");
-    let mut reference = World { defs: defs.clone(), trust_pure, store: initial.clone(), clock: 1, rng: Rng::new(seed) };
-    let mut speculative = World { defs, trust_pure, store: initial, clock: 1, rng: Rng::new(seed ^ 0xfeed) };
+    let world = |defs, store, rng| World { reads_log: Vec::new(), defs, trust_pure, store, clock: 1, rng };
+    let mut reference = world(defs.clone(), initial.clone(), Rng::new(seed));
+    let mut speculative = world(defs, initial, Rng::new(seed ^ 0xfeed));
     let off = Config { speculation: false, ..Config::default() };
     let on = Config { depth_max: 1 + rng.below(8) as u32, budget: 8 + rng.below(64) as u32, ..Config::default() };
     let oracle_off = oracle_named("learning", seed);
@@ -487,4 +497,58 @@ fn speculation_equals_the_sequential_reference_under_every_oracle() {
             assert!(counters.squashes.get(&cause).copied().unwrap_or(0) > 0, "no {cause:?} squash: {counters:?}");
         }
     }
+}
+
+/// S3: `a` writes `k0` and then `k1`, always the same value to both; `b`, launched speculatively while `a` runs,
+/// reads `k0` and `k1`. In a sequential execution `b` always sees them equal. Under speculation no run of `b`, not
+/// even one that is later squashed, may see them differ: a speculative function never observes a state no
+/// sequential execution produces. (A `b` that saw them differ would, in a real function, trap or loop.)
+#[test]
+fn opacity_a_speculative_function_never_sees_half_of_an_older_functions_writes() {
+    let a = FnDef {
+        name: "a".into(),
+        reads: vec![2],
+        writes: vec![0, 1],
+        modulus: 3,
+        salt: 1,
+        fail_on: None,
+        pure: false,
+        uniform: true,
+    };
+    let b = FnDef {
+        name: "b".into(),
+        reads: vec![0, 1],
+        writes: vec![],
+        modulus: 3,
+        salt: 2,
+        fail_on: None,
+        pure: false,
+        uniform: false,
+    };
+    let workflow = json!({"StartAt": "A", "States": {
+        "A": {"Type": "Task", "Resource": "a", "ResultPath": null, "Next": "B"},
+        "B": {"Type": "Task", "Resource": "b", "End": true}}});
+    let defs: HashMap<String, FnDef> = [a, b].into_iter().map(|f| (f.name.clone(), f)).collect();
+    let graph = model::asl::parse("s3.json", &workflow.to_string(), &|f| defs.contains_key(f)).unwrap();
+    let app = Arc::new(model::Application::workflow("s3", graph).unwrap());
+    let mut counters = Counters::default();
+    let mut b_runs = 0;
+    for seed in 1..=500u64 {
+        let store: BTreeMap<String, (Value, u64)> =
+            [("k0", 0), ("k1", 0), ("k2", seed % 5)].iter().map(|(k, v)| (k.to_string(), (json!(v), 1))).collect();
+        let mut world =
+            World { reads_log: Vec::new(), defs: defs.clone(), trust_pure: true, store, clock: 1, rng: Rng::new(seed) };
+        let mut got = Observed::default();
+        let oracle = oracle_named("learning", seed);
+        world.run(&app, json!({"x": seed % 2}), Config::default(), oracle, &mut got, &mut counters);
+        assert_eq!(got.status, Some(Status::Success), "seed {seed}");
+        for (function, read) in &world.reads_log {
+            if function == "b" && read.len() == 2 {
+                b_runs += 1;
+                assert_eq!(read[0], read[1], "seed {seed}: a run of b saw k0 and k1 differ");
+            }
+        }
+    }
+    assert!(counters.speculative_launches >= 500, "b must have run speculatively: {counters:?}");
+    assert!(b_runs >= 500, "{b_runs}");
 }
