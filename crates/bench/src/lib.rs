@@ -3,7 +3,11 @@
 //!
 //! - [`handoff`]: transfer of control between functions on a chain of no-op functions, per runtime.
 //! - [`kill`]: how long stopping a running activation takes, per runtime (the cost of a squash).
+//! - [`engine`]: the engine's own cost per function and per buffered access, in-process, no I/O.
+//! - [`examples`]: the example applications with speculation off and on, interleaved.
 
+pub mod engine;
+pub mod examples;
 pub mod handoff;
 pub mod kill;
 

@@ -45,6 +45,9 @@ enum Command {
         /// Platform limits, a TOML file (see README, "Limits"); defaults apply to anything it leaves out.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Run this invocation non-speculatively.
+        #[arg(long)]
+        no_speculation: bool,
     },
     /// Query stored activation records.
     Activation {
@@ -94,6 +97,23 @@ enum BenchCommand {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// The engine's own cost per function launch and commit, and per buffered access (in-process, no I/O).
+    Engine {
+        #[arg(long, default_value_t = 2000)]
+        iterations: usize,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// The examples (smarthome, travel) with speculation off and on, interleaved in one run.
+    Examples {
+        /// The examples directory.
+        #[arg(long, default_value = "examples")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 200)]
+        iterations: usize,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Latency of killing a running activation (the cost of a squash), per runtime.
     Kill {
         /// Kills per runtime.
@@ -128,7 +148,7 @@ async fn main() {
 
 async fn dispatch(command: Command) -> anyhow::Result<i32> {
     match command {
-        Command::Run { dir, app, input, data_dir, result, config } => {
+        Command::Run { dir, app, input, data_dir, result, config, no_speculation } => {
             let input: Value =
                 serde_json::from_str(&input).with_context(|| format!("--input is not valid JSON: {input}"))?;
             let data_dir = data_dir.unwrap_or_else(|| dir.join(".specfaas"));
@@ -145,7 +165,8 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
             let platform = platform::Platform::new(store, work.path(), config)?;
             let ns = platform::DEFAULT_NAMESPACE;
             platform.deploy_project(ns, &dir).await?;
-            let inv = platform.invoke(ns, &app, input).await?;
+            let options = platform::InvokeOptions { speculation: no_speculation.then_some(false) };
+            let inv = platform.invoke_with(ns, &app, input, options).await?;
             platform.flush_records().await;
             if result {
                 print(&inv.result);
@@ -179,6 +200,10 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
                 emit(&bench::handoff::run(chain, iterations).await?, json)
             }
             BenchCommand::Kill { iterations, json } => emit(&bench::kill::run(iterations).await?, json),
+            BenchCommand::Engine { iterations, json } => emit(&bench::engine::run(iterations)?, json),
+            BenchCommand::Examples { dir, iterations, json } => {
+                emit(&bench::examples::run(&dir, iterations).await?, json)
+            }
         },
     }
 }

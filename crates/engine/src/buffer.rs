@@ -47,6 +47,11 @@ impl DataBuffer {
         }
     }
 
+    /// `run`'s writes, left in place (they stay visible to younger readers while the commit is in flight).
+    pub fn writes_of(&self, run: RunId) -> Vec<(String, Buffered)> {
+        self.writes.get(&run).map(|w| w.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default()
+    }
+
     /// Removes and returns `run`'s writes (to commit them, or to discard them).
     pub fn take(&mut self, run: RunId) -> Vec<(String, Buffered)> {
         self.writes.remove(&run).map(|w| w.into_iter().collect()).unwrap_or_default()

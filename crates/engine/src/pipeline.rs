@@ -820,7 +820,8 @@ impl Engine {
                         self.committed(out); // a skipped pure function: nothing to commit
                         continue;
                     };
-                    let writes = self.buffer.take(run);
+                    // The writes stay in the buffer until the commit lands, so younger readers keep seeing them.
+                    let writes = self.buffer.writes_of(run);
                     let expect = if self.config.speculation {
                         std::mem::take(&mut self.runs[run as usize].versions)
                     } else {
@@ -842,6 +843,9 @@ impl Engine {
     fn committed(&mut self, out: &mut Vec<Action>) {
         self.committing = false;
         let head = self.slots.pop_front().expect("a slot was committing");
+        if let Some(run) = head.run {
+            self.buffer.take(run);
+        }
         for r in 0..self.runs.len() {
             let info = &mut self.runs[r];
             if info.slot == head.id && matches!(info.fate, None | Some(Fate::Committed)) {

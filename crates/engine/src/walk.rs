@@ -134,8 +134,8 @@ fn qualified(root: &Graph, path: &[(StateId, usize)], state: StateId) -> String 
     name
 }
 
-fn fnv(text: &str) -> u64 {
-    text.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+fn fnv_u64(h: u64, x: u64) -> u64 {
+    (h ^ x).wrapping_mul(0x100000001b3)
 }
 
 fn runtime_error(message: String) -> Stop {
@@ -302,14 +302,18 @@ impl Walker<'_> {
             }
             let graph = graph_at(self.root, &path);
             let st = &graph.states[state];
-            let name = qualified(self.root, &path, state);
             let history = cursor.history_hash();
-            cursor.history.push_back(fnv(&name));
+            // The history is hashed from state ids, which identify a state as its qualified name does, without
+            // building the name on every step of every speculative walk.
+            let id = path
+                .iter()
+                .fold(fnv_u64(0xcbf29ce484222325, state as u64), |h, (s, b)| fnv_u64(fnv_u64(h, *s as u64), *b as u64));
+            cursor.history.push_back(id);
             if cursor.history.len() > self.history_len {
                 cursor.history.pop_front();
             }
             if let Mode::Concrete(c) = mode {
-                c.path.push(name.clone());
+                c.path.push(qualified(self.root, &path, state));
             }
             let in_state = |e: Stop| match e {
                 Stop::Complete { status, result: Value::Object(mut m) } => {
@@ -335,7 +339,7 @@ impl Walker<'_> {
                         Ok(v) => v,
                         Err(stop) => return in_state(stop),
                     };
-                    let key = format!("{}:{name}", self.app);
+                    let key = format!("{}:{}", self.app, qualified(self.root, &path, state));
                     let unknown_data = matches!(mode, Mode::Speculative { .. })
                         && rules.iter().any(|(r, _)| r.paths().iter().any(|p| touches_unknown(p, &effective)));
                     let target = if unknown_data {

@@ -254,6 +254,8 @@ struct Active {
 
 /// One commit's writes: key → value, `None` for a delete.
 pub type WriteSet = Vec<(String, Option<Value>)>;
+/// The versions a commit expects the keys it read to still have.
+pub type Expect = Vec<(String, u64)>;
 
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Observed {
@@ -311,6 +313,8 @@ impl World {
         let mut request = 0u64;
         let mut pending_reads: HashMap<u64, (RunId, String)> = HashMap::new();
         let mut names: HashMap<RunId, String> = HashMap::new();
+        // Commits in flight: (run, writes, expected versions).
+        let mut commits: Vec<(RunId, WriteSet, Expect)> = Vec::new();
         let trace = std::env::var("SPECFAAS_TRACE").is_ok();
         loop {
             while let Some(event) = queue.pop_front() {
@@ -345,23 +349,8 @@ impl World {
                             queue.push_back(Event::StoreRead { run, request, value, version });
                         }
                         Action::Commit { run, writes, expect } => {
-                            let conflict = expect.iter().find(|(k, v)| self.store.get(k).map_or(0, |(_, n)| *n) != *v);
-                            if let Some((key, _)) = conflict {
-                                queue.push_back(Event::CommitConflict { run, key: key.clone() });
-                                continue;
-                            }
-                            if !writes.is_empty() {
-                                self.clock += 1;
-                                for (k, v) in &writes {
-                                    match v {
-                                        Some(v) => self.store.insert(k.clone(), (v.clone(), self.clock)),
-                                        None => self.store.remove(k),
-                                    };
-                                }
-                                let function = names.get(&run).cloned().unwrap_or_default();
-                                observed.commits.push((function, writes));
-                            }
-                            queue.push_back(Event::Committed { run });
+                            // The commit lands later, at a moment the seed picks.
+                            commits.push((run, writes, expect));
                         }
                         Action::Kill { run, .. } => {
                             if let Some(a) = active.remove(&run) {
@@ -384,9 +373,29 @@ impl World {
                     }
                 }
             }
-            // Advance one run that is not waiting for a reply, chosen by the seed.
+            // Land the commit in flight, or advance one run that is not waiting for a reply, as the seed picks.
             let ready: Vec<RunId> = active.iter().filter(|(_, a)| !a.waiting).map(|(r, _)| *r).collect();
-            assert!(!ready.is_empty(), "the engine waits while no function can move: a deadlock");
+            assert!(!ready.is_empty() || !commits.is_empty(), "the engine waits while nothing can move: a deadlock");
+            if !commits.is_empty() && (ready.is_empty() || self.rng.chance(30)) {
+                let (run, writes, expect) = commits.remove(0);
+                let conflict = expect.iter().find(|(k, v)| self.store.get(k).map_or(0, |(_, n)| *n) != *v);
+                if let Some((key, _)) = conflict {
+                    queue.push_back(Event::CommitConflict { run, key: key.clone() });
+                    continue;
+                }
+                if !writes.is_empty() {
+                    self.clock += 1;
+                    for (k, v) in &writes {
+                        match v {
+                            Some(v) => self.store.insert(k.clone(), (v.clone(), self.clock)),
+                            None => self.store.remove(k),
+                        };
+                    }
+                    observed.commits.push((names.get(&run).cloned().unwrap_or_default(), writes));
+                }
+                queue.push_back(Event::Committed { run });
+                continue;
+            }
             let run = ready[self.rng.below(ready.len() as u64) as usize];
             let a = active.get_mut(&run).unwrap();
             request += 1;

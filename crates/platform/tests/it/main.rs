@@ -300,3 +300,41 @@ async fn the_examples_deploy_and_seed_without_overwriting() {
     assert_eq!(again.seeded, 0, "seeds never overwrite");
     assert_eq!(value(p.store(), "seats:TGV-6601"), Some(json!(1)));
 }
+
+/// The smart-home workflow, many times with repeating inputs, on two platforms: speculation off and on. Results
+/// and the final stores must be identical, and the speculative side must really have speculated (memo hits,
+/// speculative launches). Input order is fixed, so the reference is the same sequence of invocations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speculation_changes_nothing_a_user_can_see_on_the_smart_home_example() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/smarthome");
+    let inputs = [
+        json!({"user": "alice", "password": "wonderland", "room": "living"}),
+        json!({"user": "alice", "password": "wonderland", "room": "cellar"}),
+        json!({"user": "bob", "password": "builder", "room": "living"}),
+        json!({"user": "alice", "password": "nope", "room": "living"}),
+    ];
+    let mut outcomes = Vec::new();
+    for speculation in [false, true] {
+        let f = fixture();
+        let p = &f.platform;
+        p.deploy_project(NS, &root).await.unwrap();
+        let mut results = Vec::new();
+        for round in 0..4 {
+            for input in &inputs {
+                let options = platform::InvokeOptions { speculation: Some(speculation) };
+                let inv = p.invoke_with(NS, "smarthome", input.clone(), options).await.unwrap();
+                results.push((round, inv.status, inv.result));
+            }
+        }
+        let keys = ["ac:living", "ac:cellar", "user:alice", "temp:living"];
+        let store: Vec<Option<Value>> = keys.iter().map(|k| value(p.store(), k)).collect();
+        outcomes.push((results, store, p.metrics()));
+    }
+    let (off, on) = (&outcomes[0], &outcomes[1]);
+    assert_eq!(on.0, off.0, "results differ with speculation on");
+    assert_eq!(on.1, off.1, "stores differ with speculation on");
+    assert_eq!(off.2.speculative_launches, 0);
+    assert!(on.2.speculative_launches > 10, "{:?}", on.2);
+    assert!(on.2.memo_hits > 10, "{:?}", on.2);
+    assert!(on.2.skipped > 0, "the pure `normalize` and `done` are skipped on memo hits: {:?}", on.2);
+}
