@@ -561,3 +561,53 @@ fn opacity_a_speculative_function_never_sees_half_of_an_older_functions_writes()
     assert!(counters.speculative_launches >= 500, "b must have run speculatively: {counters:?}");
     assert!(b_runs >= 500, "{b_runs}");
 }
+
+/// S5: a long sequence under memo tables that always lie, so every speculative slot is mispredicted. Every
+/// mispredicted slot is squashed, the result is still the reference's, and the work stays bounded: runs launched
+/// are at most one per function plus the speculation budget, after which the invocation goes on
+/// non-speculatively.
+#[test]
+fn squash_cascades_are_bounded_by_the_budget() {
+    let f = FnDef {
+        name: "f".into(),
+        reads: vec![0],
+        writes: vec![0],
+        modulus: 4,
+        salt: 3,
+        fail_on: None,
+        pure: false,
+        uniform: false,
+    };
+    let defs: HashMap<String, FnDef> = [(f.name.clone(), f)].into_iter().collect();
+    let chain: Vec<String> = (0..12).map(|_| "f".to_string()).collect();
+    let app = Arc::new(model::Application::sequence("long", &chain, &|n| defs.contains_key(n)).unwrap());
+    for budget in [0, 3, 10] {
+        let store: BTreeMap<String, (Value, u64)> = [("k0".to_string(), (json!(1), 1))].into_iter().collect();
+        let world = |seed| World {
+            reads_log: Vec::new(),
+            defs: defs.clone(),
+            trust_pure: false,
+            store: store.clone(),
+            clock: 1,
+            rng: Rng::new(seed),
+        };
+        let mut want = Observed::default();
+        let off = Config { speculation: false, ..Config::default() };
+        world(1).run(&app, json!({"x": 0}), off, oracle_named("learning", 1), &mut want, &mut Counters::default());
+        let mut got = Observed::default();
+        let mut counters = Counters::default();
+        let on = Config { budget, ..Config::default() };
+        let mut w = world(2);
+        w.run(&app, json!({"x": 0}), on, oracle_named("wrong-memo", 2), &mut got, &mut counters);
+        assert_eq!(got, want, "budget {budget}");
+        let launched = w.reads_log.len() as u32;
+        assert!(launched <= 12 + budget, "budget {budget}: {launched} runs for 12 functions");
+        assert!(counters.speculative_launches <= budget, "budget {budget}: {counters:?}");
+        if budget > 0 {
+            assert!(
+                counters.squashes.get(&Cause::MemoMismatch).copied().unwrap_or(0) > 0,
+                "budget {budget}: {counters:?}"
+            );
+        }
+    }
+}
