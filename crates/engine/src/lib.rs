@@ -204,15 +204,34 @@ pub struct Stats {
     pub squashes: std::collections::BTreeMap<Cause, u32>,
     /// Whether the budget ran out and the invocation went on non-speculatively.
     pub budget_exhausted: bool,
+    /// Effects performed, and effects answered from the journal of an earlier run of the same slot.
+    pub effects: u32,
+    pub effects_replayed: u32,
+    /// Effect calls that waited for their run to become non-speculative.
+    pub effects_suspended: u32,
 }
 
 /// A storage access or call made by running code.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Call {
-    Get { key: String },
-    Put { key: String, value: Value },
-    Delete { key: String },
-    Invoke { function: String, args: Value },
+    Get {
+        key: String,
+    },
+    Put {
+        key: String,
+        value: Value,
+    },
+    Delete {
+        key: String,
+    },
+    Invoke {
+        function: String,
+        args: Value,
+    },
+    /// An external effect (outbound HTTP, described as JSON): performed only once the run is non-speculative.
+    Effect {
+        effect: Value,
+    },
 }
 
 /// The engine's answer to a [`Call`].
@@ -281,6 +300,8 @@ pub enum Event {
     CommitFailed { run: RunId, error: String },
     /// An [`Action::Commit`] found that `key` changed since the run read it; nothing was applied.
     CommitConflict { run: RunId, key: String },
+    /// An [`Action::Effect`] was performed: its result, or why it failed.
+    EffectDone { run: RunId, request: RequestId, result: Result<Value, String> },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -294,6 +315,8 @@ pub enum Action {
     /// Apply these writes atomically (`None` deletes), provided every `expect`ed key still has the version the
     /// run read; answer with [`Event::Committed`], [`Event::CommitConflict`] or [`Event::CommitFailed`].
     Commit { run: RunId, writes: Vec<(String, Option<Value>)>, expect: Vec<(String, u64)> },
+    /// Perform an external effect for a non-speculative run; answer with [`Event::EffectDone`].
+    Effect { run: RunId, request: RequestId, effect: Value },
     /// Stop a run now and discard everything it produced; no [`Event::Finished`] is expected for it any more.
     Kill { run: RunId, cause: Cause },
     /// The invocation is over.

@@ -60,6 +60,11 @@ struct Slot {
     decisions: Vec<Decision>,
     /// Path length and step count before the concrete walk from this slot, to undo it if the slot runs again.
     walked_from: Option<(usize, u32)>,
+    /// Effects performed for this slot, in order, with their results: a re-run of the slot gets the same results
+    /// for the same effects instead of performing them again.
+    effects: Vec<(Value, Result<Value, String>)>,
+    /// How many effect calls the current run has made (its position in `effects`).
+    effects_used: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +109,10 @@ pub struct Engine {
     stalled: Vec<(RunId, RequestId, String)>,
     /// Store reads in flight: request → (run, key).
     store_reads: HashMap<RequestId, (RunId, String)>,
+    /// Effect calls of speculative runs, waiting for the run's slot to become the oldest: (run, request, effect).
+    suspended: Vec<(RunId, RequestId, Value)>,
+    /// Effects being performed: request → (run, slot, effect).
+    effects_in_flight: HashMap<RequestId, (RunId, SlotId, Value)>,
     committing: bool,
     /// The invocation ends once the oldest slot's commit lands.
     then_complete: Option<(Status, Value)>,
@@ -131,6 +140,8 @@ impl Engine {
             next_slot: 0,
             stalled: Vec::new(),
             store_reads: HashMap::new(),
+            suspended: Vec::new(),
+            effects_in_flight: HashMap::new(),
             committing: false,
             then_complete: None,
             steps: 0,
@@ -176,6 +187,20 @@ impl Engine {
                 }
             }
             Event::Finished { run, outcome } => self.finished(run, outcome, &mut out),
+            Event::EffectDone { run, request, result } => {
+                if let Some((r, slot, effect)) = self.effects_in_flight.remove(&request) {
+                    if let Some(index) = self.slot_index(slot) {
+                        self.slots[index].effects.push((effect, result.clone()));
+                    }
+                    if r == run && self.is_running(run) {
+                        let reply = match result {
+                            Ok(v) => Reply::Ok(v),
+                            Err(e) => Reply::Refused(e),
+                        };
+                        out.push(Action::Reply { run, request, reply });
+                    }
+                }
+            }
             Event::Committed { run } => {
                 debug_assert!(self.committing && self.slots.front().and_then(|s| s.run) == Some(run));
                 self.committed(&mut out);
@@ -228,6 +253,8 @@ impl Engine {
             derived: None,
             decisions: Vec::new(),
             walked_from: None,
+            effects: Vec::new(),
+            effects_used: 0,
         }
     }
 
@@ -279,6 +306,7 @@ impl Engine {
         slot.run = Some(run);
         slot.spec_run = speculative;
         slot.outcome = None;
+        slot.effects_used = 0;
     }
 
     /// Creates a run and emits its launch; `None` (and the invocation failed) when the run budget is spent.
@@ -414,7 +442,39 @@ impl Engine {
                 let (slot, speculative) = (self.runs[run as usize].slot, self.runs[run as usize].speculative);
                 self.new_run(&function, slot, Some((run, request)), speculative, args, out);
             }
+            Call::Effect { effect } => {
+                let slot = self.runs[run as usize].slot;
+                if self.slots.front().is_some_and(|s| s.id == slot) {
+                    self.effect(run, request, effect, out);
+                } else {
+                    self.stats.effects_suspended += 1;
+                    self.suspended.push((run, request, effect));
+                }
+            }
         }
+    }
+
+    /// Performs (or replays from the slot's journal) an effect of a run of the oldest slot.
+    fn effect(&mut self, run: RunId, request: RequestId, effect: Value, out: &mut Vec<Action>) {
+        let head = &mut self.slots[0];
+        let i = head.effects_used;
+        head.effects_used += 1;
+        if let Some((logged, result)) = head.effects.get(i) {
+            if *logged == effect {
+                // This slot ran before and performed this very effect: answer from the journal, never twice.
+                let reply = match result.clone() {
+                    Ok(v) => Reply::Ok(v),
+                    Err(e) => Reply::Refused(e),
+                };
+                self.stats.effects_replayed += 1;
+                out.push(Action::Reply { run, request, reply });
+                return;
+            }
+            head.effects.truncate(i); // the re-run diverged: later journal entries no longer apply
+        }
+        self.stats.effects += 1;
+        self.effects_in_flight.insert(request, (run, head.id, effect.clone()));
+        out.push(Action::Effect { run, request, effect });
     }
 
     /// Runs of slot `id` that may hold writes: the current top run and its callees.
@@ -589,6 +649,7 @@ impl Engine {
             slot.outcome = None;
         }
         self.stalled.retain(|(r, _, _)| self.runs[*r as usize].running);
+        self.suspended.retain(|(r, _, _)| self.runs[*r as usize].running);
         // Whoever read this slot's writes read something that no longer exists.
         let mut t = index + 1;
         while t < self.slots.len() {
@@ -857,6 +918,23 @@ impl Engine {
         }
         // Reads that waited on the committed slot can now be answered from the store.
         self.retry_stalled(out);
+        self.release_effects(out);
         self.advance_head(out);
+    }
+
+    /// Effects that waited for their run's slot to become the oldest are performed now, in the order they came.
+    fn release_effects(&mut self, out: &mut Vec<Action>) {
+        let Some(head) = self.slots.front().map(|s| s.id) else { return };
+        let waiting = std::mem::take(&mut self.suspended);
+        for (run, request, effect) in waiting {
+            if !self.is_running(run) {
+                continue; // squashed while it waited: the effect never happens
+            }
+            if self.runs[run as usize].slot == head {
+                self.effect(run, request, effect, out);
+            } else {
+                self.suspended.push((run, request, effect));
+            }
+        }
     }
 }

@@ -54,6 +54,8 @@ pub struct FnDef {
     pub pure: bool,
     /// Writes one value to every key it writes (so those keys always agree when it is done).
     pub uniform: bool,
+    /// Performs an external effect (after its reads, before its writes), whose result it folds into its output.
+    pub effect: bool,
 }
 
 fn mix(a: i64, b: i64) -> i64 {
@@ -62,7 +64,7 @@ fn mix(a: i64, b: i64) -> i64 {
 
 impl FnDef {
     fn value_of(v: &Value) -> i64 {
-        v.as_i64().unwrap_or(0)
+        v.as_i64().or_else(|| v["n"].as_i64()).unwrap_or(0)
     }
 
     /// The output for an input `x` and the values read; `None` means the function fails.
@@ -102,6 +104,7 @@ fn gen_function(rng: &mut Rng, i: usize) -> FnDef {
         fail_on: (rng.chance(10)).then(|| rng.below(4) as i64),
         pure,
         uniform: false,
+        effect: !pure && rng.chance(30),
     }
 }
 
@@ -264,6 +267,8 @@ pub struct Observed {
     pub store: BTreeMap<String, Value>,
     /// Non-empty committed write sets, in commit order, with the committing function.
     pub commits: Vec<(String, WriteSet)>,
+    /// Effects performed, in order (S4: exactly those of the sequential execution, never from a squashed run).
+    pub effects: Vec<Value>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -273,6 +278,7 @@ pub struct Counters {
     pub skipped: u32,
     pub speculative_launches: u32,
     pub branch_predictions: u32,
+    pub effects_suspended: u32,
 }
 
 pub struct World {
@@ -352,6 +358,11 @@ impl World {
                             // The commit lands later, at a moment the seed picks.
                             commits.push((run, writes, expect));
                         }
+                        Action::Effect { run, request, effect } => {
+                            observed.effects.push(effect.clone());
+                            let result = json!({"status": 200, "n": observed.effects.len()});
+                            queue.push_back(Event::EffectDone { run, request, result: Ok(result) });
+                        }
                         Action::Kill { run, .. } => {
                             if let Some(a) = active.remove(&run) {
                                 self.reads_log.push((a.def.name.clone(), a.read));
@@ -368,6 +379,7 @@ impl World {
                             counters.skipped += c.stats.skipped;
                             counters.speculative_launches += c.stats.speculative_launches;
                             counters.branch_predictions += c.stats.branch_predictions;
+                            counters.effects_suspended += c.stats.effects_suspended;
                             return;
                         }
                     }
@@ -399,8 +411,12 @@ impl World {
             let run = ready[self.rng.below(ready.len() as u64) as usize];
             let a = active.get_mut(&run).unwrap();
             request += 1;
-            let (nr, nw) = (a.def.reads.len(), a.def.writes.len());
-            let event = if a.step < nr {
+            let (nr, nw) = (a.def.reads.len() + a.def.effect as usize, a.def.writes.len());
+            let event = if a.def.effect && a.step == nr - 1 {
+                let effect = json!({"from": a.def.name, "x": a.x, "read": a.read});
+                pending_reads.insert(request, (run, "effect".into()));
+                Event::Call { run, request, call: Call::Effect { effect } }
+            } else if a.step < nr {
                 let key = KEYS[a.def.reads[a.step]].to_string();
                 pending_reads.insert(request, (run, key.clone()));
                 Event::Call { run, request, call: Call::Get { key } }
@@ -502,6 +518,10 @@ fn speculation_equals_the_sequential_reference_under_every_oracle() {
         assert!(counters.memo_hits > 100, "{counters:?}");
         assert!(counters.skipped > 0, "{counters:?}");
         assert!(counters.branch_predictions > 0, "{counters:?}");
+        assert!(
+            counters.effects_suspended > 0,
+            "no effect ever waited for its run to be non-speculative: {counters:?}"
+        );
         for cause in [Cause::ControlMispredict, Cause::MemoMismatch, Cause::RawViolation, Cause::Opacity] {
             assert!(counters.squashes.get(&cause).copied().unwrap_or(0) > 0, "no {cause:?} squash: {counters:?}");
         }
@@ -523,6 +543,7 @@ fn opacity_a_speculative_function_never_sees_half_of_an_older_functions_writes()
         fail_on: None,
         pure: false,
         uniform: true,
+        effect: false,
     };
     let b = FnDef {
         name: "b".into(),
@@ -533,6 +554,7 @@ fn opacity_a_speculative_function_never_sees_half_of_an_older_functions_writes()
         fail_on: None,
         pure: false,
         uniform: false,
+        effect: false,
     };
     let workflow = json!({"StartAt": "A", "States": {
         "A": {"Type": "Task", "Resource": "a", "ResultPath": null, "Next": "B"},
@@ -577,6 +599,7 @@ fn squash_cascades_are_bounded_by_the_budget() {
         fail_on: None,
         pure: false,
         uniform: false,
+        effect: false,
     };
     let defs: HashMap<String, FnDef> = [(f.name.clone(), f)].into_iter().collect();
     let chain: Vec<String> = (0..12).map(|_| "f".to_string()).collect();

@@ -119,6 +119,7 @@ impl Sim {
                         }
                         events.push_back(Event::Committed { run });
                     }
+                    Action::Effect { .. } => panic!("scripted functions perform no effects"),
                     Action::Kill { run, .. } => {
                         active.remove(&run);
                     }
