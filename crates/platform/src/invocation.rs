@@ -41,6 +41,7 @@ pub struct Invocation {
 enum Incoming {
     Call { run: RunId, request: HostRequest },
     Finished { run: RunId, report: Report },
+    EffectDone { run: RunId, request: RequestId, result: Result<Value, String> },
 }
 
 struct Slot {
@@ -60,6 +61,14 @@ fn to_call(call: HostCall) -> Call {
         HostCall::KvPut { key, value } => Call::Put { key, value },
         HostCall::KvDelete { key } => Call::Delete { key },
         HostCall::Invoke { function, args } => Call::Invoke { function, args },
+        HostCall::Http { request } => {
+            let mut effect = serde_json::Map::new();
+            effect.insert("kind".into(), json!("http"));
+            if let Value::Object(fields) = request {
+                effect.extend(fields);
+            }
+            Call::Effect { effect: Value::Object(effect) }
+        }
     }
 }
 
@@ -174,6 +183,21 @@ pub(crate) async fn run(
                             slot.killed = Some(Instant::now());
                         }
                     }
+                    Action::Effect { run, request, effect } => {
+                        let done = tx.clone();
+                        let body_max = inner.config.payload_bytes_max as u64;
+                        tokio::spawn(async move {
+                            let result = match effect["kind"].as_str() {
+                                Some("http") => {
+                                    tokio::task::spawn_blocking(move || crate::effects::http(&effect, body_max))
+                                        .await
+                                        .unwrap_or_else(|e| Err(format!("http: {e}")))
+                                }
+                                other => Err(format!("unknown effect kind {other:?}")),
+                            };
+                            let _ = done.send(Incoming::EffectDone { run, request, result });
+                        });
+                    }
                     Action::Complete(c) => completion = Some(c),
                 }
             }
@@ -193,6 +217,9 @@ pub(crate) async fn run(
                 next_request += 1;
                 replies.insert(next_request, request.reply);
                 events.push_back(Event::Call { run, request: next_request, call: to_call(request.call) });
+            }
+            Incoming::EffectDone { run, request, result } => {
+                events.push_back(Event::EffectDone { run, request, result });
             }
             Incoming::Finished { run, report } => {
                 let slot = &mut slots[run as usize];

@@ -7,11 +7,13 @@
 //! - [`record`]: activation records in OpenWhisk's shape, with what speculation did to each run.
 //! - [`metrics`]: counters across invocations (invocations by status, speculation, squashes by cause).
 //! - `load`: samples the machine's CPU load, which reaches every invocation's engine as an event.
+//! - [`effects`]: performs external effects (outbound HTTP) for non-speculative runs.
 //! - [`project`]: loads a project directory (`specfaas.toml`, code files, ASL files, seed data).
 //!
 //! **Architecture invariant:** no speculation or scheduling decision is made here; the engine decides, the
 //! platform executes. **API boundary:** callers see [`Platform`], [`Invocation`] and records, never channels.
 
+pub mod effects;
 mod invocation;
 mod load;
 pub mod metrics;

@@ -29,6 +29,9 @@ pub struct Snapshot {
     pub squashed_us: u64,
     /// Invocations that spent their speculation budget and went on non-speculatively.
     pub budget_exhausted: u64,
+    /// External effects performed; effects that first waited for their function to become non-speculative.
+    pub effects: u64,
+    pub effects_suspended: u64,
 }
 
 impl Snapshot {
@@ -59,6 +62,8 @@ impl Metrics {
         }
         m.squashed_us += squashed_us;
         m.budget_exhausted += stats.budget_exhausted as u64;
+        m.effects += stats.effects as u64;
+        m.effects_suspended += stats.effects_suspended as u64;
     }
 
     pub fn snapshot(&self) -> Snapshot {

@@ -69,6 +69,7 @@ impl MockHost {
                         HostReply::FunctionFailed(json!("callee broke"))
                     }
                     HostCall::Invoke { function, args } => HostReply::Ok(json!({"from": function, "args": args})),
+                    HostCall::Http { request } => HostReply::Ok(json!({"status": 200, "echo": request})),
                 };
                 (req.reply)(reply);
             }

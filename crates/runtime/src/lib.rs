@@ -39,10 +39,25 @@ pub struct Activation {
 /// A request from running code to the platform.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HostCall {
-    KvGet { key: String },
-    KvPut { key: String, value: Value },
-    KvDelete { key: String },
-    Invoke { function: String, args: Value },
+    KvGet {
+        key: String,
+    },
+    KvPut {
+        key: String,
+        value: Value,
+    },
+    KvDelete {
+        key: String,
+    },
+    Invoke {
+        function: String,
+        args: Value,
+    },
+    /// Outbound HTTP: `{"method", "url", "headers", "body"}`. An external effect: the platform performs it only
+    /// once the calling function is non-speculative, and answers `{"status", "headers", "body"}`.
+    Http {
+        request: Value,
+    },
 }
 
 /// The platform's answer to a [`HostCall`].

@@ -71,6 +71,12 @@ impl Context {
     pub async fn invoke(&self, function: &str, args: Value) -> Result<Value, CallError> {
         self.call(HostCall::Invoke { function: function.into(), args }).await
     }
+    /// Outbound HTTP, `{"method", "url", "headers", "body"}`: an external effect, performed once this function is
+    /// non-speculative. Resolves to `{"status", "headers", "body"}`.
+    pub async fn http(&self, request: Value) -> Result<Value, CallError> {
+        self.call(HostCall::Http { request }).await
+    }
+
     /// Appends a line to the activation's logs (as stdout).
     pub fn log(&self, line: &str) {
         self.logs.lock().expect("log sink poisoned").push("stdout", line);

@@ -338,3 +338,92 @@ async fn speculation_changes_nothing_a_user_can_see_on_the_smart_home_example() 
     assert!(on.2.memo_hits > 10, "{:?}", on.2);
     assert!(on.2.skipped > 0, "the pure `normalize` and `done` are skipped on memo hits: {:?}", on.2);
 }
+
+/// A tiny HTTP server on loopback that answers `ok` and remembers every request body, in order.
+async fn http_sink() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = bodies.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let n = conn.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    let Some(end) = text.find("\r\n\r\n") else { continue };
+                    let length = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if buf.len() < end + 4 + length {
+                        continue;
+                    }
+                    seen.lock().unwrap().push(text[end + 4..end + 4 + length].to_string());
+                    let _ =
+                        conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok").await;
+                    return;
+                }
+            });
+        }
+    });
+    (url, bodies)
+}
+
+/// S4 on the real platform: `notify` posts to an HTTP endpoint. With speculation on, after warm-up, `notify` runs
+/// speculatively while `prepare` is still running; its request must wait until it is non-speculative, and exactly
+/// one request per invocation reaches the server, in invocation order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_effects_happen_once_per_invocation_and_never_speculatively() {
+    let (url, bodies) = http_sink().await;
+    let f = fixture();
+    let p = &f.platform;
+    p.native().register("prepare", |_, input| async move {
+        tokio::time::sleep(Duration::from_millis(30)).await; // long enough for notify to start speculatively
+        Ok(json!({"n": input["n"], "url": input["url"]}))
+    });
+    p.deploy_function(NS, native("prepare")).await.unwrap();
+    let notify = "import json, specfaas
+def main(args):
+    r = specfaas.http(args['url'], method='POST', body=json.dumps({'n': args['n']}))
+    return {'status': r['status'], 'body': r['body']}
+";
+    p.deploy_function(NS, source("notify", Kind::Python, notify, Limits::default())).await.unwrap();
+    sequence(p, "alert", &["prepare", "notify"]).await;
+    let mut want = Vec::new();
+    for i in 0..6 {
+        let n = i % 2;
+        let inv = p.invoke(NS, "alert", json!({"n": n, "url": url})).await.unwrap();
+        assert_eq!(inv.result, json!({"status": 200, "body": "ok"}), "{}", inv.result);
+        want.push(json!({"n": n}).to_string());
+    }
+    // The Node.js SDK's http, the same way.
+    let notify_js = "const specfaas = require('specfaas');
+async function main(args) {
+  const r = await specfaas.http({ url: args.url, method: 'POST', body: JSON.stringify({ n: args.n }) });
+  return { status: r.status, body: r.body };
+}";
+    p.deploy_function(NS, source("notify_js", Kind::Node, notify_js, Limits::default())).await.unwrap();
+    sequence(p, "alert_js", &["prepare", "notify_js"]).await;
+    let inv = p.invoke(NS, "alert_js", json!({"n": 7, "url": url})).await.unwrap();
+    assert_eq!(inv.result, json!({"status": 200, "body": "ok"}), "{}", inv.result);
+    want.push(json!({"n": 7}).to_string());
+    let got: Vec<Value> = bodies.lock().unwrap().iter().map(|b| serde_json::from_str(b).unwrap()).collect();
+    let want: Vec<Value> = want.iter().map(|b| serde_json::from_str(b).unwrap()).collect();
+    assert_eq!(got, want, "exactly one request per invocation, in order");
+    let m = p.metrics();
+    assert_eq!(m.effects, 7, "{m:?}");
+    assert!(m.effects_suspended > 0, "notify ran speculatively and its request waited: {m:?}");
+}

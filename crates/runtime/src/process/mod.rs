@@ -586,6 +586,7 @@ fn to_host_call(call: protocol::Call) -> Result<HostCall, String> {
             function: call.function.clone().ok_or("invoke needs a function name")?,
             args: call.args.clone().unwrap_or(Value::Object(Default::default())),
         },
+        "http" => HostCall::Http { request: call.request.clone().ok_or("http needs a request")? },
         other => return Err(format!("unknown platform call \"{other}\"")),
     })
 }

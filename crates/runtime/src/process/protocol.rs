@@ -66,6 +66,8 @@ pub struct Call {
     pub value: Option<Value>,
     pub function: Option<String>,
     pub args: Option<Value>,
+    /// `http`: the request.
+    pub request: Option<Value>,
 }
 
 /// Sent by the platform to a handler, answering a [`Call`].

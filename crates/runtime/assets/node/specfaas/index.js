@@ -5,6 +5,8 @@
 //   await specfaas.kv.get('user:alice');          // -> { visits: 1 }, or null if absent
 //   await specfaas.kv.delete('user:alice');
 //   await specfaas.invoke('other-function', { x: 1 });  // resolves to the callee's result
+//   await specfaas.http({ url: 'https://example.com/hook', method: 'POST', body: '{}' });
+//     // -> { status, headers, body }; an external effect, performed only once this function is non-speculative
 //
 // Every call goes to the platform over the activation's connection; the platform, not the function, talks to
 // storage. Keys are strings and values are JSON. Calls return promises.
@@ -60,6 +62,10 @@ module.exports = {
     delete: (key) => call('kv.delete', { key }).then(() => undefined),
   },
   invoke: (name, args) => call('invoke', { function: name, args: args === undefined ? {} : args }),
+  http: (request) =>
+    call('http', {
+      request: Object.assign({ method: 'GET', headers: {}, body: null }, typeof request === 'string' ? { url: request } : request),
+    }),
   Error: SpecfaasError,
   InvokeError,
   _attach,

@@ -5,6 +5,9 @@
     specfaas.kv.get("user:alice")        # -> {"visits": 1}, or None if absent
     specfaas.kv.delete("user:alice")
     specfaas.invoke("other-function", {"x": 1})   # blocks; returns the callee's result
+    specfaas.http("https://example.com/hook", method="POST", body='{"done": true}')
+        # -> {"status": 200, "headers": {...}, "body": "..."}; an external effect, performed only once this
+        #    function is non-speculative
 
 Every call goes to the platform over the activation's connection; the platform, not the function, talks to
 storage. Keys are strings and values are JSON.
@@ -12,7 +15,7 @@ storage. Keys are strings and values are JSON.
 
 import json
 
-__all__ = ["kv", "invoke", "Error", "InvokeError"]
+__all__ = ["kv", "invoke", "http", "Error", "InvokeError"]
 
 
 class Error(Exception):
@@ -79,3 +82,10 @@ kv = _Kv()
 
 def invoke(name, args=None):
     return _call("invoke", function=name, args=args if args is not None else {})
+
+
+def http(url, method="GET", headers=None, body=None):
+    """Outbound HTTP. It is an external effect: a speculative function waits here until it is non-speculative,
+    and a squashed one never sends it."""
+    request = {"method": method, "url": url, "headers": headers or {}, "body": body}
+    return _call("http", request=request)
