@@ -133,6 +133,13 @@ pub trait Oracle: Send + Sync {
     /// run, which is sound because the engine trains the table with committed outputs only.
     fn memo(&self, function: &str, version: &str, input: &Value) -> Option<Value>;
     fn train_memo(&self, function: &str, version: &str, input: &Value, output: &Value);
+    /// Consecutive times a write by `producer` to `key` squashed `consumer` for reading it too early.
+    fn dependence(&self, producer: &str, consumer: &str, key: &str) -> u32;
+    /// `producer`'s write to `key` squashed `consumer` once more.
+    fn train_squash(&self, producer: &str, consumer: &str, key: &str);
+    /// `consumer` committed having read `key` from committed state, with no older function writing it: the
+    /// dependences predicted on it did not materialize, and their streaks end.
+    fn train_clean_read(&self, consumer: &str, key: &str);
 }
 
 /// Predicts nothing and learns nothing.
@@ -147,6 +154,11 @@ impl Oracle for NoOracle {
         None
     }
     fn train_memo(&self, _: &str, _: &str, _: &Value, _: &Value) {}
+    fn dependence(&self, _: &str, _: &str, _: &str) -> u32 {
+        0
+    }
+    fn train_squash(&self, _: &str, _: &str, _: &str) {}
+    fn train_clean_read(&self, _: &str, _: &str) {}
 }
 
 /// Why a run was squashed.

@@ -65,6 +65,8 @@ struct Slot {
     effects: Vec<(Value, Result<Value, String>)>,
     /// How many effect calls the current run has made (its position in `effects`).
     effects_used: usize,
+    /// Keys for which an older write squashed this slot: its commit is no clean read of them.
+    raw_keys: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,8 +123,6 @@ pub struct Engine {
     depth: u32,
     budget_left: u32,
     stats: Stats,
-    /// Consecutive RAW squashes by (producer function, consumer function, key).
-    dependences: HashMap<(String, String, String), u32>,
     done: bool,
 }
 
@@ -149,7 +149,6 @@ impl Engine {
             depth,
             budget_left: config.budget,
             stats: Stats::default(),
-            dependences: HashMap::new(),
             done: false,
         }
     }
@@ -255,6 +254,7 @@ impl Engine {
             walked_from: None,
             effects: Vec::new(),
             effects_used: 0,
+            raw_keys: Vec::new(),
         }
     }
 
@@ -510,12 +510,14 @@ impl Engine {
             }
             return;
         }
-        // A predicted dependence: an older slot running a function that kept overwriting this key after we read it.
-        let consumer = self.runs[run as usize].function.clone();
+        // A predicted dependence: an older slot still running a function whose writes to this key kept squashing
+        // this function: wait for it rather than be squashed again.
+        let consumer = &self.runs[run as usize].function;
         for q in 0..me {
             let slot = &self.slots[q];
-            let hot = self.dependences.get(&(slot.function.clone(), consumer.clone(), key.clone()));
-            if slot.outcome.is_none() && hot.is_some_and(|n| *n >= self.config.dependence_squashes) {
+            if slot.outcome.is_none()
+                && self.oracle.dependence(&slot.function, consumer, &key) >= self.config.dependence_squashes
+            {
                 self.stalled.push((run, request, key));
                 return;
             }
@@ -551,8 +553,8 @@ impl Engine {
                 })
             });
             if stale {
-                let consumer = self.slots[t].function.clone();
-                *self.dependences.entry((producer.clone(), consumer, key.clone())).or_insert(0) += 1;
+                self.oracle.train_squash(&producer, &self.slots[t].function, &key);
+                self.slots[t].raw_keys.push(key.clone());
                 self.squash_slot(t, Cause::RawViolation, true, out);
             }
             t += 1;
@@ -906,6 +908,16 @@ impl Engine {
         let head = self.slots.pop_front().expect("a slot was committing");
         if let Some(run) = head.run {
             self.buffer.take(run);
+            if self.config.speculation {
+                // Keys it read from committed state, with no older function writing them and no squash for them:
+                // the predicted dependences on them did not materialize, so their streaks end. (A read forwarded
+                // from an older writer confirms the dependence, even when waiting for it avoided the squash.)
+                for (key, source) in &self.runs[run as usize].reads {
+                    if *source == Source::Store && !head.raw_keys.contains(key) {
+                        self.oracle.train_clean_read(&head.function, key);
+                    }
+                }
+            }
         }
         for r in 0..self.runs.len() {
             let info = &mut self.runs[r];

@@ -5,6 +5,10 @@
 //! - **Memo table**: `(function, code version, canonical JSON of the input)` → output. A redeploy changes the
 //!   version, so rows never outlive the code that produced them.
 //!
+//! - **Dependence table**: `(consumer, key)` → per producer, how many times in a row that producer's write squashed
+//!   the consumer for reading the key too early. A commit of the consumer that read the key from committed state
+//!   (no older function wrote it) ends the streaks.
+//!
 //! One `Tables` serves one namespace (tenant): rows are never shared between tenants. Both tables learn only what
 //! the engine trains them with, which is non-speculative outcomes.
 
@@ -40,9 +44,13 @@ type BranchTable = LruCache<(String, u64), Vec<(usize, u32)>>;
 /// (function, code version, canonical input) → output.
 type MemoTable = LruCache<(String, String, String), Value>;
 
+/// (consumer, key) → (producer, consecutive squashes).
+type DependenceTable = LruCache<(String, String), Vec<(String, u32)>>;
+
 pub struct Tables {
     branches: Mutex<BranchTable>,
     memo: Mutex<MemoTable>,
+    dependences: Mutex<DependenceTable>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -55,6 +63,7 @@ impl Tables {
         Tables {
             branches: Mutex::new(LruCache::new(cap(sizes.branch_entries))),
             memo: Mutex::new(LruCache::new(cap(sizes.memo_entries))),
+            dependences: Mutex::new(LruCache::new(cap(sizes.branch_entries))),
         }
     }
 
@@ -93,6 +102,28 @@ impl Oracle for Tables {
         let key = (function.to_string(), version.to_string(), model::json::canonical(input));
         lock(&self.memo).put(key, output.clone());
     }
+
+    fn dependence(&self, producer: &str, consumer: &str, key: &str) -> u32 {
+        let mut table = lock(&self.dependences);
+        let entry = table.get(&(consumer.to_string(), key.to_string()));
+        entry.and_then(|e| e.iter().find(|(p, _)| p == producer)).map_or(0, |(_, n)| *n)
+    }
+
+    fn train_squash(&self, producer: &str, consumer: &str, key: &str) {
+        let mut table = lock(&self.dependences);
+        let entry = table.get_or_insert_mut((consumer.to_string(), key.to_string()), Vec::new);
+        match entry.iter_mut().find(|(p, _)| p == producer) {
+            Some((_, n)) => *n += 1,
+            None => entry.push((producer.to_string(), 1)),
+        }
+    }
+
+    fn train_clean_read(&self, consumer: &str, key: &str) {
+        let mut table = lock(&self.dependences);
+        if let Some(entry) = table.get_mut(&(consumer.to_string(), key.to_string())) {
+            entry.iter_mut().for_each(|(_, n)| *n = 0);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -114,6 +145,20 @@ mod tests {
             t.train_branch("c", 1, 4);
         }
         assert_eq!(t.branch("c", 1, &[3, 4]).unwrap().0, 4, "old behaviour fades");
+    }
+
+    #[test]
+    fn dependence_streaks_count_squashes_and_end_on_a_clean_read() {
+        let t = Tables::new(Sizes::default());
+        for _ in 0..3 {
+            t.train_squash("producer", "consumer", "k");
+        }
+        t.train_squash("other", "consumer", "k");
+        assert_eq!(t.dependence("producer", "consumer", "k"), 3);
+        assert_eq!(t.dependence("other", "consumer", "k"), 1);
+        assert_eq!(t.dependence("producer", "consumer", "j"), 0);
+        t.train_clean_read("consumer", "k");
+        assert_eq!(t.dependence("producer", "consumer", "k"), 0);
     }
 
     #[test]

@@ -203,6 +203,15 @@ impl Oracle for AlwaysWrong {
     fn train_memo(&self, f: &str, v: &str, input: &Value, output: &Value) {
         self.0.train_memo(f, v, input, output)
     }
+    fn dependence(&self, p: &str, c: &str, k: &str) -> u32 {
+        self.0.dependence(p, c, k)
+    }
+    fn train_squash(&self, p: &str, c: &str, k: &str) {
+        self.0.train_squash(p, c, k)
+    }
+    fn train_clean_read(&self, c: &str, k: &str) {
+        self.0.train_clean_read(c, k)
+    }
 }
 
 /// Answers at random: any target with any confidence, and memo outputs that are random (often wrong).
@@ -220,6 +229,12 @@ impl Oracle for Random {
         rng.chance(70).then(|| json!({"x": rng.below(4), "b": rng.chance(50)}))
     }
     fn train_memo(&self, _: &str, _: &str, _: &Value, _: &Value) {}
+    fn dependence(&self, _: &str, _: &str, _: &str) -> u32 {
+        let mut rng = self.0.lock().unwrap();
+        rng.below(5) as u32
+    }
+    fn train_squash(&self, _: &str, _: &str, _: &str) {}
+    fn train_clean_read(&self, _: &str, _: &str) {}
 }
 
 /// Memo tables seeded with wrong outputs: every lookup hits, with a value the function does not return.
@@ -239,6 +254,15 @@ impl Oracle for WrongMemo {
     }
     fn train_memo(&self, f: &str, v: &str, input: &Value, output: &Value) {
         self.0.train_memo(f, v, input, output)
+    }
+    fn dependence(&self, p: &str, c: &str, k: &str) -> u32 {
+        self.0.dependence(p, c, k)
+    }
+    fn train_squash(&self, p: &str, c: &str, k: &str) {
+        self.0.train_squash(p, c, k)
+    }
+    fn train_clean_read(&self, c: &str, k: &str) {
+        self.0.train_clean_read(c, k)
     }
 }
 
@@ -633,4 +657,61 @@ fn squash_cascades_are_bounded_by_the_budget() {
             );
         }
     }
+}
+
+/// The dependence predictor: `b` (speculative, independent of `a`'s output) reads `k0`, which `a` writes only at
+/// the end. Early invocations squash `b` for reading too early; once the same producer/consumer/key has squashed
+/// it `dependence_squashes` times in a row, `b`'s read waits for `a`, and the squashes stop.
+#[test]
+fn repeated_raw_squashes_make_the_read_wait() {
+    let a = FnDef {
+        name: "a".into(),
+        reads: vec![1, 2, 3, 1, 2, 3],
+        writes: vec![0],
+        modulus: 3,
+        salt: 5,
+        fail_on: None,
+        pure: false,
+        uniform: false,
+        effect: false,
+    };
+    let b = FnDef {
+        name: "b".into(),
+        reads: vec![0],
+        writes: vec![],
+        modulus: 3,
+        salt: 6,
+        fail_on: None,
+        pure: false,
+        uniform: false,
+        effect: false,
+    };
+    let workflow = json!({"StartAt": "A", "States": {
+        "A": {"Type": "Task", "Resource": "a", "ResultPath": null, "Next": "B"},
+        "B": {"Type": "Task", "Resource": "b", "End": true}}});
+    let defs: HashMap<String, FnDef> = [a, b].into_iter().map(|f| (f.name.clone(), f)).collect();
+    let graph = model::asl::parse("dep.json", &workflow.to_string(), &|f| defs.contains_key(f)).unwrap();
+    let app = Arc::new(model::Application::workflow("dep", graph).unwrap());
+    let oracle = oracle_named("learning", 1);
+    let store: BTreeMap<String, (Value, u64)> = KEYS.iter().map(|k| (k.to_string(), (json!(1), 1))).collect();
+    let mut per_invocation = Vec::new();
+    for seed in 1..=20u64 {
+        let mut world = World {
+            reads_log: Vec::new(),
+            defs: defs.clone(),
+            trust_pure: true,
+            store: store.clone(),
+            clock: 1,
+            rng: Rng::new(seed),
+        };
+        let mut counters = Counters::default();
+        world.run(&app, json!({"x": 0}), Config::default(), oracle.clone(), &mut Observed::default(), &mut counters);
+        per_invocation.push(counters.squashes.get(&Cause::RawViolation).copied().unwrap_or(0));
+    }
+    let total: u32 = per_invocation.iter().sum();
+    assert!(total >= 3, "b must have been squashed for reading too early: {per_invocation:?}");
+    assert!(
+        per_invocation[10..].iter().all(|n| *n == 0),
+        "the predicted dependence must stop the squashes: {per_invocation:?}"
+    );
 }
