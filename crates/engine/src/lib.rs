@@ -133,6 +133,10 @@ pub trait Oracle: Send + Sync {
     /// run, which is sound because the engine trains the table with committed outputs only.
     fn memo(&self, function: &str, version: &str, input: &Value) -> Option<Value>;
     fn train_memo(&self, function: &str, version: &str, input: &Value, output: &Value);
+    /// The functions (with arguments) `function` (at code `version`) called, in order, the last time it ran on
+    /// this input: the callees to launch early.
+    fn callees(&self, function: &str, version: &str, input: &Value) -> Option<Vec<(String, Value)>>;
+    fn train_callees(&self, function: &str, version: &str, input: &Value, callees: &[(String, Value)]);
     /// Consecutive times a write by `producer` to `key` squashed `consumer` for reading it too early.
     fn dependence(&self, producer: &str, consumer: &str, key: &str) -> u32;
     /// `producer`'s write to `key` squashed `consumer` once more.
@@ -154,6 +158,10 @@ impl Oracle for NoOracle {
         None
     }
     fn train_memo(&self, _: &str, _: &str, _: &Value, _: &Value) {}
+    fn callees(&self, _: &str, _: &str, _: &Value) -> Option<Vec<(String, Value)>> {
+        None
+    }
+    fn train_callees(&self, _: &str, _: &str, _: &Value, _: &[(String, Value)]) {}
     fn dependence(&self, _: &str, _: &str, _: &str) -> u32 {
         0
     }
@@ -221,6 +229,9 @@ pub struct Stats {
     pub effects_replayed: u32,
     /// Effect calls that waited for their run to become non-speculative.
     pub effects_suspended: u32,
+    /// Callees launched early on a prediction, and how many of them a real call then used.
+    pub callees_predicted: u32,
+    pub callees_used: u32,
 }
 
 /// A storage access or call made by running code.

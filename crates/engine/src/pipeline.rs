@@ -41,6 +41,8 @@ type SlotId = u32;
 
 /// Steps a speculative walk may take before it gives up (it is never observable, so this bounds only work).
 const SPECULATIVE_STEPS: u32 = 64;
+/// Predicted callees launched early per run, at most.
+const PREDICTED_CALLEES_MAX: usize = 16;
 
 struct Slot {
     id: SlotId,
@@ -77,8 +79,16 @@ enum Source {
 
 struct Run {
     function: String,
+    /// What it was launched on: its input, or a callee's arguments.
+    input: Value,
     slot: SlotId,
     caller: Option<(RunId, RequestId)>,
+    /// A callee launched early on a prediction and not yet called: the run expected to call it.
+    detached: Option<RunId>,
+    /// A detached run's outcome, held until its caller calls it.
+    held: Option<Outcome>,
+    /// The calls it made, in order: what the callee predictor learns at commit.
+    calls: Vec<(String, Value)>,
     depth: u32,
     running: bool,
     speculative: bool,
@@ -301,7 +311,7 @@ impl Engine {
             let s = &self.slots[index];
             (s.id, s.function.clone(), s.input.clone())
         };
-        let Some(run) = self.new_run(&function, id, None, speculative, input, out) else { return };
+        let Some(run) = self.new_run(&function, id, None, None, speculative, input, out) else { return };
         let slot = &mut self.slots[index];
         slot.run = Some(run);
         slot.spec_run = speculative;
@@ -310,11 +320,14 @@ impl Engine {
     }
 
     /// Creates a run and emits its launch; `None` (and the invocation failed) when the run budget is spent.
+    /// A run of a function whose calls the oracle predicts starts those callees early, detached.
+    #[allow(clippy::too_many_arguments)]
     fn new_run(
         &mut self,
         function: &str,
         slot: SlotId,
         caller: Option<(RunId, RequestId)>,
+        detached: Option<RunId>,
         speculative: bool,
         input: Value,
         out: &mut Vec<Action>,
@@ -326,11 +339,16 @@ impl Engine {
             return None;
         }
         let run = self.runs.len() as RunId;
-        let depth = caller.map_or(0, |(c, _)| self.runs[c as usize].depth + 1);
+        let parent = caller.map(|c| c.0).or(detached);
+        let depth = parent.map_or(0, |p| self.runs[p as usize].depth + 1);
         self.runs.push(Run {
             function: function.to_string(),
+            input: input.clone(),
             slot,
             caller,
+            detached,
+            held: None,
+            calls: Vec::new(),
             depth,
             running: true,
             speculative,
@@ -339,14 +357,108 @@ impl Engine {
             versions: Vec::new(),
             memo_hit: None,
         });
-        out.push(Action::Launch {
-            run,
-            function: function.to_string(),
-            input,
-            caller: caller.map(|c| c.0),
-            speculative,
-        });
+        out.push(Action::Launch { run, function: function.to_string(), input, caller: parent, speculative });
+        self.prelaunch_callees(run, out);
         Some(run)
+    }
+
+    /// Launches the callees the oracle predicts `parent` will call, detached: they run on a prediction and are
+    /// used only if `parent` really calls them with the same arguments.
+    fn prelaunch_callees(&mut self, parent: RunId, out: &mut Vec<Action>) {
+        if self.depth == 0 || self.runs[parent as usize].depth + 1 > self.config.call_depth_max {
+            return;
+        }
+        let (function, input, slot) = {
+            let r = &self.runs[parent as usize];
+            (r.function.clone(), r.input.clone(), r.slot)
+        };
+        let Some(version) = self.catalog.functions.get(&function).map(|i| i.version.clone()) else { return };
+        let Some(predicted) = self.oracle.callees(&function, &version, &input) else { return };
+        for (callee, args) in predicted.into_iter().take(PREDICTED_CALLEES_MAX) {
+            let runs_left = (self.runs.len() as u32) < self.config.runs_max;
+            if self.budget_left == 0 || !runs_left || self.done {
+                return;
+            }
+            if !self.catalog.functions.contains_key(&callee) {
+                continue;
+            }
+            self.budget_left -= 1;
+            self.stats.speculative_launches += 1;
+            self.stats.callees_predicted += 1;
+            self.new_run(&callee, slot, None, Some(parent), true, args, out);
+        }
+    }
+
+    /// Whether `run` is, or was called by, a detached run: then it is speculative whatever its slot.
+    fn in_detached_tree(&self, mut run: RunId) -> bool {
+        loop {
+            let r = &self.runs[run as usize];
+            if r.detached.is_some() {
+                return true;
+            }
+            match r.caller {
+                Some((c, _)) => run = c,
+                None => return false,
+            }
+        }
+    }
+
+    /// The runs under `root` (itself, its callees and their callees, detached or not).
+    fn tree(&self, root: RunId) -> Vec<RunId> {
+        let mut out = vec![root];
+        let mut i = 0;
+        while i < out.len() {
+            let parent = out[i];
+            for (r, info) in self.runs.iter().enumerate() {
+                if info.caller.map(|c| c.0) == Some(parent) || info.detached == Some(parent) {
+                    out.push(r as RunId);
+                }
+            }
+            i += 1;
+        }
+        out
+    }
+
+    /// A run's result reaches its caller: its writes, reads and read versions become the caller's.
+    fn deliver(&mut self, run: RunId, outcome: Outcome, out: &mut Vec<Action>) {
+        let (caller, request) = self.runs[run as usize].caller.expect("a delivered run has a caller");
+        match outcome {
+            Outcome::Success(result) => {
+                self.buffer.merge_into(run, caller);
+                let (reads, versions) = {
+                    let r = &mut self.runs[run as usize];
+                    (std::mem::take(&mut r.reads), std::mem::take(&mut r.versions))
+                };
+                self.runs[caller as usize].reads.extend(reads);
+                self.runs[caller as usize].versions.extend(versions);
+                self.runs[run as usize].fate = Some(Fate::Committed); // provisional: its writes ride on the caller
+                out.push(Action::Reply { run: caller, request, reply: Reply::Ok(result) });
+            }
+            Outcome::Failure { error, .. } => {
+                self.buffer.take(run);
+                self.runs[run as usize].fate = Some(Fate::Discarded);
+                out.push(Action::Reply { run: caller, request, reply: Reply::FunctionFailed(error) });
+            }
+        }
+        self.retry_stalled(out);
+    }
+
+    /// Squashes a run and everything under it.
+    fn squash_tree(&mut self, root: RunId, cause: Cause, out: &mut Vec<Action>) {
+        for r in self.tree(root) {
+            let info = &mut self.runs[r as usize];
+            if info.fate.is_some() {
+                continue;
+            }
+            if std::mem::replace(&mut info.running, false) {
+                out.push(Action::Kill { run: r, cause });
+            }
+            info.fate = Some(Fate::Squashed(cause));
+            self.buffer.take(r);
+        }
+        *self.stats.squashes.entry(cause).or_insert(0) += 1;
+        self.stalled.retain(|(r, _, _)| self.runs[*r as usize].running);
+        self.suspended.retain(|(r, _, _)| self.runs[*r as usize].running);
     }
 
     fn complete(&mut self, status: Status, result: Value, out: &mut Vec<Action>) {
@@ -439,12 +551,16 @@ impl Engine {
                     let max = self.config.runs_max;
                     return refuse(out, format!("the invocation reached its limit of {max} function runs (runs_max)"));
                 }
+                self.runs[run as usize].calls.push((function.clone(), args.clone()));
+                if self.bind_predicted(run, request, &function, &args, out) {
+                    return;
+                }
                 let (slot, speculative) = (self.runs[run as usize].slot, self.runs[run as usize].speculative);
-                self.new_run(&function, slot, Some((run, request)), speculative, args, out);
+                self.new_run(&function, slot, Some((run, request)), None, speculative, args, out);
             }
             Call::Effect { effect } => {
                 let slot = self.runs[run as usize].slot;
-                if self.slots.front().is_some_and(|s| s.id == slot) {
+                if self.slots.front().is_some_and(|s| s.id == slot) && !self.in_detached_tree(run) {
                     self.effect(run, request, effect, out);
                 } else {
                     self.stats.effects_suspended += 1;
@@ -452,6 +568,48 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Binds a call to a callee launched early for it, if one matches: the same function on canonically equal
+    /// arguments, which read nothing the caller (or a callee that returned to it) has written since. Returns whether
+    /// the call was bound.
+    fn bind_predicted(
+        &mut self,
+        caller: RunId,
+        request: RequestId,
+        function: &str,
+        args: &Value,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        let wanted = model::json::canonical(args);
+        let candidate = self.runs.iter().position(|r| {
+            r.detached == Some(caller)
+                && r.fate.is_none()
+                && r.function == function
+                && model::json::canonical(&r.input) == wanted
+        });
+        let Some(d) = candidate.map(|d| d as RunId) else { return false };
+        let chain = self.chain(caller);
+        let stale = self
+            .tree(d)
+            .iter()
+            .any(|r| self.runs[*r as usize].reads.iter().any(|(k, _)| self.buffer.read(chain.clone(), k).is_some()));
+        let failed = matches!(self.runs[d as usize].held, Some(Outcome::Failure { .. }));
+        if stale || failed {
+            // It ran on a state the caller has since changed, or failed while speculative: run it again, for real.
+            let cause = if stale { Cause::RawViolation } else { Cause::Opacity };
+            self.squash_tree(d, cause, out);
+            return false;
+        }
+        self.stats.callees_used += 1;
+        let r = &mut self.runs[d as usize];
+        r.detached = None;
+        r.caller = Some((caller, request));
+        if let Some(outcome) = r.held.take() {
+            self.deliver(d, outcome, out);
+        }
+        self.release_effects(out);
+        true
     }
 
     /// Performs (or replays from the slot's journal) an effect of a run of the oldest slot.
@@ -575,28 +733,20 @@ impl Engine {
             return; // squashed earlier; its late report changes nothing
         }
         self.runs[run as usize].running = false;
-        self.kill_callees_of(run, Cause::Abandoned, out);
-        if let Some((caller, request)) = self.runs[run as usize].caller {
-            match outcome {
-                Outcome::Success(result) => {
-                    self.buffer.merge_into(run, caller);
-                    let (reads, versions) = {
-                        let r = &mut self.runs[run as usize];
-                        (std::mem::take(&mut r.reads), std::mem::take(&mut r.versions))
-                    };
-                    self.runs[caller as usize].reads.extend(reads);
-                    self.runs[caller as usize].versions.extend(versions);
-                    self.runs[run as usize].fate = Some(Fate::Committed); // provisional: its writes ride on the caller
-                    out.push(Action::Reply { run: caller, request, reply: Reply::Ok(result) });
-                }
-                Outcome::Failure { error, .. } => {
-                    self.buffer.take(run);
-                    self.runs[run as usize].fate = Some(Fate::Discarded);
-                    out.push(Action::Reply { run: caller, request, reply: Reply::FunctionFailed(error) });
-                }
+        // Predicted callees it never called were mispredicted; callees still running can return nowhere.
+        for r in 0..self.runs.len() as RunId {
+            if self.runs[r as usize].detached == Some(run) && self.runs[r as usize].fate.is_none() {
+                self.squash_tree(r, Cause::MemoMismatch, out);
             }
-            self.retry_stalled(out);
+        }
+        self.kill_callees_of(run, Cause::Abandoned, out);
+        if self.runs[run as usize].detached.is_some() {
+            // Launched on a prediction and not called yet: hold the outcome (and its writes) for the call.
+            self.runs[run as usize].held = Some(outcome);
             return;
+        }
+        if self.runs[run as usize].caller.is_some() {
+            return self.deliver(run, outcome, out);
         }
         let own = self.runs[run as usize].slot;
         let Some(index) = self.slot_index(own) else { return };
@@ -921,8 +1071,14 @@ impl Engine {
         }
         for r in 0..self.runs.len() {
             let info = &mut self.runs[r];
-            if info.slot == head.id && matches!(info.fate, None | Some(Fate::Committed)) {
+            if info.slot == head.id && matches!(info.fate, None | Some(Fate::Committed)) && info.detached.is_none() {
                 info.fate = Some(Fate::Committed);
+                if self.config.speculation {
+                    // What it called, and with what, is committed knowledge now: the callee predictor learns it.
+                    if let Some(i) = self.catalog.functions.get(&info.function) {
+                        self.oracle.train_callees(&info.function, &i.version, &info.input, &info.calls);
+                    }
+                }
             }
         }
         if let Some((status, result)) = self.then_complete.take() {
@@ -942,7 +1098,7 @@ impl Engine {
             if !self.is_running(run) {
                 continue; // squashed while it waited: the effect never happens
             }
-            if self.runs[run as usize].slot == head {
+            if self.runs[run as usize].slot == head && !self.in_detached_tree(run) {
                 self.effect(run, request, effect, out);
             } else {
                 self.suspended.push((run, request, effect));

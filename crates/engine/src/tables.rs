@@ -5,6 +5,8 @@
 //! - **Memo table**: `(function, code version, canonical JSON of the input)` → output. A redeploy changes the
 //!   version, so rows never outlive the code that produced them.
 //!
+//! - **Callee table**: `(function, code version, canonical JSON of the input)` → the calls it made (callee and
+//!   arguments), in order: the implicit-call part of the sequence table, learned at run time.
 //! - **Dependence table**: `(consumer, key)` → per producer, how many times in a row that producer's write squashed
 //!   the consumer for reading the key too early. A commit of the consumer that read the key from committed state
 //!   (no older function wrote it) ends the streaks.
@@ -46,10 +48,13 @@ type MemoTable = LruCache<(String, String, String), Value>;
 
 /// (consumer, key) → (producer, consecutive squashes).
 type DependenceTable = LruCache<(String, String), Vec<(String, u32)>>;
+/// (function, code version, canonical input) → the calls it made: (callee, arguments).
+type CalleeTable = LruCache<(String, String, String), Vec<(String, Value)>>;
 
 pub struct Tables {
     branches: Mutex<BranchTable>,
     memo: Mutex<MemoTable>,
+    callees: Mutex<CalleeTable>,
     dependences: Mutex<DependenceTable>,
 }
 
@@ -63,6 +68,7 @@ impl Tables {
         Tables {
             branches: Mutex::new(LruCache::new(cap(sizes.branch_entries))),
             memo: Mutex::new(LruCache::new(cap(sizes.memo_entries))),
+            callees: Mutex::new(LruCache::new(cap(sizes.memo_entries))),
             dependences: Mutex::new(LruCache::new(cap(sizes.branch_entries))),
         }
     }
@@ -101,6 +107,21 @@ impl Oracle for Tables {
     fn train_memo(&self, function: &str, version: &str, input: &Value, output: &Value) {
         let key = (function.to_string(), version.to_string(), model::json::canonical(input));
         lock(&self.memo).put(key, output.clone());
+    }
+
+    fn callees(&self, function: &str, version: &str, input: &Value) -> Option<Vec<(String, Value)>> {
+        let key = (function.to_string(), version.to_string(), model::json::canonical(input));
+        lock(&self.callees).get(&key).cloned()
+    }
+
+    fn train_callees(&self, function: &str, version: &str, input: &Value, callees: &[(String, Value)]) {
+        let key = (function.to_string(), version.to_string(), model::json::canonical(input));
+        let mut table = lock(&self.callees);
+        if callees.is_empty() {
+            table.pop(&key);
+        } else {
+            table.put(key, callees.to_vec());
+        }
     }
 
     fn dependence(&self, producer: &str, consumer: &str, key: &str) -> u32 {

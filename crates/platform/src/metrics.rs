@@ -32,6 +32,9 @@ pub struct Snapshot {
     /// External effects performed; effects that first waited for their function to become non-speculative.
     pub effects: u64,
     pub effects_suspended: u64,
+    /// Callees launched early on a prediction, and how many of them a real call used.
+    pub callees_predicted: u64,
+    pub callees_used: u64,
 }
 
 impl Snapshot {
@@ -64,6 +67,8 @@ impl Metrics {
         m.budget_exhausted += stats.budget_exhausted as u64;
         m.effects += stats.effects as u64;
         m.effects_suspended += stats.effects_suspended as u64;
+        m.callees_predicted += stats.callees_predicted as u64;
+        m.callees_used += stats.callees_used as u64;
     }
 
     pub fn snapshot(&self) -> Snapshot {

@@ -56,6 +56,9 @@ pub struct FnDef {
     pub uniform: bool,
     /// Performs an external effect (after its reads, before its writes), whose result it folds into its output.
     pub effect: bool,
+    /// Functions it calls, by index, after its effect and before its writes, with arguments computed from its
+    /// input and what it read; the results are folded in like reads.
+    pub calls: Vec<usize>,
 }
 
 fn mix(a: i64, b: i64) -> i64 {
@@ -64,7 +67,7 @@ fn mix(a: i64, b: i64) -> i64 {
 
 impl FnDef {
     fn value_of(v: &Value) -> i64 {
-        v.as_i64().or_else(|| v["n"].as_i64()).unwrap_or(0)
+        v.as_i64().or_else(|| v["n"].as_i64()).or_else(|| v["x"].as_i64()).unwrap_or(0)
     }
 
     /// The output for an input `x` and the values read; `None` means the function fails.
@@ -86,6 +89,7 @@ impl FnDef {
 
 pub struct Case {
     pub functions: Vec<FnDef>,
+    /// The ASL workflow, or `null` for an implicit chain entered at `f0`.
     pub workflow: Value,
     pub store: BTreeMap<String, Value>,
     pub inputs: Vec<Value>,
@@ -105,6 +109,7 @@ fn gen_function(rng: &mut Rng, i: usize) -> FnDef {
         pure,
         uniform: false,
         effect: !pure && rng.chance(30),
+        calls: vec![],
     }
 }
 
@@ -169,6 +174,9 @@ fn gen_workflow(rng: &mut Rng, functions: &[FnDef]) -> Value {
 }
 
 pub fn gen_case(seed: u64) -> Case {
+    if seed.is_multiple_of(3) {
+        return gen_implicit_case(seed);
+    }
     let mut rng = Rng::new(seed);
     let functions: Vec<FnDef> = (0..2 + rng.below(4) as usize).map(|i| gen_function(&mut rng, i)).collect();
     let workflow = gen_workflow(&mut rng, &functions);
@@ -181,6 +189,29 @@ pub fn gen_case(seed: u64) -> Case {
     // Few distinct inputs, so later invocations repeat earlier ones and the memo tables hit.
     let inputs = (0..3).map(|_| json!({"x": rng.below(2), "b": false, "r": {"x": 0, "b": false}})).collect();
     Case { functions, workflow, store, inputs }
+}
+
+/// An implicit chain: `f0` calls some higher-numbered functions, which call higher-numbered ones in turn (an
+/// acyclic call graph), each call's arguments computed from what the caller read so far.
+pub fn gen_implicit_case(seed: u64) -> Case {
+    let mut rng = Rng::new(seed);
+    let n = 2 + rng.below(4) as usize;
+    let mut functions: Vec<FnDef> = (0..n).map(|i| gen_function(&mut rng, i)).collect();
+    for (i, function) in functions.iter_mut().enumerate() {
+        if function.pure {
+            continue; // a pure function calls nothing (a call could reach storage)
+        }
+        let calls = (0..rng.below(3)).filter(|_| i + 1 < n).map(|_| i + 1 + rng.below((n - i - 1) as u64) as usize);
+        function.calls = calls.collect();
+    }
+    let mut store = BTreeMap::new();
+    for k in KEYS {
+        if rng.chance(70) {
+            store.insert(k.to_string(), json!(rng.below(5)));
+        }
+    }
+    let inputs = (0..3).map(|_| json!({"x": rng.below(2)})).collect();
+    Case { functions, workflow: Value::Null, store, inputs }
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -202,6 +233,12 @@ impl Oracle for AlwaysWrong {
     }
     fn train_memo(&self, f: &str, v: &str, input: &Value, output: &Value) {
         self.0.train_memo(f, v, input, output)
+    }
+    fn callees(&self, f: &str, v: &str, input: &Value) -> Option<Vec<(String, Value)>> {
+        self.0.callees(f, v, input)
+    }
+    fn train_callees(&self, f: &str, v: &str, input: &Value, callees: &[(String, Value)]) {
+        self.0.train_callees(f, v, input, callees)
     }
     fn dependence(&self, p: &str, c: &str, k: &str) -> u32 {
         self.0.dependence(p, c, k)
@@ -229,6 +266,12 @@ impl Oracle for Random {
         rng.chance(70).then(|| json!({"x": rng.below(4), "b": rng.chance(50)}))
     }
     fn train_memo(&self, _: &str, _: &str, _: &Value, _: &Value) {}
+    fn callees(&self, _: &str, _: &str, _: &Value) -> Option<Vec<(String, Value)>> {
+        let mut rng = self.0.lock().unwrap();
+        let n = rng.below(4);
+        Some((0..n).map(|_| (format!("f{}", rng.below(5)), json!({"x": rng.below(3)}))).collect())
+    }
+    fn train_callees(&self, _: &str, _: &str, _: &Value, _: &[(String, Value)]) {}
     fn dependence(&self, _: &str, _: &str, _: &str) -> u32 {
         let mut rng = self.0.lock().unwrap();
         rng.below(5) as u32
@@ -254,6 +297,14 @@ impl Oracle for WrongMemo {
     }
     fn train_memo(&self, f: &str, v: &str, input: &Value, output: &Value) {
         self.0.train_memo(f, v, input, output)
+    }
+    fn callees(&self, f: &str, v: &str, input: &Value) -> Option<Vec<(String, Value)>> {
+        // The right callees with the wrong arguments: every predicted callee is a mismatch.
+        let right = self.0.callees(f, v, input)?;
+        Some(right.into_iter().map(|(c, a)| (c, json!({"x": a["x"].as_i64().unwrap_or(0) + 1}))).collect())
+    }
+    fn train_callees(&self, f: &str, v: &str, input: &Value, callees: &[(String, Value)]) {
+        self.0.train_callees(f, v, input, callees)
     }
     fn dependence(&self, p: &str, c: &str, k: &str) -> u32 {
         self.0.dependence(p, c, k)
@@ -303,6 +354,8 @@ pub struct Counters {
     pub speculative_launches: u32,
     pub branch_predictions: u32,
     pub effects_suspended: u32,
+    pub callees_predicted: u32,
+    pub callees_used: u32,
 }
 
 pub struct World {
@@ -356,8 +409,7 @@ impl World {
                         eprintln!("action {action:?}");
                     }
                     match action {
-                        Action::Launch { run, function, input, caller, .. } => {
-                            assert!(caller.is_none(), "generated functions make no implicit calls");
+                        Action::Launch { run, function, input, .. } => {
                             let def = self.defs[&function].clone();
                             names.insert(run, function.clone());
                             let x = input["x"].as_i64().unwrap_or(0);
@@ -369,6 +421,10 @@ impl World {
                             match reply {
                                 Reply::Ok(v) if is_read => a.read.push(v),
                                 Reply::Ok(_) => {}
+                                // A failed callee is a value the caller goes on with, the same in every execution.
+                                Reply::FunctionFailed(_) if is_read => a.read.push(json!(-1)),
+                                // A refused call (a limit) is a value too; sequential runs meet the same limits.
+                                Reply::Refused(_) if is_read => a.read.push(json!(-2)),
                                 other => panic!("unexpected reply {other:?}"),
                             }
                             a.waiting = false;
@@ -404,6 +460,8 @@ impl World {
                             counters.speculative_launches += c.stats.speculative_launches;
                             counters.branch_predictions += c.stats.branch_predictions;
                             counters.effects_suspended += c.stats.effects_suspended;
+                            counters.callees_predicted += c.stats.callees_predicted;
+                            counters.callees_used += c.stats.callees_used;
                             return;
                         }
                     }
@@ -435,12 +493,19 @@ impl World {
             let run = ready[self.rng.below(ready.len() as u64) as usize];
             let a = active.get_mut(&run).unwrap();
             request += 1;
-            let (nr, nw) = (a.def.reads.len() + a.def.effect as usize, a.def.writes.len());
-            let event = if a.def.effect && a.step == nr - 1 {
+            let (nr, nw) = (a.def.reads.len() + a.def.effect as usize + a.def.calls.len(), a.def.writes.len());
+            let first_call = a.def.reads.len() + a.def.effect as usize;
+            let event = if a.step >= first_call && a.step < nr {
+                let callee = format!("f{}", a.def.calls[a.step - first_call]);
+                let acc = a.read.iter().fold(mix(a.def.salt + 11, a.x), |h, v| mix(h, FnDef::value_of(v)));
+                let args = json!({"x": acc.rem_euclid(3)});
+                pending_reads.insert(request, (run, "call".into()));
+                Event::Call { run, request, call: Call::Invoke { function: callee, args } }
+            } else if a.def.effect && a.step == first_call - 1 {
                 let effect = json!({"from": a.def.name, "x": a.x, "read": a.read});
                 pending_reads.insert(request, (run, "effect".into()));
                 Event::Call { run, request, call: Call::Effect { effect } }
-            } else if a.step < nr {
+            } else if a.step < a.def.reads.len() {
                 let key = KEYS[a.def.reads[a.step]].to_string();
                 pending_reads.insert(request, (run, key.clone()));
                 Event::Call { run, request, call: Call::Get { key } }
@@ -483,9 +548,13 @@ pub const ORACLES: [&str; 4] = ["learning", "always-wrong", "random", "wrong-mem
 pub fn check_case(seed: u64, oracle: &str, counters: &mut Counters) {
     let case = gen_case(seed);
     let defs: HashMap<String, FnDef> = case.functions.iter().map(|f| (f.name.clone(), f.clone())).collect();
-    let graph = model::asl::parse("case.json", &case.workflow.to_string(), &|f| defs.contains_key(f))
-        .unwrap_or_else(|e| panic!("seed {seed}: generated workflow is invalid: {e}\n{}", case.workflow));
-    let app = Arc::new(model::Application::workflow("case", graph).unwrap());
+    let app = if case.workflow.is_null() {
+        Arc::new(model::Application::function("case", "f0", &|f| defs.contains_key(f)).unwrap())
+    } else {
+        let graph = model::asl::parse("case.json", &case.workflow.to_string(), &|f| defs.contains_key(f))
+            .unwrap_or_else(|e| panic!("seed {seed}: generated workflow is invalid: {e}\n{}", case.workflow));
+        Arc::new(model::Application::workflow("case", graph).unwrap())
+    };
     let initial: BTreeMap<String, (Value, u64)> = case.store.iter().map(|(k, v)| (k.clone(), (v.clone(), 1))).collect();
     let mut rng = Rng::new(seed ^ 0x5eed);
     let trust_pure = matches!(oracle, "learning" | "always-wrong");
@@ -568,6 +637,7 @@ fn opacity_a_speculative_function_never_sees_half_of_an_older_functions_writes()
         pure: false,
         uniform: true,
         effect: false,
+        calls: vec![],
     };
     let b = FnDef {
         name: "b".into(),
@@ -579,6 +649,7 @@ fn opacity_a_speculative_function_never_sees_half_of_an_older_functions_writes()
         pure: false,
         uniform: false,
         effect: false,
+        calls: vec![],
     };
     let workflow = json!({"StartAt": "A", "States": {
         "A": {"Type": "Task", "Resource": "a", "ResultPath": null, "Next": "B"},
@@ -624,6 +695,7 @@ fn squash_cascades_are_bounded_by_the_budget() {
         pure: false,
         uniform: false,
         effect: false,
+        calls: vec![],
     };
     let defs: HashMap<String, FnDef> = [(f.name.clone(), f)].into_iter().collect();
     let chain: Vec<String> = (0..12).map(|_| "f".to_string()).collect();
@@ -674,6 +746,7 @@ fn repeated_raw_squashes_make_the_read_wait() {
         pure: false,
         uniform: false,
         effect: false,
+        calls: vec![],
     };
     let b = FnDef {
         name: "b".into(),
@@ -685,6 +758,7 @@ fn repeated_raw_squashes_make_the_read_wait() {
         pure: false,
         uniform: false,
         effect: false,
+        calls: vec![],
     };
     let workflow = json!({"StartAt": "A", "States": {
         "A": {"Type": "Task", "Resource": "a", "ResultPath": null, "Next": "B"},
