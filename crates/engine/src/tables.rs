@@ -55,6 +55,9 @@ pub struct Tables {
     branches: Mutex<BranchTable>,
     memo: Mutex<MemoTable>,
     callees: Mutex<CalleeTable>,
+    /// Functions that ever made a call: only they are looked up in the callee table (a lookup canonicalizes the
+    /// input, which every launch would otherwise pay for).
+    callers: Mutex<std::collections::HashSet<String>>,
     dependences: Mutex<DependenceTable>,
 }
 
@@ -69,6 +72,7 @@ impl Tables {
             branches: Mutex::new(LruCache::new(cap(sizes.branch_entries))),
             memo: Mutex::new(LruCache::new(cap(sizes.memo_entries))),
             callees: Mutex::new(LruCache::new(cap(sizes.memo_entries))),
+            callers: Mutex::new(Default::default()),
             dependences: Mutex::new(LruCache::new(cap(sizes.branch_entries))),
         }
     }
@@ -110,17 +114,22 @@ impl Oracle for Tables {
     }
 
     fn callees(&self, function: &str, version: &str, input: &Value) -> Option<Vec<(String, Value)>> {
+        if !lock(&self.callers).contains(function) {
+            return None;
+        }
         let key = (function.to_string(), version.to_string(), model::json::canonical(input));
         lock(&self.callees).get(&key).cloned()
     }
 
     fn train_callees(&self, function: &str, version: &str, input: &Value, callees: &[(String, Value)]) {
         let key = (function.to_string(), version.to_string(), model::json::canonical(input));
-        let mut table = lock(&self.callees);
         if callees.is_empty() {
-            table.pop(&key);
+            if lock(&self.callers).contains(function) {
+                lock(&self.callees).pop(&key);
+            }
         } else {
-            table.put(key, callees.to_vec());
+            lock(&self.callers).insert(function.to_string());
+            lock(&self.callees).put(key, callees.to_vec());
         }
     }
 
