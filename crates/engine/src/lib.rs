@@ -208,6 +208,18 @@ pub struct RunSummary {
     pub fate: Fate,
     /// Whether the memo table held an output for its input when the next function was derived.
     pub memo_hit: Option<bool>,
+    /// Branches the predictor chose on the way to this run, with the target the real data then took.
+    pub branches: Vec<BranchRecord>,
+}
+
+/// A branch the predictor chose, and what the real data chose.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BranchRecord {
+    /// The `Choice` state (application and qualified state name).
+    pub choice: String,
+    pub predicted: String,
+    /// `None` when the real path never reached this `Choice`.
+    pub actual: Option<String>,
 }
 
 /// Counters of one invocation, for records and metrics.

@@ -123,6 +123,8 @@ pub struct Engine {
     store_reads: HashMap<RequestId, (RunId, String)>,
     /// Effect calls of speculative runs, waiting for the run's slot to become the oldest: (run, request, effect).
     suspended: Vec<(RunId, RequestId, Value)>,
+    /// Predicted branches and their real outcomes, by the run launched on the prediction.
+    branch_records: HashMap<RunId, Vec<crate::BranchRecord>>,
     /// Effects being performed: request → (run, slot, effect).
     effects_in_flight: HashMap<RequestId, (RunId, SlotId, Value)>,
     committing: bool,
@@ -152,6 +154,7 @@ impl Engine {
             store_reads: HashMap::new(),
             suspended: Vec::new(),
             effects_in_flight: HashMap::new(),
+            branch_records: HashMap::new(),
             committing: false,
             then_complete: None,
             steps: 0,
@@ -478,6 +481,7 @@ impl Engine {
                 speculative: r.speculative,
                 fate: r.fate.unwrap_or(Fate::Squashed(Cause::Abandoned)),
                 memo_hit: r.memo_hit,
+                branches: self.branch_records.remove(&(i as RunId)).unwrap_or_default(),
             })
             .collect::<Vec<_>>();
         let path = match &self.app.program {
@@ -857,9 +861,12 @@ impl Engine {
             walker.advance(&mut cursor, Some(output.clone()), &mut mode, &mut decisions)
         };
         let taken = decisions;
+        if concrete {
+            self.record_branches(index + 1, &taken);
+        }
         let cause_against = |next: &Slot| {
-            let wrong_branch = next.decisions.iter().any(|((k, h, t), predicted)| {
-                *predicted && taken.iter().any(|((k2, h2, t2), _)| k == k2 && h == h2 && t != t2)
+            let wrong_branch = next.decisions.iter().any(|((k, h, t), predicted, _)| {
+                *predicted && taken.iter().any(|((k2, h2, t2), _, _)| k == k2 && h == h2 && t != t2)
             });
             if wrong_branch { Cause::ControlMispredict } else { Cause::MemoMismatch }
         };
@@ -869,7 +876,7 @@ impl Engine {
                 if keep {
                     let next = &mut self.slots[index + 1];
                     if concrete {
-                        let predicted = next.decisions.iter().filter(|(_, p)| *p).count() as u32;
+                        let predicted = next.decisions.iter().filter(|(_, p, _)| *p).count() as u32;
                         self.stats.branch_hits += predicted;
                         next.decisions.clear();
                     }
@@ -897,6 +904,21 @@ impl Engine {
                 Some((status, result))
             }
             Stop::Blocked => None,
+        }
+    }
+
+    /// Records, on the current run of the slot at `index`, each branch the predictor chose on the way to it and the
+    /// target the concrete walk (`taken`) chose.
+    fn record_branches(&mut self, index: usize, taken: &[Decision]) {
+        let Some(slot) = self.slots.get(index) else { return };
+        let Some(run) = slot.run else { return };
+        for ((key, history, _), predicted, name) in &slot.decisions {
+            if !*predicted {
+                continue;
+            }
+            let actual = taken.iter().find(|((k, h, _), _, _)| k == key && h == history).map(|(_, _, n)| n.clone());
+            let record = crate::BranchRecord { choice: key.clone(), predicted: name.clone(), actual };
+            self.branch_records.entry(run).or_default().push(record);
         }
     }
 
@@ -974,7 +996,7 @@ impl Engine {
             match stop {
                 Stop::Task { function, input } => {
                     debug_assert!(!contains_unknown(&input));
-                    self.stats.branch_predictions += decisions.iter().filter(|(_, p)| *p).count() as u32;
+                    self.stats.branch_predictions += decisions.iter().filter(|(_, p, _)| *p).count() as u32;
                     self.slots[index].derived = Some(assumed);
                     let mut slot = self.new_slot(Some(cursor), function, input);
                     slot.decisions = decisions;

@@ -105,9 +105,9 @@ pub(crate) enum Mode<'a> {
     },
 }
 
-/// A `Choice` decided during a walk: (choice key, history hash, target), and whether the branch predictor made it
-/// (the data it reads was not known).
-pub(crate) type Decision = ((String, u64, StateId), bool);
+/// A `Choice` decided during a walk: (choice key, history hash, target), whether the branch predictor made it (the
+/// data it reads was not known), and the target state's name.
+pub(crate) type Decision = ((String, u64, StateId), bool, String);
 
 pub(crate) struct Walker<'a> {
     pub root: &'a Graph,
@@ -383,7 +383,7 @@ impl Walker<'_> {
                     if let Mode::Concrete(_) = mode {
                         self.oracle.train_branch(&key, history, target);
                     }
-                    decisions.push(((key, history, target), unknown_data));
+                    decisions.push(((key, history, target), unknown_data, graph.states[target].name.clone()));
                     match self.select(output_path, &effective, "OutputPath", mode) {
                         Ok(output) => {
                             if let Some(stop) = self.goto(cursor, Next::State(target), output, mode) {

@@ -380,8 +380,10 @@ fn finish(
             }
         }
         if let Some(s) = summary {
-            record
-                .annotate("speculation", json!({"speculative": s.speculative, "fate": s.fate, "memo_hit": s.memo_hit}));
+            record.annotate(
+                "speculation",
+                json!({"speculative": s.speculative, "fate": s.fate, "memo_hit": s.memo_hit, "branches": s.branches}),
+            );
         }
         timings.push(RunTiming { function: slot.function, launched: slot.launched, finished });
         runs.push(record);

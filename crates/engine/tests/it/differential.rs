@@ -361,6 +361,10 @@ pub struct Counters {
 pub struct World {
     /// Every value every run read, squashed runs included: (function, values in read order).
     pub reads_log: Vec<(String, Vec<Value>)>,
+    /// Machine load to report to the engine before the invocation starts.
+    pub load: Option<u8>,
+    /// The most runs that were in flight at once.
+    pub max_active: usize,
     pub defs: HashMap<String, FnDef>,
     /// Whether functions keep their `pure` annotation. A pure function's memoized output is trusted, not checked,
     /// so that is only sound with memo tables trained on committed outputs: off for the lying oracles.
@@ -393,6 +397,9 @@ impl World {
         let mut engine = engine::engine(app.clone(), Arc::new(catalog), config, oracle);
         let mut active: BTreeMap<RunId, Active> = BTreeMap::new();
         let mut queue: VecDeque<Event> = VecDeque::from([Event::Start { input }]);
+        if let Some(cpu_percent) = self.load {
+            queue.push_front(Event::Load { cpu_percent });
+        }
         let mut request = 0u64;
         let mut pending_reads: HashMap<u64, (RunId, String)> = HashMap::new();
         let mut names: HashMap<RunId, String> = HashMap::new();
@@ -467,6 +474,7 @@ impl World {
                     }
                 }
             }
+            self.max_active = self.max_active.max(active.len());
             // Land the commit in flight, or advance one run that is not waiting for a reply, as the seed picks.
             let ready: Vec<RunId> = active.iter().filter(|(_, a)| !a.waiting).map(|(r, _)| *r).collect();
             assert!(!ready.is_empty() || !commits.is_empty(), "the engine waits while nothing can move: a deadlock");
@@ -558,7 +566,16 @@ pub fn check_case(seed: u64, oracle: &str, counters: &mut Counters) {
     let initial: BTreeMap<String, (Value, u64)> = case.store.iter().map(|(k, v)| (k.clone(), (v.clone(), 1))).collect();
     let mut rng = Rng::new(seed ^ 0x5eed);
     let trust_pure = matches!(oracle, "learning" | "always-wrong");
-    let world = |defs, store, rng| World { reads_log: Vec::new(), defs, trust_pure, store, clock: 1, rng };
+    let world = |defs, store, rng| World {
+        reads_log: Vec::new(),
+        load: None,
+        max_active: 0,
+        defs,
+        trust_pure,
+        store,
+        clock: 1,
+        rng,
+    };
     let mut reference = world(defs.clone(), initial.clone(), Rng::new(seed));
     let mut speculative = world(defs, initial, Rng::new(seed ^ 0xfeed));
     let off = Config { speculation: false, ..Config::default() };
@@ -662,8 +679,16 @@ fn opacity_a_speculative_function_never_sees_half_of_an_older_functions_writes()
     for seed in 1..=500u64 {
         let store: BTreeMap<String, (Value, u64)> =
             [("k0", 0), ("k1", 0), ("k2", seed % 5)].iter().map(|(k, v)| (k.to_string(), (json!(v), 1))).collect();
-        let mut world =
-            World { reads_log: Vec::new(), defs: defs.clone(), trust_pure: true, store, clock: 1, rng: Rng::new(seed) };
+        let mut world = World {
+            reads_log: Vec::new(),
+            load: None,
+            max_active: 0,
+            defs: defs.clone(),
+            trust_pure: true,
+            store,
+            clock: 1,
+            rng: Rng::new(seed),
+        };
         let mut got = Observed::default();
         let oracle = oracle_named("learning", seed);
         world.run(&app, json!({"x": seed % 2}), Config::default(), oracle, &mut got, &mut counters);
@@ -704,6 +729,8 @@ fn squash_cascades_are_bounded_by_the_budget() {
         let store: BTreeMap<String, (Value, u64)> = [("k0".to_string(), (json!(1), 1))].into_iter().collect();
         let world = |seed| World {
             reads_log: Vec::new(),
+            load: None,
+            max_active: 0,
             defs: defs.clone(),
             trust_pure: false,
             store: store.clone(),
@@ -772,6 +799,8 @@ fn repeated_raw_squashes_make_the_read_wait() {
     for seed in 1..=20u64 {
         let mut world = World {
             reads_log: Vec::new(),
+            load: None,
+            max_active: 0,
             defs: defs.clone(),
             trust_pure: true,
             store: store.clone(),
@@ -788,4 +817,52 @@ fn repeated_raw_squashes_make_the_read_wait() {
         per_invocation[10..].iter().all(|n| *n == 0),
         "the predicted dependence must stop the squashes: {per_invocation:?}"
     );
+}
+
+/// The speculation depth follows machine load (SpecFaaS §VI): with memo tables warm, a long sequence runs up to
+/// `depth_max` functions ahead when the machine is idle, and at most 4 ahead above 80% CPU.
+#[test]
+fn speculation_depth_follows_machine_load() {
+    let f = FnDef {
+        name: "f".into(),
+        reads: vec![],
+        writes: vec![],
+        modulus: 1_000_000,
+        salt: 9,
+        fail_on: None,
+        pure: false,
+        uniform: false,
+        effect: false,
+        calls: vec![],
+    };
+    let defs: HashMap<String, FnDef> = [(f.name.clone(), f)].into_iter().collect();
+    let chain: Vec<String> = (0..16).map(|_| "f".to_string()).collect();
+    let app = Arc::new(model::Application::sequence("long", &chain, &|n| defs.contains_key(n)).unwrap());
+    let oracle = oracle_named("learning", 1);
+    let mut widest = |load: Option<u8>| {
+        let mut world = World {
+            reads_log: Vec::new(),
+            load,
+            max_active: 0,
+            defs: defs.clone(),
+            trust_pure: true,
+            store: BTreeMap::new(),
+            clock: 1,
+            rng: Rng::new(7),
+        };
+        world.run(
+            &app,
+            json!({"x": 1}),
+            Config::default(),
+            oracle.clone(),
+            &mut Observed::default(),
+            &mut Counters::default(),
+        );
+        world.max_active
+    };
+    widest(None); // warm the memo table: every output is then predicted
+    let idle = widest(Some(10));
+    let busy = widest(Some(85));
+    assert!(idle > 5, "an idle machine speculates up to depth_max (8) ahead: {idle} runs in flight");
+    assert!(busy <= 5, "above 80% CPU at most 4 speculative runs besides the oldest: {busy} in flight");
 }

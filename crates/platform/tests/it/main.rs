@@ -427,3 +427,33 @@ async function main(args) {
     assert_eq!(m.effects, 7, "{m:?}");
     assert!(m.effects_suspended > 0, "notify ran speculatively and its request waited: {m:?}");
 }
+
+/// Speculation in the records: after warm-up the branch predictor expects a successful login; a login by an
+/// unknown user (no memoized output) is predicted to succeed, `ReadTemp` starts early on that prediction, and the
+/// real data then takes `Fail`. The early run's record shows it was squashed for a control mispredict, what was
+/// predicted and what happened, and nothing it produced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_show_predicted_and_actual_branches_of_squashed_runs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/smarthome");
+    let f = fixture();
+    let p = &f.platform;
+    p.deploy_project(NS, &root).await.unwrap();
+    for _ in 0..5 {
+        let ok = json!({"user": "alice", "password": "wonderland", "room": "living"});
+        assert_eq!(p.invoke(NS, "smarthome", ok).await.unwrap().status, Status::Success);
+    }
+    let inv = p.invoke(NS, "smarthome", json!({"user": "mallory", "password": "x", "room": "living"})).await.unwrap();
+    assert_eq!(inv.result, json!({"error": "login failed for user 'mallory'"}));
+    let squashed: Vec<_> = inv.runs.iter().filter(|r| fate(r) == "squashed").collect();
+    assert!(!squashed.is_empty(), "ReadTemp must have started on the predicted branch: {:?}", inv.runs);
+    let spec =
+        |r: &platform::ActivationRecord| r.annotations.iter().find(|a| a.key == "speculation").unwrap().value.clone();
+    let read_temp = squashed.iter().find(|r| r.name == "read_temp").expect("the early ReadTemp");
+    assert_eq!(spec(read_temp)["fate"], json!({"squashed": "control_mispredict"}));
+    assert_eq!(
+        spec(read_temp)["branches"],
+        json!([{"choice": "smarthome:LoggedIn?", "predicted": "ReadTemp", "actual": "Fail"}])
+    );
+    assert_eq!(read_temp.response.result, json!({}), "a squashed run shows no result");
+    assert!(read_temp.logs.is_empty(), "a squashed run shows no logs");
+}
