@@ -839,7 +839,7 @@ fn speculation_depth_follows_machine_load() {
     let chain: Vec<String> = (0..16).map(|_| "f".to_string()).collect();
     let app = Arc::new(model::Application::sequence("long", &chain, &|n| defs.contains_key(n)).unwrap());
     let oracle = oracle_named("learning", 1);
-    let mut widest = |load: Option<u8>| {
+    let widest = |load: Option<u8>| {
         let mut world = World {
             reads_log: Vec::new(),
             load,
