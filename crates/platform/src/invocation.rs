@@ -120,13 +120,19 @@ pub(crate) async fn run(
         while let Some(event) = events.pop_front() {
             for action in engine.step(event) {
                 match action {
-                    Action::Launch { run, function, input, caller, .. } => {
+                    Action::Launch { run, function, input, caller, speculative } => {
                         debug_assert_eq!(run as usize, slots.len());
                         let id =
                             if direct && caller.is_none() && run == 0 { app_id.clone() } else { new_activation_id() };
                         let parent = caller.map(|c| slots[c as usize].record.activation_id.clone());
-                        let slot =
-                            launch(&namespace, &deployments, &tx, run, &function, input, id, parent, &app_id, direct);
+                        let ctx = LaunchCtx {
+                            namespace: &namespace,
+                            deployments: &deployments,
+                            tx: &tx,
+                            app_id: &app_id,
+                            direct,
+                        };
+                        let slot = launch(&ctx, run, &function, input, id, parent, speculative);
                         if let Err(outcome) = &slot.1 {
                             events.push_back(Event::Finished { run, outcome: outcome.clone() });
                         }
@@ -240,19 +246,26 @@ pub(crate) async fn run(
     finish(&inner, namespace, app, app_id, direct, started, slots, completion)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What every launch of one invocation shares.
+struct LaunchCtx<'a> {
+    namespace: &'a str,
+    deployments: &'a Deployments,
+    tx: &'a mpsc::UnboundedSender<Incoming>,
+    app_id: &'a str,
+    /// A function invoked directly (its first run's record is the invocation's).
+    direct: bool,
+}
+
 fn launch(
-    namespace: &str,
-    deployments: &Deployments,
-    tx: &mpsc::UnboundedSender<Incoming>,
+    ctx: &LaunchCtx,
     run: RunId,
     function: &str,
     input: Value,
     id: String,
     parent: Option<String>,
-    app_id: &str,
-    direct: bool,
+    speculative: bool,
 ) -> (Slot, Result<(), Outcome>) {
+    let LaunchCtx { namespace, deployments, tx, app_id, direct } = *ctx;
     let started = SystemTime::now();
     let launched = Instant::now();
     let mut record = ActivationRecord {
@@ -326,7 +339,7 @@ fn launch(
     let done: Done = Box::new(move |report| {
         let _ = finished.send(Incoming::Finished { run, report });
     });
-    slot.killer = Some(deployed.warm.start(Activation { id, input, env }, host, done));
+    slot.killer = Some(deployed.warm.start(Activation { id, input, env, speculative }, host, done));
     (slot, Ok(()))
 }
 
@@ -345,6 +358,7 @@ fn finish(
     let mut timings = Vec::new();
     let mut runs = Vec::with_capacity(slots.len());
     let mut squashed_us = 0u64;
+    let mut squashed_cpu_us = 0u64;
     let mut squashed_ids = Vec::new();
     for (i, slot) in slots.into_iter().enumerate() {
         let mut record = slot.record;
@@ -360,6 +374,10 @@ fn finish(
         if squashed {
             // Nothing a squashed run produced is shown: no result, no logs, no error.
             squashed_us += finished.saturating_duration_since(slot.launched).as_micros() as u64;
+            if let Some(cpu) = slot.report.as_ref().and_then(|(r, _, _)| r.cpu_us) {
+                squashed_cpu_us += cpu;
+                record.annotate("cpu_us", json!(cpu));
+            }
             record.response = Response::new(Status::Success, json!({}));
             squashed_ids.push(record.activation_id.clone());
         } else {
@@ -388,7 +406,7 @@ fn finish(
         timings.push(RunTiming { function: slot.function, launched: slot.launched, finished });
         runs.push(record);
     }
-    inner.metrics.record(completion.status, &completion.stats, squashed_us);
+    inner.metrics.record(completion.status, &completion.stats, squashed_us, squashed_cpu_us);
     let end = SystemTime::now();
     let (record, runs) = if direct && !runs.is_empty() {
         let mut top = runs.remove(0);

@@ -27,6 +27,8 @@ pub struct Snapshot {
     pub squashes: BTreeMap<Cause, u64>,
     /// Wall-clock time squashed runs had been running when they were killed, in microseconds.
     pub squashed_us: u64,
+    /// CPU time squashed runs used, in microseconds, where the runtime measures it (Python functions).
+    pub squashed_cpu_us: u64,
     /// Invocations that spent their speculation budget and went on non-speculatively.
     pub budget_exhausted: u64,
     /// External effects performed; effects that first waited for their function to become non-speculative.
@@ -51,7 +53,7 @@ impl Snapshot {
 }
 
 impl Metrics {
-    pub(crate) fn record(&self, status: Status, stats: &Stats, squashed_us: u64) {
+    pub(crate) fn record(&self, status: Status, stats: &Stats, squashed_us: u64, squashed_cpu_us: u64) {
         let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         *m.invocations.entry(status.as_str().to_string()).or_insert(0) += 1;
         m.speculative_launches += stats.speculative_launches as u64;
@@ -64,6 +66,7 @@ impl Metrics {
             *m.squashes.entry(*cause).or_insert(0) += *n as u64;
         }
         m.squashed_us += squashed_us;
+        m.squashed_cpu_us += squashed_cpu_us;
         m.budget_exhausted += stats.budget_exhausted as u64;
         m.effects += stats.effects as u64;
         m.effects_suspended += stats.effects_suspended as u64;

@@ -114,7 +114,7 @@ static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new
 
 pub fn activation(input: Value) -> Activation {
     let n = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    Activation { id: format!("{n:032x}"), input, env: BTreeMap::new() }
+    Activation { id: format!("{n:032x}"), input, env: BTreeMap::new(), speculative: false }
 }
 
 pub async fn run(warm: &dyn Warm, input: Value) -> Report {

@@ -34,6 +34,9 @@ pub struct Activation {
     pub input: Value,
     /// Extra environment variables for this activation only.
     pub env: BTreeMap<String, String>,
+    /// Launched speculatively: it may be squashed, so the runtime measures its CPU time where it can (the read
+    /// costs tens of microseconds, so other activations skip it).
+    pub speculative: bool,
 }
 
 /// A request from running code to the platform.
@@ -123,6 +126,10 @@ pub struct Report {
     pub outcome: Outcome,
     /// OpenWhisk-style log lines: `2024-05-01T10:00:00.123456Z stdout: text`.
     pub logs: Vec<String>,
+    /// CPU time the activation used, in microseconds: measured for speculative activations of Python functions
+    /// (a process per handler); `None` where the runtime cannot tell (Node.js workers are threads, native
+    /// functions are tasks).
+    pub cpu_us: Option<u64>,
 }
 
 /// Accumulates log lines up to a byte limit, then records one warning line (OpenWhisk's wording).

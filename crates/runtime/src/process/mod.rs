@@ -396,18 +396,36 @@ struct ProcessWarm {
     shared: Arc<Shared>,
 }
 
+/// CPU time a process has used so far, in microseconds, from `/proc/PID/sched` (`se.sum_exec_runtime`, in ms with
+/// microsecond precision). `None` where the kernel does not provide it.
+fn cpu_us(pid: i32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/sched")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("se.sum_exec_runtime"))?;
+    let ms: f64 = line.split(':').nth(1)?.trim().parse().ok()?;
+    Some((ms * 1000.0) as u64)
+}
+
 /// What a [`Killer`] needs to stop the handler of one activation.
 #[derive(Default)]
 struct KillState {
     killed: bool,
     handler: Option<(i64, Option<i32>)>,
+    /// The handler's CPU time when this (speculative) activation started, and what it had used when killed.
+    cpu_start_us: Option<u64>,
+    cpu_used_us: Option<u64>,
 }
 
 impl KillState {
-    /// Kills the handler, if the activation has one; `shared` is used to reach a Node.js initializer.
-    fn kill_handler(&self, shared: &Shared) {
+    /// Kills the handler, if the activation has one; `shared` is used to reach a Node.js initializer. A measured
+    /// activation's CPU time is read first, while the process still exists.
+    fn kill_handler(&mut self, shared: &Shared) {
         match self.handler {
-            Some((_, Some(pid))) => sigkill(pid),
+            Some((_, Some(pid))) => {
+                if let (Some(start), None) = (self.cpu_start_us, self.cpu_used_us) {
+                    self.cpu_used_us = cpu_us(pid).map(|now| now.saturating_sub(start));
+                }
+                sigkill(pid)
+            }
             Some((hid, None)) => {
                 shared.send_control(line(&ToInit::Kill { hid }));
             }
@@ -479,7 +497,7 @@ async fn run_activation(
     let mut logs = LogSink::new(spec.limits.logs_bytes_max);
     let timeout_ms = spec.limits.timeout_ms;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
-    let finish = |outcome, logs: LogSink| Report { outcome, logs: logs.into_lines() };
+    let finish = |outcome, logs: LogSink| Report { outcome, logs: logs.into_lines(), cpu_us: None };
     if lock(state).killed {
         return finish(Outcome::Killed, logs);
     }
@@ -496,6 +514,9 @@ async fn run_activation(
     {
         let mut s = lock(state);
         s.handler = Some((handler.hid, handler.pid));
+        if activation.speculative {
+            s.cpu_start_us = handler.pid.and_then(cpu_us);
+        }
         if s.killed {
             s.kill_handler(shared);
             lock(&shared.exits).remove(&handler.hid);
@@ -550,10 +571,14 @@ async fn run_activation(
         }
     };
     lock(&shared.exits).remove(&handler.hid);
-    let s = lock(state);
+    let mut s = lock(state);
     // A kill races with what it causes (the connection closing, the exit notice): whichever the loop saw first,
     // an activation that was killed before it finished cleanly reports Killed.
     let outcome = if s.killed && !clean { Outcome::Killed } else { outcome };
+    if let (Some(start), None, Some(pid)) = (s.cpu_start_us, s.cpu_used_us, handler.pid) {
+        s.cpu_used_us = cpu_us(pid).map(|now| now.saturating_sub(start));
+    }
+    let cpu = s.cpu_used_us;
     if clean && !s.killed {
         drop(s);
         shared.handler_ready(handler);
@@ -561,7 +586,7 @@ async fn run_activation(
         // Never reuse a handler that was killed, timed out, crashed or broke the protocol.
         s.kill_handler(shared);
     }
-    finish(outcome, logs)
+    Report { cpu_us: cpu, ..finish(outcome, logs) }
 }
 
 fn to_reply(rid: u64, reply: HostReply) -> Reply {

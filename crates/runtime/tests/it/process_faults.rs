@@ -113,3 +113,21 @@ async fn activation_environment_is_visible_to_the_function() {
         assert_eq!(report.outcome, Outcome::Success(json!({"id": id})), "{kind:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_speculative_python_activation_reports_its_cpu_time() {
+    let warm = load(Kind::Python, "def main(a):\n    while True:\n        pass\n", Limits::default()).await;
+    let mut act = activation(json!({}));
+    act.speculative = true;
+    let running = start(&*warm, act, &MockHost::default());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    running.kill();
+    let report = tokio::time::timeout(Duration::from_secs(5), running.done).await.unwrap().unwrap();
+    assert_eq!(report.outcome, Outcome::Killed);
+    let cpu = report.cpu_us.expect("a speculative Python activation is measured");
+    // It spun for about 300 ms of wall time on a 2-core machine: well over 50 ms of CPU, under the wall time.
+    assert!((50_000..400_000).contains(&cpu), "{cpu} µs");
+    // A non-speculative activation is not measured (the read would cost every activation).
+    let quick = load(Kind::Python, "def main(a):\n    return a\n", Limits::default()).await;
+    assert_eq!(run(&*quick, json!({})).await.cpu_us, None);
+}
