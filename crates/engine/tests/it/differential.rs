@@ -61,6 +61,24 @@ pub struct FnDef {
     pub calls: Vec<usize>,
 }
 
+impl FnDef {
+    /// A function that reads `reads` and writes `writes` (indices into the keys), with nothing else special.
+    pub fn plain(name: &str, reads: Vec<usize>, writes: Vec<usize>, modulus: i64, salt: i64) -> FnDef {
+        FnDef {
+            name: name.into(),
+            reads,
+            writes,
+            modulus,
+            salt,
+            fail_on: None,
+            pure: false,
+            uniform: false,
+            effect: false,
+            calls: vec![],
+        }
+    }
+}
+
 fn mix(a: i64, b: i64) -> i64 {
     (a.wrapping_mul(31).wrapping_add(b).wrapping_mul(0x5bd1e995)).rem_euclid(1_000_003)
 }
@@ -375,6 +393,20 @@ pub struct World {
 }
 
 impl World {
+    /// A world with these functions and this committed store, scheduling from `seed`.
+    pub fn new(defs: HashMap<String, FnDef>, store: BTreeMap<String, (Value, u64)>, seed: u64) -> World {
+        World {
+            reads_log: Vec::new(),
+            load: None,
+            max_active: 0,
+            defs,
+            trust_pure: true,
+            store,
+            clock: 1,
+            rng: Rng::new(seed),
+        }
+    }
+
     pub fn run(
         &mut self,
         app: &Arc<model::Application>,
@@ -644,30 +676,8 @@ fn speculation_equals_the_sequential_reference_under_every_oracle() {
 /// sequential execution produces. (A `b` that saw them differ would, in a real function, trap or loop.)
 #[test]
 fn opacity_a_speculative_function_never_sees_half_of_an_older_functions_writes() {
-    let a = FnDef {
-        name: "a".into(),
-        reads: vec![2],
-        writes: vec![0, 1],
-        modulus: 3,
-        salt: 1,
-        fail_on: None,
-        pure: false,
-        uniform: true,
-        effect: false,
-        calls: vec![],
-    };
-    let b = FnDef {
-        name: "b".into(),
-        reads: vec![0, 1],
-        writes: vec![],
-        modulus: 3,
-        salt: 2,
-        fail_on: None,
-        pure: false,
-        uniform: false,
-        effect: false,
-        calls: vec![],
-    };
+    let a = FnDef { uniform: true, ..FnDef::plain("a", vec![2], vec![0, 1], 3, 1) };
+    let b = FnDef::plain("b", vec![0, 1], vec![], 3, 2);
     let workflow = json!({"StartAt": "A", "States": {
         "A": {"Type": "Task", "Resource": "a", "ResultPath": null, "Next": "B"},
         "B": {"Type": "Task", "Resource": "b", "End": true}}});
@@ -679,16 +689,7 @@ fn opacity_a_speculative_function_never_sees_half_of_an_older_functions_writes()
     for seed in 1..=500u64 {
         let store: BTreeMap<String, (Value, u64)> =
             [("k0", 0), ("k1", 0), ("k2", seed % 5)].iter().map(|(k, v)| (k.to_string(), (json!(v), 1))).collect();
-        let mut world = World {
-            reads_log: Vec::new(),
-            load: None,
-            max_active: 0,
-            defs: defs.clone(),
-            trust_pure: true,
-            store,
-            clock: 1,
-            rng: Rng::new(seed),
-        };
+        let mut world = World::new(defs.clone(), store.clone(), seed);
         let mut got = Observed::default();
         let oracle = oracle_named("learning", seed);
         world.run(&app, json!({"x": seed % 2}), Config::default(), oracle, &mut got, &mut counters);
@@ -710,33 +711,13 @@ fn opacity_a_speculative_function_never_sees_half_of_an_older_functions_writes()
 /// non-speculatively.
 #[test]
 fn squash_cascades_are_bounded_by_the_budget() {
-    let f = FnDef {
-        name: "f".into(),
-        reads: vec![0],
-        writes: vec![0],
-        modulus: 4,
-        salt: 3,
-        fail_on: None,
-        pure: false,
-        uniform: false,
-        effect: false,
-        calls: vec![],
-    };
+    let f = FnDef::plain("f", vec![0], vec![0], 4, 3);
     let defs: HashMap<String, FnDef> = [(f.name.clone(), f)].into_iter().collect();
     let chain: Vec<String> = (0..12).map(|_| "f".to_string()).collect();
     let app = Arc::new(model::Application::sequence("long", &chain, &|n| defs.contains_key(n)).unwrap());
     for budget in [0, 3, 10] {
         let store: BTreeMap<String, (Value, u64)> = [("k0".to_string(), (json!(1), 1))].into_iter().collect();
-        let world = |seed| World {
-            reads_log: Vec::new(),
-            load: None,
-            max_active: 0,
-            defs: defs.clone(),
-            trust_pure: false,
-            store: store.clone(),
-            clock: 1,
-            rng: Rng::new(seed),
-        };
+        let world = |seed| World { trust_pure: false, ..World::new(defs.clone(), store.clone(), seed) };
         let mut want = Observed::default();
         let off = Config { speculation: false, ..Config::default() };
         world(1).run(&app, json!({"x": 0}), off, oracle_named("learning", 1), &mut want, &mut Counters::default());
@@ -763,30 +744,8 @@ fn squash_cascades_are_bounded_by_the_budget() {
 /// it `dependence_squashes` times in a row, `b`'s read waits for `a`, and the squashes stop.
 #[test]
 fn repeated_raw_squashes_make_the_read_wait() {
-    let a = FnDef {
-        name: "a".into(),
-        reads: vec![1, 2, 3, 1, 2, 3],
-        writes: vec![0],
-        modulus: 3,
-        salt: 5,
-        fail_on: None,
-        pure: false,
-        uniform: false,
-        effect: false,
-        calls: vec![],
-    };
-    let b = FnDef {
-        name: "b".into(),
-        reads: vec![0],
-        writes: vec![],
-        modulus: 3,
-        salt: 6,
-        fail_on: None,
-        pure: false,
-        uniform: false,
-        effect: false,
-        calls: vec![],
-    };
+    let a = FnDef::plain("a", vec![1, 2, 3, 1, 2, 3], vec![0], 3, 5);
+    let b = FnDef::plain("b", vec![0], vec![], 3, 6);
     let workflow = json!({"StartAt": "A", "States": {
         "A": {"Type": "Task", "Resource": "a", "ResultPath": null, "Next": "B"},
         "B": {"Type": "Task", "Resource": "b", "End": true}}});
@@ -797,16 +756,7 @@ fn repeated_raw_squashes_make_the_read_wait() {
     let store: BTreeMap<String, (Value, u64)> = KEYS.iter().map(|k| (k.to_string(), (json!(1), 1))).collect();
     let mut per_invocation = Vec::new();
     for seed in 1..=20u64 {
-        let mut world = World {
-            reads_log: Vec::new(),
-            load: None,
-            max_active: 0,
-            defs: defs.clone(),
-            trust_pure: true,
-            store: store.clone(),
-            clock: 1,
-            rng: Rng::new(seed),
-        };
+        let mut world = World::new(defs.clone(), store.clone(), seed);
         let mut counters = Counters::default();
         world.run(&app, json!({"x": 0}), Config::default(), oracle.clone(), &mut Observed::default(), &mut counters);
         per_invocation.push(counters.squashes.get(&Cause::RawViolation).copied().unwrap_or(0));
@@ -823,33 +773,13 @@ fn repeated_raw_squashes_make_the_read_wait() {
 /// `depth_max` functions ahead when the machine is idle, and at most 4 ahead above 80% CPU.
 #[test]
 fn speculation_depth_follows_machine_load() {
-    let f = FnDef {
-        name: "f".into(),
-        reads: vec![],
-        writes: vec![],
-        modulus: 1_000_000,
-        salt: 9,
-        fail_on: None,
-        pure: false,
-        uniform: false,
-        effect: false,
-        calls: vec![],
-    };
+    let f = FnDef::plain("f", vec![], vec![], 1_000_000, 9);
     let defs: HashMap<String, FnDef> = [(f.name.clone(), f)].into_iter().collect();
     let chain: Vec<String> = (0..16).map(|_| "f".to_string()).collect();
     let app = Arc::new(model::Application::sequence("long", &chain, &|n| defs.contains_key(n)).unwrap());
     let oracle = oracle_named("learning", 1);
     let widest = |load: Option<u8>| {
-        let mut world = World {
-            reads_log: Vec::new(),
-            load,
-            max_active: 0,
-            defs: defs.clone(),
-            trust_pure: true,
-            store: BTreeMap::new(),
-            clock: 1,
-            rng: Rng::new(7),
-        };
+        let mut world = World { load, ..World::new(defs.clone(), BTreeMap::new(), 7) };
         world.run(
             &app,
             json!({"x": 1}),
