@@ -65,7 +65,7 @@ pub async fn run(examples: &Path, iterations: usize) -> anyhow::Result<Report> {
             let input = &inputs[i % inputs.len()];
             for speculation in [false, true] {
                 let started = Instant::now();
-                let options = InvokeOptions { speculation: Some(speculation) };
+                let options = InvokeOptions { speculation: Some(speculation), ..Default::default() };
                 let inv = platform.invoke_with(ns, app, input.clone(), options).await?;
                 let ms = started.elapsed().as_secs_f64() * 1000.0;
                 anyhow::ensure!(inv.status != platform::Status::InternalError, "{app}: {}", inv.result);

@@ -165,7 +165,8 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
             let platform = platform::Platform::new(store, work.path(), config)?;
             let ns = platform::DEFAULT_NAMESPACE;
             platform.deploy_project(ns, &dir).await?;
-            let options = platform::InvokeOptions { speculation: no_speculation.then_some(false) };
+            let options =
+                platform::InvokeOptions { speculation: no_speculation.then_some(false), ..Default::default() };
             let inv = platform.invoke_with(ns, &app, input, options).await?;
             platform.flush_records().await;
             if result {

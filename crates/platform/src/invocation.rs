@@ -95,17 +95,24 @@ fn to_outcome(report: &Report, payload_bytes_max: u64) -> Outcome {
     }
 }
 
+/// What one invocation runs, and how.
+pub(crate) struct Request {
+    pub app: Arc<Application>,
+    pub input: Value,
+    pub config: engine::Config,
+    pub oracle: Arc<dyn engine::Oracle>,
+    /// The invocation's activation id (the application's record, or a directly invoked function's).
+    pub activation_id: String,
+}
+
 pub(crate) async fn run(
     inner: Arc<Inner>,
     namespace: String,
     deployments: Arc<Deployments>,
-    app: Arc<Application>,
-    input: Value,
-    config: engine::Config,
-    oracle: Arc<dyn engine::Oracle>,
+    request: Request,
 ) -> Invocation {
+    let Request { app, input, config, oracle, activation_id: app_id } = request;
     let started = SystemTime::now();
-    let app_id = new_activation_id();
     let direct = matches!(app.form, model::app::Form::Function) && !deployments.apps.contains_key(&app.name);
     let mut engine = engine::engine(app.clone(), deployments.catalog.clone(), config, oracle);
     let (tx, mut rx) = mpsc::unbounded_channel::<Incoming>();

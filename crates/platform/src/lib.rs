@@ -81,10 +81,13 @@ impl Default for Config {
 }
 
 /// Per-invocation choices.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct InvokeOptions {
     /// Force speculation on or off for this invocation; `None` follows the application and the platform config.
     pub speculation: Option<bool>,
+    /// The invocation's activation id, when the caller needs it before the invocation ends (non-blocking
+    /// invocations); a fresh one otherwise.
+    pub activation_id: Option<String>,
 }
 
 /// A deployed function: its spec and its warm instance.
@@ -228,6 +231,26 @@ impl Platform {
         Ok(())
     }
 
+    /// Removes a function or an application; whether there was one. Applications that use a removed function fail
+    /// when they reach it.
+    pub fn remove(&self, namespace: &str, name: &str) -> bool {
+        let mut found = false;
+        self.update(namespace, |functions, apps| {
+            found = functions.remove(name).is_some() | apps.remove(name).is_some();
+        });
+        found
+    }
+
+    /// The deployed function `name`, if any.
+    pub fn function(&self, namespace: &str, name: &str) -> Option<Arc<FunctionSpec>> {
+        self.deployments(namespace).functions.get(name).map(|d| d.spec.clone())
+    }
+
+    /// The deployed application `name`, if any.
+    pub fn app(&self, namespace: &str, name: &str) -> Option<Arc<Application>> {
+        self.deployments(namespace).apps.get(name).cloned()
+    }
+
     /// Whether `function` is deployed in `namespace`.
     pub fn has_function(&self, namespace: &str, function: &str) -> bool {
         self.deployments(namespace).functions.contains_key(function)
@@ -310,8 +333,9 @@ impl Platform {
         let mut config = self.inner.config.engine;
         config.speculation = options.speculation.unwrap_or(config.speculation && app.speculation);
         let oracle = self.oracle(namespace);
-        let driver =
-            invocation::run(self.inner.clone(), namespace.to_string(), deployments, app, input, config, oracle);
+        let id = options.activation_id.unwrap_or_else(record::new_activation_id);
+        let request = invocation::Request { app, input, config, oracle, activation_id: id };
+        let driver = invocation::run(self.inner.clone(), namespace.to_string(), deployments, request);
         Ok(tokio::spawn(driver).await.expect("the invocation driver does not panic"))
     }
 

@@ -115,6 +115,18 @@ pub fn concurrent_validated_increments_lose_nothing(store: Arc<dyn Store>) {
     assert_eq!(store.get("ns", "counter").unwrap().value, Some(json!(THREADS * PER_THREAD)));
 }
 
+pub fn scan_lists_a_prefix_in_one_namespace_in_order(store: &dyn Store) {
+    store
+        .apply(&batch("ns", vec![put("action:b", json!(2)), put("action:a", json!(1)), put("other", json!(0))]))
+        .unwrap();
+    store.apply(&batch("ns2", vec![put("action:c", json!(3))])).unwrap();
+    store.apply(&batch("ns", vec![put("action:gone", json!(9))])).unwrap();
+    store.apply(&batch("ns", vec![Write { key: "action:gone".into(), op: Op::Delete }])).unwrap();
+    let got = store.scan("ns", "action:").unwrap();
+    assert_eq!(got, vec![("action:a".to_string(), json!(1)), ("action:b".to_string(), json!(2))]);
+    assert!(store.scan("ns", "zzz").unwrap().is_empty());
+}
+
 fn entry(ns: &str, id: &str, name: &str, start_ms: u64) -> ActivationEntry {
     ActivationEntry {
         namespace: ns.into(),
@@ -177,6 +189,10 @@ macro_rules! conformance_tests {
         #[test]
         fn concurrent_validated_increments_lose_nothing() {
             $crate::conformance::concurrent_validated_increments_lose_nothing(std::sync::Arc::new($make));
+        }
+        #[test]
+        fn scan_lists_a_prefix_in_one_namespace_in_order() {
+            $crate::conformance::scan_lists_a_prefix_in_one_namespace_in_order(&$make);
         }
         #[test]
         fn activations_are_listed_newest_first_and_filtered() {

@@ -101,6 +101,9 @@ pub trait Store: Send + Sync + 'static {
     /// empty batch with no expectations is a no-op that still returns the current version.
     fn apply(&self, batch: &Batch) -> Result<Version, Error>;
 
+    /// Every existing key of `namespace` that starts with `prefix`, with its value, in key order.
+    fn scan(&self, namespace: &str, prefix: &str) -> Result<Vec<(String, serde_json::Value)>, Error>;
+
     /// Stores (or replaces) an activation record.
     fn put_activations(&self, entries: &[ActivationEntry]) -> Result<(), Error>;
 
@@ -115,6 +118,9 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     fn apply(&self, batch: &Batch) -> Result<Version, Error> {
         (**self).apply(batch)
+    }
+    fn scan(&self, namespace: &str, prefix: &str) -> Result<Vec<(String, serde_json::Value)>, Error> {
+        (**self).scan(namespace, prefix)
     }
     fn put_activations(&self, entries: &[ActivationEntry]) -> Result<(), Error> {
         (**self).put_activations(entries)

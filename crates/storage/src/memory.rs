@@ -58,6 +58,18 @@ impl Store for MemoryStore {
         Ok(version)
     }
 
+    fn scan(&self, namespace: &str, prefix: &str) -> Result<Vec<(String, serde_json::Value)>, Error> {
+        let inner = self.inner.lock().expect("memory store poisoned");
+        let mut out: Vec<(String, serde_json::Value)> = inner
+            .kv
+            .iter()
+            .filter(|((ns, k), _)| ns == namespace && k.starts_with(prefix))
+            .filter_map(|((_, k), (v, _))| v.clone().map(|v| (k.clone(), v)))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
     fn put_activations(&self, entries: &[ActivationEntry]) -> Result<(), Error> {
         let mut inner = self.inner.lock().expect("memory store poisoned");
         for e in entries {

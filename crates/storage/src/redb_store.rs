@@ -105,6 +105,23 @@ impl Store for RedbStore {
         Ok(version)
     }
 
+    fn scan(&self, namespace: &str, prefix: &str) -> Result<Vec<(String, serde_json::Value)>, Error> {
+        let tx = self.db.begin_read().map_err(backend)?;
+        let table = tx.open_table(KV).map_err(backend)?;
+        let mut out = Vec::new();
+        for row in table.range((namespace, prefix)..).map_err(backend)? {
+            let (key, value) = row.map_err(backend)?;
+            let (ns, k) = key.value();
+            if ns != namespace || !k.starts_with(prefix) {
+                break;
+            }
+            if let Some(v) = decode(value.value())?.value {
+                out.push((k.to_string(), v));
+            }
+        }
+        Ok(out)
+    }
+
     fn put_activations(&self, entries: &[ActivationEntry]) -> Result<(), Error> {
         let tx = self.db.begin_write().map_err(backend)?;
         {

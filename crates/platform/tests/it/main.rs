@@ -321,7 +321,7 @@ async fn speculation_changes_nothing_a_user_can_see_on_the_smart_home_example() 
         let mut results = Vec::new();
         for round in 0..4 {
             for input in &inputs {
-                let options = platform::InvokeOptions { speculation: Some(speculation) };
+                let options = platform::InvokeOptions { speculation: Some(speculation), ..Default::default() };
                 let inv = p.invoke_with(NS, "smarthome", input.clone(), options).await.unwrap();
                 results.push((round, inv.status, inv.result));
             }
