@@ -49,6 +49,23 @@ enum Command {
         #[arg(long)]
         no_speculation: bool,
     },
+    /// Run the platform behind an HTTP API compatible with Apache OpenWhisk.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "SPECFAAS_LISTEN", default_value = "127.0.0.1:3233")]
+        listen: std::net::SocketAddr,
+        /// Where the embedded store, and the first key (`auth`), live.
+        #[arg(long, env = "SPECFAAS_DATA_DIR", default_value = ".specfaas")]
+        data_dir: PathBuf,
+        /// Platform limits, a TOML file (see README, "Limits").
+        #[arg(long, env = "SPECFAAS_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Administer a server's data directory.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Query stored activation records.
     Activation {
         #[command(subcommand)]
@@ -58,6 +75,38 @@ enum Command {
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// API keys (`uuid:key`) of a namespace.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Print a new `uuid:key` for NAMESPACE.
+    Create {
+        namespace: String,
+        #[arg(long, default_value = ".specfaas")]
+        data_dir: PathBuf,
+    },
+    /// List NAMESPACE's keys (their uuids; keys themselves are stored hashed).
+    List {
+        namespace: String,
+        #[arg(long, default_value = ".specfaas")]
+        data_dir: PathBuf,
+    },
+    /// Revoke one of NAMESPACE's keys, by uuid.
+    Revoke {
+        namespace: String,
+        uuid: String,
+        #[arg(long, default_value = ".specfaas")]
+        data_dir: PathBuf,
     },
 }
 
@@ -154,14 +203,7 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
             let data_dir = data_dir.unwrap_or_else(|| dir.join(".specfaas"));
             let store = open_store(&data_dir)?;
             let work = tempfile::Builder::new().prefix("specfaas").tempdir_in("/tmp")?;
-            let config = match config {
-                Some(path) => {
-                    let text =
-                        std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-                    toml::from_str(&text).with_context(|| format!("{} is not a valid config", path.display()))?
-                }
-                None => platform::Config::default(),
-            };
+            let config = read_config(config)?;
             let platform = platform::Platform::new(store, work.path(), config)?;
             let ns = platform::DEFAULT_NAMESPACE;
             platform.deploy_project(ns, &dir).await?;
@@ -176,6 +218,50 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
                 print(&json!({"result": inv.result, "activation": inv.record.to_json(), "runs": runs}));
             }
             Ok(if inv.status == platform::Status::Success { 0 } else { 3 })
+        }
+        Command::Serve { listen, data_dir, config } => {
+            let config = read_config(config)?;
+            let options =
+                api::Options { listen, data_dir: data_dir.clone(), config, blocking_wait: api::BLOCKING_WAIT };
+            let server = api::Server::start(options).await.map_err(anyhow::Error::msg)?;
+            if let Some(key) = &server.first_key {
+                println!(
+                    "created namespace {} with key {} (written to {})",
+                    key.namespace,
+                    key.auth(),
+                    data_dir.join("auth").display()
+                );
+            }
+            println!("specfaas serving on http://{}", server.addr);
+            server
+                .serve(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await
+                .map_err(anyhow::Error::msg)?;
+            Ok(0)
+        }
+        Command::Admin { command: AdminCommand::Key { command } } => {
+            match command {
+                KeyCommand::Create { namespace, data_dir } => {
+                    let store = open_store(&data_dir)?;
+                    println!("{}", api::keys::create(&*store, &namespace).map_err(anyhow::Error::msg)?.auth());
+                }
+                KeyCommand::List { namespace, data_dir } => {
+                    let store = open_store(&data_dir)?;
+                    for (uuid, revoked) in api::keys::list(&*store, &namespace).map_err(anyhow::Error::msg)? {
+                        println!("{uuid}{}", if revoked { " (revoked)" } else { "" });
+                    }
+                }
+                KeyCommand::Revoke { namespace, uuid, data_dir } => {
+                    let store = open_store(&data_dir)?;
+                    if !api::keys::revoke(&*store, &namespace, &uuid).map_err(anyhow::Error::msg)? {
+                        bail!("namespace {namespace} has no key {uuid}");
+                    }
+                    println!("revoked {uuid}");
+                }
+            }
+            Ok(0)
         }
         Command::Activation { command } => match command {
             ActivationCommand::List { data_dir, name, limit, skip } => {
@@ -217,4 +303,11 @@ fn emit(report: &dyn bench::Report, json: Option<PathBuf>) -> anyhow::Result<i32
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(0)
+}
+
+/// Platform limits from a TOML file; defaults without one.
+fn read_config(path: Option<PathBuf>) -> anyhow::Result<platform::Config> {
+    let Some(path) = path else { return Ok(platform::Config::default()) };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("{} is not a valid config", path.display()))
 }

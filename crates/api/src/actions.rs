@@ -1,0 +1,239 @@
+//! Actions in OpenWhisk's JSON shapes: parsing a `PUT` body, deploying it on the platform, and persisting the
+//! definition in the store's system namespace (`action:NAMESPACE/NAME`), so a restarted server serves the same
+//! actions. Sequences (`exec.kind: "sequence"`) are applications of the platform.
+
+use std::collections::BTreeMap;
+
+use axum::http::StatusCode;
+use model::{Annotations, Application, Code, FunctionSpec, Kind, Limits};
+use serde_json::{Map, Value, json};
+use storage::{Batch, Op, Store, Write};
+
+use crate::keys::SYSTEM;
+use crate::{ApiError, error};
+
+fn key(ns: &str, name: &str) -> String {
+    format!("action:{ns}/{name}")
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    error(StatusCode::BAD_REQUEST, message)
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// OpenWhisk's `[{"key": .., "value": ..}]` as a map; `what` names the field in errors.
+fn key_values(value: Option<&Value>, what: &str) -> Result<BTreeMap<String, Value>, ApiError> {
+    let mut out = BTreeMap::new();
+    let Some(value) = value else { return Ok(out) };
+    let items = value.as_array().ok_or_else(|| bad(format!("'{what}' must be an array of {{key, value}}")))?;
+    for item in items {
+        let key = item["key"].as_str().ok_or_else(|| bad(format!("every entry of '{what}' needs a string 'key'")))?;
+        out.insert(key.to_string(), item.get("value").cloned().unwrap_or(Value::Null));
+    }
+    Ok(out)
+}
+
+fn to_key_values(map: &BTreeMap<String, Value>) -> Value {
+    Value::Array(map.iter().map(|(k, v)| json!({"key": k, "value": v})).collect())
+}
+
+/// A component of a sequence, `/ns/name`, `ns/name` or `name`, as a name in `ns`.
+fn component(ns: &str, text: &str) -> Result<String, ApiError> {
+    let parts: Vec<&str> = text.trim_start_matches('/').split('/').collect();
+    match parts.as_slice() {
+        [name] => Ok(name.to_string()),
+        [owner, name] if *owner == ns || *owner == "_" => Ok(name.to_string()),
+        [owner, _] => {
+            Err(error(StatusCode::FORBIDDEN, format!("component '{text}' is in namespace '{owner}', not '{ns}'")))
+        }
+        _ => Err(bad(format!("component '{text}' must be NAME or /NAMESPACE/NAME"))),
+    }
+}
+
+/// Validates a `PUT` body and builds the stored definition (OpenWhisk's action shape).
+fn definition(ns: &str, name: &str, body: &Value) -> Result<Value, ApiError> {
+    model::check_name(name).map_err(|e| bad(format!("action name: {e}")))?;
+    let obj = body.as_object().ok_or_else(|| bad("the request content must be a JSON object"))?;
+    for field in obj.keys() {
+        if !["exec", "parameters", "limits", "annotations", "version", "publish", "name", "namespace"]
+            .contains(&field.as_str())
+        {
+            return Err(bad(format!("unknown field '{field}'")));
+        }
+    }
+    let exec = obj.get("exec").and_then(Value::as_object).ok_or_else(|| bad("'exec' is required: {kind, code}"))?;
+    let kind = exec.get("kind").and_then(Value::as_str).ok_or_else(|| bad("'exec.kind' is required"))?;
+    let exec = if kind == "sequence" {
+        let components = exec
+            .get("components")
+            .and_then(Value::as_array)
+            .ok_or_else(|| bad("a sequence needs 'exec.components', an array of action names"))?;
+        let names = components
+            .iter()
+            .map(|c| {
+                c.as_str().ok_or_else(|| bad("sequence components must be strings")).and_then(|c| component(ns, c))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        json!({"kind": "sequence", "components": names.iter().map(|n| format!("/{ns}/{n}")).collect::<Vec<_>>()})
+    } else {
+        let parsed = Kind::parse(kind).map_err(bad)?;
+        if parsed == Kind::Native {
+            return Err(bad("kind 'native' cannot be deployed over the API"));
+        }
+        if exec.get("binary") == Some(&Value::Bool(true)) {
+            return Err(bad("binary (zip) actions are not supported yet; send the code as text"));
+        }
+        let code = exec.get("code").and_then(Value::as_str).ok_or_else(|| bad("'exec.code' is required"))?;
+        let main = exec.get("main").and_then(Value::as_str).unwrap_or("main");
+        json!({"kind": parsed.as_openwhisk(), "code": code, "main": main, "binary": false})
+    };
+    let defaults = Limits::default();
+    let limits = obj.get("limits").cloned().unwrap_or(json!({}));
+    let limits_obj = limits.as_object().ok_or_else(|| bad("'limits' must be an object"))?;
+    for field in limits_obj.keys() {
+        if !["timeout", "memory", "logs", "concurrency"].contains(&field.as_str()) {
+            return Err(bad(format!("unknown limit '{field}'")));
+        }
+    }
+    let number = |k: &str, default: u64| -> Result<u64, ApiError> {
+        match limits_obj.get(k) {
+            None => Ok(default),
+            Some(v) => v.as_u64().ok_or_else(|| bad(format!("limit '{k}' must be a positive integer"))),
+        }
+    };
+    let limits = json!({
+        "timeout": number("timeout", defaults.timeout_ms)?,
+        "memory": number("memory", defaults.memory_mb)?,
+        "logs": number("logs", defaults.logs_bytes_max / (1024 * 1024))?,
+        "concurrency": 1,
+    });
+    let parameters = key_values(obj.get("parameters"), "parameters")?;
+    let annotations = key_values(obj.get("annotations"), "annotations")?;
+    let mut annotations_out = annotations.clone();
+    annotations_out.insert("exec".into(), exec["kind"].clone());
+    Ok(json!({
+        "namespace": ns,
+        "name": name,
+        "version": "0.0.1",
+        "publish": false,
+        "exec": exec,
+        "limits": limits,
+        "parameters": to_key_values(&parameters),
+        "annotations": to_key_values(&annotations_out),
+        "updated": epoch_ms(),
+    }))
+}
+
+/// Deploys a stored definition on the platform.
+async fn deploy(platform: &platform::Platform, ns: &str, def: &Value) -> Result<(), ApiError> {
+    let name = def["name"].as_str().unwrap_or_default();
+    let exec = &def["exec"];
+    if exec["kind"] == "sequence" {
+        let components: Vec<String> = exec["components"]
+            .as_array()
+            .map(|c| {
+                c.iter().filter_map(Value::as_str).map(|s| s.rsplit('/').next().unwrap_or(s).to_string()).collect()
+            })
+            .unwrap_or_default();
+        let app = Application::sequence(name, &components, &|f| {
+            platform.has_function(ns, f) || platform.app(ns, f).is_some()
+        })
+        .map_err(|e| bad(e.to_string()))?;
+        if components.iter().any(|c| platform.app(ns, c).is_some()) {
+            return Err(bad("a sequence of sequences is not supported yet"));
+        }
+        platform.remove(ns, name);
+        platform.deploy_app(ns, app);
+        return Ok(());
+    }
+    let kind = Kind::parse(exec["kind"].as_str().unwrap_or_default()).map_err(bad)?;
+    let code = Code::Source {
+        text: exec["code"].as_str().unwrap_or_default().to_string(),
+        main: exec["main"].as_str().unwrap_or("main").to_string(),
+    };
+    let limits = Limits {
+        timeout_ms: def["limits"]["timeout"].as_u64().unwrap_or(60_000),
+        memory_mb: def["limits"]["memory"].as_u64().unwrap_or(256),
+        logs_bytes_max: def["limits"]["logs"].as_u64().unwrap_or(10) * 1024 * 1024,
+        ..Limits::default()
+    };
+    let annotations = key_values(def.get("annotations"), "annotations")?;
+    let annotations =
+        Annotations::from_map(annotations.into_iter().filter(|(k, _)| k != "exec").collect()).map_err(bad)?;
+    let mut spec = FunctionSpec::new(name, kind, code, limits, annotations).map_err(|e| bad(e.to_string()))?;
+    let parameters: Map<String, Value> = key_values(def.get("parameters"), "parameters")?.into_iter().collect();
+    spec.parameters = parameters;
+    platform.remove(ns, name);
+    platform.deploy_function(ns, spec).await.map_err(|e| bad(e.to_string()))
+}
+
+pub(crate) fn get(store: &dyn Store, ns: &str, name: &str) -> Result<Option<Value>, ApiError> {
+    Ok(store.get(SYSTEM, &key(ns, name)).map_err(internal)?.value)
+}
+
+pub(crate) fn list(store: &dyn Store, ns: &str) -> Result<Vec<Value>, ApiError> {
+    let all = store.scan(SYSTEM, &format!("action:{ns}/")).map_err(internal)?;
+    Ok(all
+        .into_iter()
+        .map(|(_, mut def)| {
+            // Listings carry no code, as OpenWhisk's.
+            def["exec"] = json!({"kind": def["exec"]["kind"], "binary": false});
+            def
+        })
+        .collect())
+}
+
+pub(crate) async fn put(
+    platform: &platform::Platform,
+    store: &dyn Store,
+    ns: &str,
+    name: &str,
+    body: &Value,
+    overwrite: bool,
+) -> Result<Value, ApiError> {
+    if !overwrite && get(store, ns, name)?.is_some() {
+        return Err(error(StatusCode::CONFLICT, "resource already exists"));
+    }
+    let def = definition(ns, name, body)?;
+    deploy(platform, ns, &def).await?;
+    let batch = Batch {
+        namespace: SYSTEM.into(),
+        writes: vec![Write { key: key(ns, name), op: Op::Put(def.clone()) }],
+        expect: vec![],
+    };
+    store.apply(&batch).map_err(internal)?;
+    Ok(def)
+}
+
+pub(crate) fn delete(
+    platform: &platform::Platform,
+    store: &dyn Store,
+    ns: &str,
+    name: &str,
+) -> Result<Option<Value>, ApiError> {
+    let Some(def) = get(store, ns, name)? else { return Ok(None) };
+    let batch =
+        Batch { namespace: SYSTEM.into(), writes: vec![Write { key: key(ns, name), op: Op::Delete }], expect: vec![] };
+    store.apply(&batch).map_err(internal)?;
+    platform.remove(ns, name);
+    Ok(Some(def))
+}
+
+/// Redeploys every stored action at start: functions first, then sequences (which need them).
+pub(crate) async fn restore(platform: &platform::Platform, store: &dyn Store) {
+    let Ok(all) = store.scan(SYSTEM, "action:") else { return };
+    let (sequences, functions): (Vec<_>, Vec<_>) = all.into_iter().partition(|(_, d)| d["exec"]["kind"] == "sequence");
+    for (_, def) in functions.into_iter().chain(sequences) {
+        let ns = def["namespace"].as_str().unwrap_or_default().to_string();
+        if let Err(ApiError(_, message)) = deploy(platform, &ns, &def).await {
+            eprintln!("specfaas: cannot restore action /{ns}/{}: {message}", def["name"].as_str().unwrap_or("?"));
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! `specfaas serve`: the platform behind an HTTP API compatible with Apache OpenWhisk's REST API v1, so the
+//! official `openwhisk` clients and existing tooling work unchanged.
+//!
+//! - [`Server`]: options → [`Server::start`] (binds, restores deployed actions, creates the first key) →
+//!   [`Running::serve`] until shutdown.
+//! - [`keys`]: `uuid:key` credentials per namespace, stored hashed and compared in constant time.
+//! - `actions`: action definitions in OpenWhisk's JSON shapes, persisted in the store so a restart keeps them.
+//! - Routes under `/api/v1`: namespaces (list); actions (`PUT`, `GET`, list, `DELETE`, `POST` to invoke, blocking or
+//!   not); activations (list, one, its result, its logs). `/health` answers without a key.
+//!
+//! **API boundary:** this crate reaches storage only for its own records (keys, action definitions) in the system
+//! namespace; everything a function does goes through [`platform::Platform`]. Errors have OpenWhisk's shape,
+//! `{"error": "...", "code": "..."}`, with the matching status.
+
+mod actions;
+pub mod keys;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine as _;
+use serde_json::{Value, json};
+use storage::Store;
+
+/// How long a blocking invocation waits before answering `202` with the activation id (OpenWhisk: 60 s).
+pub const BLOCKING_WAIT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub config: platform::Config,
+    /// How long a blocking invocation waits before answering `202`.
+    pub blocking_wait: Duration,
+}
+
+pub struct Server;
+
+/// A started server: its address, the credential it created on first start (if it did), and how to serve.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub first_key: Option<keys::Credential>,
+    listener: tokio::net::TcpListener,
+    router: Router,
+    /// The process runtime's files and sockets (a short path), removed when the server stops.
+    _work: tempfile::TempDir,
+}
+
+#[derive(Clone)]
+struct App {
+    platform: platform::Platform,
+    store: Arc<dyn Store>,
+    blocking_wait: Duration,
+}
+
+impl Server {
+    /// Opens the store, restores deployed actions, creates the `guest` key on first start (written to
+    /// `DATA_DIR/auth`), and binds the listener.
+    pub async fn start(options: Options) -> std::result::Result<Running, String> {
+        std::fs::create_dir_all(&options.data_dir)
+            .map_err(|e| format!("cannot create {}: {e}", options.data_dir.display()))?;
+        let store: Arc<dyn Store> =
+            Arc::new(storage::RedbStore::open(options.data_dir.join("store.redb")).map_err(|e| e.to_string())?);
+        let work = tempfile::Builder::new().prefix("sfs").tempdir_in("/tmp").map_err(|e| e.to_string())?;
+        let platform =
+            platform::Platform::new(store.clone(), work.path(), options.config).map_err(|e| e.to_string())?;
+        actions::restore(&platform, &*store).await;
+        let mut first_key = None;
+        if keys::list(&*store, platform::DEFAULT_NAMESPACE)?.is_empty() {
+            let credential = keys::create(&*store, platform::DEFAULT_NAMESPACE)?;
+            let path = options.data_dir.join("auth");
+            std::fs::write(&path, credential.auth()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            first_key = Some(credential);
+        }
+        let listener = tokio::net::TcpListener::bind(options.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", options.listen))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let app = App { platform, store, blocking_wait: options.blocking_wait };
+        let payload_max = options.config.payload_bytes_max;
+        Ok(Running { addr, first_key, listener, router: router(app, payload_max), _work: work })
+    }
+}
+
+impl Running {
+    /// Serves until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::result::Result<(), String> {
+        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await.map_err(|e| e.to_string())
+    }
+}
+
+fn router(app: App, payload_max: usize) -> Router {
+    Router::new()
+        .route("/health", get(|| async { axum::Json(json!({"status": "ok"})) }))
+        .route("/api/v1/namespaces", get(namespaces))
+        .route("/api/v1/namespaces/{ns}/actions", get(list_actions))
+        .route(
+            "/api/v1/namespaces/{ns}/actions/{name}",
+            get(get_action).put(put_action).delete(delete_action).post(invoke_action),
+        )
+        .route("/api/v1/namespaces/{ns}/activations", get(list_activations))
+        .route("/api/v1/namespaces/{ns}/activations/{id}", get(get_activation))
+        .route("/api/v1/namespaces/{ns}/activations/{id}/result", get(activation_result))
+        .route("/api/v1/namespaces/{ns}/activations/{id}/logs", get(activation_logs))
+        // A little over the payload limit, so the handlers can answer an oversized body with OpenWhisk's error.
+        .layer(DefaultBodyLimit::max(payload_max + 64 * 1024))
+        .with_state(app)
+}
+
+/// An error in OpenWhisk's shape.
+pub(crate) struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let code = uuid::Uuid::new_v4().simple().to_string()[..16].to_string();
+        let mut response = (self.0, axum::Json(json!({"error": self.1, "code": code}))).into_response();
+        if self.0 == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"specfaas\""));
+        }
+        response
+    }
+}
+
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> ApiError {
+    ApiError(status, message.into())
+}
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+/// The namespace the request's key belongs to (HTTP Basic `uuid:key`).
+fn authenticate(app: &App, headers: &HeaderMap) -> Result<String> {
+    let invalid = || error(StatusCode::UNAUTHORIZED, "The supplied authentication is invalid.");
+    let value = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or_else(invalid)?;
+    let encoded = value.strip_prefix("Basic ").ok_or_else(invalid)?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).map_err(|_| invalid())?;
+    let decoded = String::from_utf8(decoded).map_err(|_| invalid())?;
+    let (uuid, key) = decoded.split_once(':').ok_or_else(invalid)?;
+    keys::verify(&*app.store, uuid, key).ok_or_else(invalid)
+}
+
+/// Resolves the path's namespace (`_` is the key's own) and checks the key may use it.
+fn namespace(app: &App, headers: &HeaderMap, ns: &str) -> Result<String> {
+    let own = authenticate(app, headers)?;
+    if ns == "_" || ns == own {
+        return Ok(own);
+    }
+    Err(error(StatusCode::FORBIDDEN, format!("The supplied authentication is not authorized to access '{ns}'.")))
+}
+
+async fn namespaces(State(app): State<App>, headers: HeaderMap) -> Result<axum::Json<Value>> {
+    Ok(axum::Json(json!([authenticate(&app, &headers)?])))
+}
+
+async fn list_actions(State(app): State<App>, headers: HeaderMap, Path(ns): Path<String>) -> Result<axum::Json<Value>> {
+    let ns = namespace(&app, &headers, &ns)?;
+    Ok(axum::Json(Value::Array(actions::list(&*app.store, &ns)?)))
+}
+
+async fn get_action(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path((ns, name)): Path<(String, String)>,
+) -> Result<axum::Json<Value>> {
+    let ns = namespace(&app, &headers, &ns)?;
+    actions::get(&*app.store, &ns, &name)?
+        .map(axum::Json)
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, "The requested resource does not exist."))
+}
+
+async fn put_action(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path((ns, name)): Path<(String, String)>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    body: Bytes,
+) -> Result<axum::Json<Value>> {
+    let ns = namespace(&app, &headers, &ns)?;
+    let overwrite = query.get("overwrite").is_some_and(|v| v == "true");
+    let body: Value = serde_json::from_slice(&body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("The request content was malformed: {e}")))?;
+    Ok(axum::Json(actions::put(&app.platform, &*app.store, &ns, &name, &body, overwrite).await?))
+}
+
+async fn delete_action(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path((ns, name)): Path<(String, String)>,
+) -> Result<axum::Json<Value>> {
+    let ns = namespace(&app, &headers, &ns)?;
+    actions::delete(&app.platform, &*app.store, &ns, &name)?
+        .map(axum::Json)
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, "The requested resource does not exist."))
+}
+
+async fn invoke_action(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path((ns, name)): Path<(String, String)>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    body: Bytes,
+) -> Result<Response> {
+    let ns = namespace(&app, &headers, &ns)?;
+    let limit = app.platform.config().payload_bytes_max;
+    if body.len() > limit {
+        return Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("The request content was {} bytes, over the limit of {limit} bytes.", body.len()),
+        ));
+    }
+    let input: Value = if body.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| error(StatusCode::BAD_REQUEST, format!("The request content was malformed: {e}")))?
+    };
+    if !input.is_object() {
+        return Err(error(StatusCode::BAD_REQUEST, "The request content must be a JSON object of parameters."));
+    }
+    if actions::get(&*app.store, &ns, &name)?.is_none() {
+        return Err(error(StatusCode::NOT_FOUND, "The requested resource does not exist."));
+    }
+    let blocking = query.get("blocking").is_some_and(|v| v == "true");
+    let result_only = query.get("result").is_some_and(|v| v == "true");
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let options = platform::InvokeOptions { activation_id: Some(id.clone()), ..Default::default() };
+    let platform = app.platform.clone();
+    let invocation = tokio::spawn(async move { platform.invoke_with(&ns, &name, input, options).await });
+    if !blocking {
+        return Ok((StatusCode::ACCEPTED, axum::Json(json!({"activationId": id}))).into_response());
+    }
+    let inv = match tokio::time::timeout(app.blocking_wait, invocation).await {
+        Err(_) => return Ok((StatusCode::ACCEPTED, axum::Json(json!({"activationId": id}))).into_response()),
+        Ok(Err(e)) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, format!("the invocation failed: {e}"))),
+        Ok(Ok(Err(e))) => return Err(platform_error(e)),
+        Ok(Ok(Ok(inv))) => inv,
+    };
+    // OpenWhisk answers a blocking invocation that ended in an error with 502, the record (or result) included.
+    let status = match inv.status {
+        platform::Status::Success => StatusCode::OK,
+        platform::Status::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_GATEWAY,
+    };
+    let body = if result_only { inv.result.clone() } else { inv.record.to_json() };
+    Ok((status, axum::Json(body)).into_response())
+}
+
+fn platform_error(e: platform::Error) -> ApiError {
+    match e {
+        platform::Error::NotFound { .. } => error(StatusCode::NOT_FOUND, "The requested resource does not exist."),
+        platform::Error::PayloadTooLarge { .. } => error(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
+        platform::Error::InputNotObject(_) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        other => error(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+    }
+}
+
+async fn list_activations(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(ns): Path<String>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> Result<axum::Json<Value>> {
+    let ns = namespace(&app, &headers, &ns)?;
+    let number = |k: &str| -> Result<Option<u64>> {
+        query
+            .get(k)
+            .map(|v| v.parse::<u64>().map_err(|_| error(StatusCode::BAD_REQUEST, format!("'{k}' must be a number"))))
+            .transpose()
+    };
+    let q = storage::ActivationQuery {
+        name: query.get("name").cloned(),
+        since_ms: number("since")?,
+        upto_ms: number("upto")?,
+        skip: number("skip")?.unwrap_or(0) as usize,
+        limit: number("limit")?.unwrap_or(30).min(200) as usize,
+    };
+    let docs = query.get("docs").is_some_and(|v| v == "true");
+    app.platform.flush_records().await;
+    let list =
+        app.store.list_activations(&ns, &q).map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(axum::Json(Value::Array(
+        list.into_iter()
+            .map(|e| {
+                let mut r = e.record;
+                if !docs && let Value::Object(m) = &mut r {
+                    m.remove("logs");
+                    if let Some(Value::Object(resp)) = m.remove("response") {
+                        m.insert("statusCode".into(), resp.get("statusCode").cloned().unwrap_or(Value::Null));
+                    }
+                }
+                r
+            })
+            .collect(),
+    )))
+}
+
+async fn activation(app: &App, headers: &HeaderMap, ns: &str, id: &str) -> Result<Value> {
+    let ns = namespace(app, headers, ns)?;
+    app.platform.flush_records().await;
+    app.platform
+        .activation(&ns, id)
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, "The requested resource does not exist."))
+}
+
+async fn get_activation(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path((ns, id)): Path<(String, String)>,
+) -> Result<axum::Json<Value>> {
+    Ok(axum::Json(activation(&app, &headers, &ns, &id).await?))
+}
+
+async fn activation_result(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path((ns, id)): Path<(String, String)>,
+) -> Result<axum::Json<Value>> {
+    Ok(axum::Json(activation(&app, &headers, &ns, &id).await?["response"].clone()))
+}
+
+async fn activation_logs(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path((ns, id)): Path<(String, String)>,
+) -> Result<axum::Json<Value>> {
+    let record = activation(&app, &headers, &ns, &id).await?;
+    Ok(axum::Json(json!({"logs": record["logs"]})))
+}
