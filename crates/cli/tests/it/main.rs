@@ -174,3 +174,29 @@ fn limits_come_from_a_config_file() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("limits.toml is not a valid config") && stderr.contains("steps_maximum"), "{stderr}");
 }
+
+/// The official `openwhisk` npm client, unchanged, drives a real `specfaas serve` (`tests/openwhisk`): actions in
+/// Python and Node.js, a sequence, blocking and non-blocking invocations, activations, results and logs, update,
+/// delete, and bad input. The client is installed from the committed lockfile on first use.
+#[test]
+fn the_official_openwhisk_client_works_unchanged() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/openwhisk");
+    if !dir.join("node_modules/openwhisk").exists() {
+        let install =
+            Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&dir).output().expect("npm runs");
+        assert!(install.status.success(), "npm ci failed: {}", String::from_utf8_lossy(&install.stderr));
+    }
+    let out = Command::new("node")
+        .args(["--test", "client.test.mjs"])
+        .current_dir(&dir)
+        .env("SPECFAAS_BIN", env!("CARGO_BIN_EXE_specfaas"))
+        .output()
+        .expect("node runs");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the openwhisk client tests failed:\n{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(report.contains("# pass 4") && report.contains("# fail 0"), "{report}");
+}
