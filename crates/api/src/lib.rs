@@ -6,7 +6,8 @@
 //! - [`keys`]: `uuid:key` credentials per namespace, stored hashed and compared in constant time.
 //! - `actions`: action definitions in OpenWhisk's JSON shapes, persisted in the store so a restart keeps them.
 //! - Routes under `/api/v1`: namespaces (list); actions (`PUT`, `GET`, list, `DELETE`, `POST` to invoke, blocking or
-//!   not); activations (list, one, its result, its logs). `/health` answers without a key.
+//!   not); activations (list, one, its result, its logs). `/health` and `/metrics` (Prometheus text) answer
+//!   without a key.
 //!
 //! **API boundary:** this crate reaches storage only for its own records (keys, action definitions) in the system
 //! namespace; everything a function does goes through [`platform::Platform`]. Errors have OpenWhisk's shape,
@@ -14,6 +15,7 @@
 
 mod actions;
 pub mod keys;
+mod metrics;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -59,6 +61,7 @@ struct App {
     platform: platform::Platform,
     store: Arc<dyn Store>,
     blocking_wait: Duration,
+    requests: Arc<metrics::Requests>,
 }
 
 impl Server {
@@ -84,7 +87,7 @@ impl Server {
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", options.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let app = App { platform, store, blocking_wait: options.blocking_wait };
+        let app = App { platform, store, blocking_wait: options.blocking_wait, requests: Default::default() };
         let payload_max = options.config.payload_bytes_max;
         Ok(Running { addr, first_key, listener, router: router(app, payload_max), _work: work })
     }
@@ -103,6 +106,7 @@ impl Running {
 fn router(app: App, payload_max: usize) -> Router {
     Router::new()
         .route("/health", get(|| async { axum::Json(json!({"status": "ok"})) }))
+        .route("/metrics", get(metrics::render))
         .route("/api/v1/namespaces", get(namespaces))
         .route("/api/v1/namespaces/{ns}/actions", get(list_actions))
         .route(
@@ -115,6 +119,7 @@ fn router(app: App, payload_max: usize) -> Router {
         .route("/api/v1/namespaces/{ns}/activations/{id}/logs", get(activation_logs))
         // A little over the payload limit, so the handlers can answer an oversized body with OpenWhisk's error.
         .layer(DefaultBodyLimit::max(payload_max + 64 * 1024))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), metrics::record))
         .with_state(app)
 }
 

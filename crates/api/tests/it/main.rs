@@ -224,6 +224,16 @@ async fn bad_input_gets_the_right_status_and_leaves_nothing_behind() {
     assert_eq!(status, 413, "{err}");
     let (status, _) = s.call("GET", "/health", None, None).await;
     assert_eq!(status, 200);
+    // Metrics count what happened: requests by route and status, invocations by status.
+    let (status, metrics) = s.raw("GET", "/metrics", None, None).await;
+    assert_eq!(status, 200);
+    let text = metrics.as_str().unwrap().to_string();
+    assert!(
+        text.contains(r#"specfaas_http_requests_total{method="PUT",route="/api/v1/namespaces/{ns}/actions/{name}",status="400"} 5"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"status="413"} 1"#), "{text}");
+    assert!(text.contains("specfaas_speculative_launches_total "), "{text}");
     s.stop().await;
 }
 
