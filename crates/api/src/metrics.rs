@@ -11,9 +11,12 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-/// (method, route, status) → (count, total seconds).
+/// (method, route, status): what a request counter is labelled with.
+type Labels = (String, String, u16);
+
+/// Labels → (count, total seconds).
 #[derive(Default)]
-pub(crate) struct Requests(Mutex<BTreeMap<(String, String, u16), (u64, f64)>>);
+pub(crate) struct Requests(Mutex<BTreeMap<Labels, (u64, f64)>>);
 
 pub(crate) async fn record(State(app): State<crate::App>, request: Request, next: Next) -> Response {
     let method = request.method().to_string();
