@@ -42,7 +42,26 @@ pub struct Options {
     pub config: platform::Config,
     /// How long a blocking invocation waits before answering `202`.
     pub blocking_wait: Duration,
+    pub limits: NamespaceLimits,
 }
+
+/// Per-namespace invocation limits; past either, invocations get `429`. Defaults are OpenWhisk's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NamespaceLimits {
+    /// Invocations of one namespace in flight at once.
+    pub concurrent_invocations_max: u32,
+    /// Invocations of one namespace per minute (a token bucket refilled evenly over the minute).
+    pub invocations_per_minute_max: u32,
+}
+
+impl Default for NamespaceLimits {
+    fn default() -> Self {
+        NamespaceLimits { concurrent_invocations_max: 100, invocations_per_minute_max: 60 }
+    }
+}
+
+type Limiter = governor::DefaultKeyedRateLimiter<String>;
 
 pub struct Server;
 
@@ -62,6 +81,44 @@ struct App {
     store: Arc<dyn Store>,
     blocking_wait: Duration,
     requests: Arc<metrics::Requests>,
+    limits: NamespaceLimits,
+    per_minute: Arc<Limiter>,
+    /// Invocations in flight, by namespace.
+    in_flight: Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>,
+}
+
+/// Holds one of a namespace's concurrent-invocation slots until dropped.
+struct Slot {
+    in_flight: Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>,
+    namespace: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut all = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = all.get_mut(&self.namespace) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
+impl App {
+    /// Admits one invocation of `namespace`, or answers 429 as OpenWhisk does.
+    fn admit(&self, namespace: &str) -> Result<Slot> {
+        let too_many = |m: String| error(StatusCode::TOO_MANY_REQUESTS, m);
+        if self.per_minute.check_key(&namespace.to_string()).is_err() {
+            let allowed = self.limits.invocations_per_minute_max;
+            return Err(too_many(format!("Too many requests in the last minute (allowed: {allowed}).")));
+        }
+        let mut all = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let n = all.entry(namespace.to_string()).or_insert(0);
+        if *n >= self.limits.concurrent_invocations_max {
+            let allowed = self.limits.concurrent_invocations_max;
+            return Err(too_many(format!("Too many concurrent requests in flight (count: {n}, allowed: {allowed}).")));
+        }
+        *n += 1;
+        Ok(Slot { in_flight: self.in_flight.clone(), namespace: namespace.to_string() })
+    }
 }
 
 impl Server {
@@ -87,7 +144,17 @@ impl Server {
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", options.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let app = App { platform, store, blocking_wait: options.blocking_wait, requests: Default::default() };
+        let per_minute = std::num::NonZeroU32::new(options.limits.invocations_per_minute_max)
+            .ok_or("invocations_per_minute_max must be at least 1")?;
+        let app = App {
+            platform,
+            store,
+            blocking_wait: options.blocking_wait,
+            requests: Default::default(),
+            limits: options.limits,
+            per_minute: Arc::new(governor::RateLimiter::keyed(governor::Quota::per_minute(per_minute))),
+            in_flight: Default::default(),
+        };
         let payload_max = options.config.payload_bytes_max;
         Ok(Running { addr, first_key, listener, router: router(app, payload_max), _work: work })
     }
@@ -239,10 +306,14 @@ async fn invoke_action(
     }
     let blocking = query.get("blocking").is_some_and(|v| v == "true");
     let result_only = query.get("result").is_some_and(|v| v == "true");
+    let slot = app.admit(&ns)?;
     let id = uuid::Uuid::new_v4().simple().to_string();
     let options = platform::InvokeOptions { activation_id: Some(id.clone()), ..Default::default() };
     let platform = app.platform.clone();
-    let invocation = tokio::spawn(async move { platform.invoke_with(&ns, &name, input, options).await });
+    let invocation = tokio::spawn(async move {
+        let _slot = slot; // the concurrency slot is held until the invocation ends, blocking or not
+        platform.invoke_with(&ns, &name, input, options).await
+    });
     if !blocking {
         return Ok((StatusCode::ACCEPTED, axum::Json(json!({"activationId": id}))).into_response());
     }

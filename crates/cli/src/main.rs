@@ -220,9 +220,9 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
             Ok(if inv.status == platform::Status::Success { 0 } else { 3 })
         }
         Command::Serve { listen, data_dir, config } => {
-            let config = read_config(config)?;
+            let (config, limits) = read_serve_config(config)?;
             let options =
-                api::Options { listen, data_dir: data_dir.clone(), config, blocking_wait: api::BLOCKING_WAIT };
+                api::Options { listen, data_dir: data_dir.clone(), config, blocking_wait: api::BLOCKING_WAIT, limits };
             let server = api::Server::start(options).await.map_err(anyhow::Error::msg)?;
             if let Some(key) = &server.first_key {
                 println!(
@@ -310,4 +310,19 @@ fn read_config(path: Option<PathBuf>) -> anyhow::Result<platform::Config> {
     let Some(path) = path else { return Ok(platform::Config::default()) };
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("{} is not a valid config", path.display()))
+}
+
+/// `serve`'s config file: the platform's settings, plus a `[namespace]` table of per-namespace invocation limits.
+fn read_serve_config(path: Option<PathBuf>) -> anyhow::Result<(platform::Config, api::NamespaceLimits)> {
+    let Some(path) = path else { return Ok(Default::default()) };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("{} is not valid TOML", path.display()))?;
+    let limits = match table.remove("namespace") {
+        Some(v) => v.try_into().with_context(|| format!("{}: invalid [namespace] limits", path.display()))?,
+        None => api::NamespaceLimits::default(),
+    };
+    let config =
+        toml::Value::Table(table).try_into().with_context(|| format!("{} is not a valid config", path.display()))?;
+    Ok((config, limits))
 }

@@ -14,11 +14,16 @@ struct Server {
 }
 
 async fn start_on(data: tempfile::TempDir, blocking_wait: Duration) -> Server {
+    start_with(data, blocking_wait, api::NamespaceLimits::default()).await
+}
+
+async fn start_with(data: tempfile::TempDir, blocking_wait: Duration, limits: api::NamespaceLimits) -> Server {
     let options = api::Options {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: data.path().to_path_buf(),
         config: platform::Config::default(),
         blocking_wait,
+        limits,
     };
     let running = api::Server::start(options).await.unwrap();
     let base = format!("http://{}", running.addr);
@@ -269,5 +274,40 @@ async fn keys_are_required_and_namespaces_are_isolated() {
     assert_eq!(status, 403);
     let (status, _) = s.call("GET", "/api/v1/namespaces/_/actions/secret", Some(&bob_auth), None).await;
     assert_eq!(status, 404);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_and_concurrency_limits_answer_429() {
+    let limits = api::NamespaceLimits { concurrent_invocations_max: 1, invocations_per_minute_max: 4 };
+    // A short blocking wait, so a slow invocation is still in flight when the caller gets its 202.
+    let s = start_with(tempfile::tempdir().unwrap(), Duration::from_millis(100), limits).await;
+    let auth = Some(s.auth.as_str());
+    put_action(&s, "slow", "python:3", "import time\ndef main(a):\n    time.sleep(a.get('s', 0))\n    return {}\n")
+        .await;
+    let (status, _) =
+        s.call("POST", "/api/v1/namespaces/_/actions/slow?blocking=true", auth, Some(json!({"s": 1}))).await;
+    assert_eq!(status, 202, "the slow invocation goes on after the blocking wait");
+    let (status, err) = s.call("POST", "/api/v1/namespaces/_/actions/slow?blocking=true", auth, Some(json!({}))).await;
+    assert_eq!(status, 429, "{err}");
+    assert!(err["error"].as_str().unwrap().contains("concurrent"), "{err}");
+    tokio::time::sleep(Duration::from_millis(1200)).await; // the slow one ends and frees its slot
+    let (status, _) = s.call("POST", "/api/v1/namespaces/_/actions/slow?blocking=true", auth, Some(json!({}))).await;
+    assert_eq!(status, 200);
+    // 4 per minute: every invocation so far spent a token (the concurrency refusal too: the rate is checked first),
+    // so the quota runs out within the next few.
+    let mut refused = None;
+    for i in 0..5 {
+        let (status, err) =
+            s.call("POST", "/api/v1/namespaces/_/actions/slow?blocking=true", auth, Some(json!({}))).await;
+        if status == 429 {
+            refused = Some((i, err));
+            break;
+        }
+    }
+    let (_, err) = refused.expect("the per-minute quota runs out");
+    assert!(err["error"].as_str().unwrap().contains("in the last minute"), "{err}");
+    let (status, _) = s.call("GET", "/health", None, None).await;
+    assert_eq!(status, 200, "the server goes on serving");
     s.stop().await;
 }
