@@ -201,6 +201,9 @@ pub(crate) async fn put(
     if !overwrite && get(store, ns, name)?.is_some() {
         return Err(error(StatusCode::CONFLICT, "resource already exists"));
     }
+    if crate::workflows::get(store, ns, name)?.is_some() {
+        return Err(error(StatusCode::CONFLICT, format!("a workflow named '{name}' exists; names are shared")));
+    }
     let def = definition(ns, name, body)?;
     deploy(platform, ns, &def).await?;
     let batch = Batch {

@@ -16,6 +16,7 @@
 mod actions;
 pub mod keys;
 mod metrics;
+mod workflows;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -133,6 +134,7 @@ impl Server {
         let platform =
             platform::Platform::new(store.clone(), work.path(), options.config).map_err(|e| e.to_string())?;
         actions::restore(&platform, &*store).await;
+        workflows::restore(&platform, &*store);
         let mut first_key = None;
         if keys::list(&*store, platform::DEFAULT_NAMESPACE)?.is_empty() {
             let credential = keys::create(&*store, platform::DEFAULT_NAMESPACE)?;
@@ -179,6 +181,11 @@ fn router(app: App, payload_max: usize) -> Router {
         .route(
             "/api/v1/namespaces/{ns}/actions/{name}",
             get(get_action).put(put_action).delete(delete_action).post(invoke_action),
+        )
+        .route("/api/v1/namespaces/{ns}/workflows", get(list_workflows))
+        .route(
+            "/api/v1/namespaces/{ns}/workflows/{name}",
+            get(get_workflow).put(put_workflow).delete(delete_workflow).post(invoke_workflow),
         )
         .route("/api/v1/namespaces/{ns}/activations", get(list_activations))
         .route("/api/v1/namespaces/{ns}/activations/{id}", get(get_activation))
@@ -285,6 +292,34 @@ async fn invoke_action(
     body: Bytes,
 ) -> Result<Response> {
     let ns = namespace(&app, &headers, &ns)?;
+    if actions::get(&*app.store, &ns, &name)?.is_none() {
+        return Err(error(StatusCode::NOT_FOUND, "The requested resource does not exist."));
+    }
+    invoke(app, ns, name, query, body).await
+}
+
+async fn invoke_workflow(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path((ns, name)): Path<(String, String)>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    body: Bytes,
+) -> Result<Response> {
+    let ns = namespace(&app, &headers, &ns)?;
+    if workflows::get(&*app.store, &ns, &name)?.is_none() {
+        return Err(error(StatusCode::NOT_FOUND, "The requested resource does not exist."));
+    }
+    invoke(app, ns, name, query, body).await
+}
+
+/// Invokes an action or workflow: blocking (up to the blocking wait) or not, the whole record or the result.
+async fn invoke(
+    app: App,
+    ns: String,
+    name: String,
+    query: std::collections::HashMap<String, String>,
+    body: Bytes,
+) -> Result<Response> {
     let limit = app.platform.config().payload_bytes_max;
     if body.len() > limit {
         return Err(error(
@@ -300,9 +335,6 @@ async fn invoke_action(
     };
     if !input.is_object() {
         return Err(error(StatusCode::BAD_REQUEST, "The request content must be a JSON object of parameters."));
-    }
-    if actions::get(&*app.store, &ns, &name)?.is_none() {
-        return Err(error(StatusCode::NOT_FOUND, "The requested resource does not exist."));
     }
     let blocking = query.get("blocking").is_some_and(|v| v == "true");
     let result_only = query.get("result").is_some_and(|v| v == "true");
@@ -331,6 +363,51 @@ async fn invoke_action(
     };
     let body = if result_only { inv.result.clone() } else { inv.record.to_json() };
     Ok((status, axum::Json(body)).into_response())
+}
+
+async fn list_workflows(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(ns): Path<String>,
+) -> Result<axum::Json<Value>> {
+    let ns = namespace(&app, &headers, &ns)?;
+    Ok(axum::Json(Value::Array(workflows::list(&*app.store, &ns)?)))
+}
+
+async fn get_workflow(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path((ns, name)): Path<(String, String)>,
+) -> Result<axum::Json<Value>> {
+    let ns = namespace(&app, &headers, &ns)?;
+    workflows::get(&*app.store, &ns, &name)?
+        .map(axum::Json)
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, "The requested resource does not exist."))
+}
+
+async fn put_workflow(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path((ns, name)): Path<(String, String)>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    body: Bytes,
+) -> Result<axum::Json<Value>> {
+    let ns = namespace(&app, &headers, &ns)?;
+    let overwrite = query.get("overwrite").is_some_and(|v| v == "true");
+    let body: Value = serde_json::from_slice(&body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("The request content was malformed: {e}")))?;
+    Ok(axum::Json(workflows::put(&app.platform, &*app.store, &ns, &name, &body, overwrite)?))
+}
+
+async fn delete_workflow(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path((ns, name)): Path<(String, String)>,
+) -> Result<axum::Json<Value>> {
+    let ns = namespace(&app, &headers, &ns)?;
+    workflows::delete(&app.platform, &*app.store, &ns, &name)?
+        .map(axum::Json)
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, "The requested resource does not exist."))
 }
 
 fn platform_error(e: platform::Error) -> ApiError {

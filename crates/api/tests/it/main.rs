@@ -311,3 +311,49 @@ async fn rate_and_concurrency_limits_answer_429() {
     assert_eq!(status, 200, "the server goes on serving");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflows_are_deployed_from_asl_invoked_and_restored() {
+    let s = start().await;
+    let auth = Some(s.auth.as_str());
+    put_action(&s, "double", "nodejs:20", "function main(p) { return { n: p.n * 2 }; }").await;
+    let asl = json!({"StartAt": "D", "States": {
+        "D": {"Type": "Task", "Resource": "double", "Next": "Big?"},
+        "Big?": {"Type": "Choice", "Choices": [{"Variable": "$.n", "NumericGreaterThan": 10, "Next": "Yes"}], "Default": "No"},
+        "Yes": {"Type": "Pass", "Result": {"big": true}, "End": true},
+        "No": {"Type": "Task", "Resource": "double", "End": true}}});
+    let (status, created) = s.call("PUT", "/api/v1/namespaces/_/workflows/flow", auth, Some(asl)).await;
+    assert_eq!(status, 200, "{created}");
+    let (status, result) = s
+        .call("POST", "/api/v1/namespaces/_/workflows/flow?blocking=true&result=true", auth, Some(json!({"n": 2})))
+        .await;
+    assert_eq!((status, result), (200, json!({"n": 8})));
+    let (_, record) =
+        s.call("POST", "/api/v1/namespaces/_/workflows/flow?blocking=true", auth, Some(json!({"n": 9}))).await;
+    assert_eq!(record["response"]["result"], json!({"big": true}));
+    let path = record["annotations"].as_array().unwrap().iter().find(|a| a["key"] == "path").unwrap()["value"].clone();
+    assert_eq!(path, json!(["D", "Big?", "Yes"]));
+    let (_, list) = s.call("GET", "/api/v1/namespaces/_/workflows", auth, None).await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    // YAML text, and errors that name the state.
+    let yaml = json!({"definition": "StartAt: X\nStates:\n  X:\n    Type: Task\n    Resource: ghost\n    End: true\n"});
+    let (status, err) = s.call("PUT", "/api/v1/namespaces/_/workflows/bad", auth, Some(yaml)).await;
+    assert_eq!(status, 400);
+    assert!(err["error"].as_str().unwrap().contains("state \"X\""), "{err}");
+    let data = s.stop().await;
+    let s = start_on(data, api::BLOCKING_WAIT).await;
+    let (status, result) = s
+        .call(
+            "POST",
+            "/api/v1/namespaces/_/workflows/flow?blocking=true&result=true",
+            Some(&s.auth),
+            Some(json!({"n": 1})),
+        )
+        .await;
+    assert_eq!((status, result), (200, json!({"n": 4})), "workflows survive a restart");
+    let (status, _) = s.call("DELETE", "/api/v1/namespaces/_/workflows/flow", Some(&s.auth), None).await;
+    assert_eq!(status, 200);
+    let (status, _) = s.call("POST", "/api/v1/namespaces/_/workflows/flow?blocking=true", Some(&s.auth), None).await;
+    assert_eq!(status, 404);
+    s.stop().await;
+}
