@@ -5,11 +5,13 @@
 //! - [`kill`]: how long stopping a running activation takes, per runtime (the cost of a squash).
 //! - [`engine`]: the engine's own cost per function and per buffered access, in-process, no I/O.
 //! - [`examples`]: the example applications with speculation off and on, interleaved.
+//! - [`load`]: concurrent HTTP clients against `specfaas serve`, checking nothing is lost or duplicated.
 
 pub mod engine;
 pub mod examples;
 pub mod handoff;
 pub mod kill;
+pub mod load;
 
 /// What every benchmark produces: a Markdown table for people and JSON for machines, both with the setup.
 pub trait Report {

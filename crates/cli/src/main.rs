@@ -163,6 +163,16 @@ enum BenchCommand {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Concurrent HTTP clients against `specfaas serve`: throughput, p50/p99, nothing lost or duplicated.
+    Load {
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Requests per client and target.
+        #[arg(long, default_value_t = 50)]
+        requests: usize,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Latency of killing a running activation (the cost of a squash), per runtime.
     Kill {
         /// Kills per runtime.
@@ -288,6 +298,7 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
             }
             BenchCommand::Kill { iterations, json } => emit(&bench::kill::run(iterations).await?, json),
             BenchCommand::Engine { iterations, json } => emit(&bench::engine::run(iterations)?, json),
+            BenchCommand::Load { clients, requests, json } => emit(&bench::load::run(clients, requests).await?, json),
             BenchCommand::Examples { dir, iterations, json } => {
                 emit(&bench::examples::run(&dir, iterations).await?, json)
             }
