@@ -6,7 +6,8 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import openwhisk from 'openwhisk';
 
 let server;
@@ -28,7 +29,10 @@ before(async () => {
   assert.ok(bin, 'SPECFAAS_BIN must name the specfaas binary');
   const port = await freePort();
   const data = mkdtempSync(join(tmpdir(), 'sfow-'));
-  server = spawn(bin, ['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', data], { stdio: 'inherit' });
+  // Actions may `require('openwhisk')`, as on OpenWhisk's Node.js runtime: the client installed here is on their path.
+  const here = dirname(fileURLToPath(import.meta.url));
+  const env = { ...process.env, SPECFAAS_NODE_PATH: join(here, 'node_modules') };
+  server = spawn(bin, ['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', data], { stdio: 'inherit', env });
   apihost = `http://127.0.0.1:${port}`;
   for (let i = 0; i < 200; i++) {
     try {
@@ -98,4 +102,21 @@ test('bad input is refused with the right status and a message', async () => {
   const big = 'x'.repeat(1 << 20);
   await assert.rejects(ow.actions.invoke({ name: 'inc', params: { big }, blocking: true }), (e) => e.statusCode === 413);
   assert.deepEqual(await ow.actions.invoke({ name: 'inc', params: { n: 1 }, blocking: true, result: true }), { n: 2 }, 'still serving');
+});
+
+test('an action invokes another action through the openwhisk client inside it', async () => {
+  const caller = `
+const openwhisk = require('openwhisk');
+async function main(params) {
+  const ow = openwhisk(); // __OW_API_HOST and __OW_API_KEY come from the activation
+  const inner = await ow.actions.invoke({ name: 'inc', params: { n: params.n }, blocking: true, result: true });
+  return { outer: true, inner };
+}`;
+  await ow.actions.create({ name: 'caller', action: caller, kind: 'nodejs:20' });
+  const record = await ow.actions.invoke({ name: 'caller', params: { n: 5 }, blocking: true });
+  assert.deepEqual(record.response.result, { outer: true, inner: { n: 6 } });
+  // The inner invocation was an implicit call of the caller's activation: recorded as caused by it.
+  const inner = (await ow.activations.list({ name: 'inc', limit: 1, docs: true }))[0];
+  const causedBy = inner.annotations.find((a) => a.key === 'causedBy');
+  assert.equal(causedBy && causedBy.value, record.activationId);
 });

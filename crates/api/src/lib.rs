@@ -33,6 +33,8 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use storage::Store;
 
+use runtime::HostReply;
+
 /// How long a blocking invocation waits before answering `202` with the activation id (OpenWhisk: 60 s).
 pub const BLOCKING_WAIT: Duration = Duration::from_secs(60);
 
@@ -146,6 +148,7 @@ impl Server {
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", options.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        platform.set_api_host(&format!("http://{addr}"));
         let per_minute = std::num::NonZeroU32::new(options.limits.invocations_per_minute_max)
             .ok_or("invocations_per_minute_max must be at least 1")?;
         let app = App {
@@ -219,15 +222,23 @@ pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> ApiError 
 
 type Result<T> = std::result::Result<T, ApiError>;
 
-/// The namespace the request's key belongs to (HTTP Basic `uuid:key`).
-fn authenticate(app: &App, headers: &HeaderMap) -> Result<String> {
+/// The request's credential (HTTP Basic `uuid:key`).
+fn credential(headers: &HeaderMap) -> Result<(String, String)> {
     let invalid = || error(StatusCode::UNAUTHORIZED, "The supplied authentication is invalid.");
     let value = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or_else(invalid)?;
     let encoded = value.strip_prefix("Basic ").ok_or_else(invalid)?;
     let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).map_err(|_| invalid())?;
     let decoded = String::from_utf8(decoded).map_err(|_| invalid())?;
     let (uuid, key) = decoded.split_once(':').ok_or_else(invalid)?;
-    keys::verify(&*app.store, uuid, key).ok_or_else(invalid)
+    Ok((uuid.to_string(), key.to_string()))
+}
+
+/// The namespace the request's key belongs to: a namespace key, or a running activation's ephemeral key.
+fn authenticate(app: &App, headers: &HeaderMap) -> Result<String> {
+    let (uuid, key) = credential(headers)?;
+    keys::verify(&*app.store, &uuid, &key)
+        .or_else(|| app.platform.activation_key_namespace(&uuid, &key))
+        .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "The supplied authentication is invalid."))
 }
 
 /// Resolves the path's namespace (`_` is the key's own) and checks the key may use it.
@@ -295,7 +306,47 @@ async fn invoke_action(
     if actions::get(&*app.store, &ns, &name)?.is_none() {
         return Err(error(StatusCode::NOT_FOUND, "The requested resource does not exist."));
     }
+    // Made by a running activation with its ephemeral key: an implicit call of that activation.
+    let (uuid, key) = credential(&headers)?;
+    if app.platform.activation_key_namespace(&uuid, &key).is_some() {
+        return invoke_as_activation(&app, &uuid, &key, &name, &query, &body).await;
+    }
     invoke(app, ns, name, query, body).await
+}
+
+/// An invocation by a running function through the API: it goes through the engine as an implicit call, so it is
+/// speculated and committed with its caller like `specfaas.invoke`. It always waits for the callee.
+async fn invoke_as_activation(
+    app: &App,
+    uuid: &str,
+    key: &str,
+    name: &str,
+    query: &std::collections::HashMap<String, String>,
+    body: &Bytes,
+) -> Result<Response> {
+    let input: Value = if body.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| error(StatusCode::BAD_REQUEST, format!("The request content was malformed: {e}")))?
+    };
+    let reply = app
+        .platform
+        .invoke_as_activation(uuid, key, name, input)
+        .await
+        .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "The supplied authentication is invalid."))?;
+    let (status, state, result) = match reply {
+        HostReply::Ok(v) => (StatusCode::OK, "success", v),
+        HostReply::FunctionFailed(e) => (StatusCode::BAD_GATEWAY, "application error", json!({"error": e})),
+        HostReply::Refused(m) => return Err(error(StatusCode::BAD_REQUEST, m)),
+    };
+    let body = if query.get("result").is_some_and(|v| v == "true") {
+        result
+    } else {
+        json!({"activationId": uuid::Uuid::new_v4().simple().to_string(), "name": name,
+               "response": {"status": state, "success": status == StatusCode::OK, "result": result}})
+    };
+    Ok((status, axum::Json(body)).into_response())
 }
 
 async fn invoke_workflow(

@@ -52,6 +52,8 @@ struct Slot {
     killer: Option<Killer>,
     /// When the engine had it killed (squashed or abandoned).
     killed: Option<Instant>,
+    /// The uuid of its ephemeral API key, removed when it ends.
+    api_key: Option<String>,
     report: Option<(Report, Instant, SystemTime)>,
 }
 
@@ -133,6 +135,7 @@ pub(crate) async fn run(
                             if direct && caller.is_none() && run == 0 { app_id.clone() } else { new_activation_id() };
                         let parent = caller.map(|c| slots[c as usize].record.activation_id.clone());
                         let ctx = LaunchCtx {
+                            inner: &inner,
                             namespace: &namespace,
                             deployments: &deployments,
                             tx: &tx,
@@ -235,6 +238,9 @@ pub(crate) async fn run(
                 events.push_back(Event::EffectDone { run, request, result });
             }
             Incoming::Finished { run, report } => {
+                if let Some(uuid) = slots[run as usize].api_key.take() {
+                    inner.activation_keys.lock().unwrap_or_else(|e| e.into_inner()).remove(&uuid);
+                }
                 let slot = &mut slots[run as usize];
                 let payload_max = inner.config.payload_bytes_max as u64;
                 events.push_back(Event::Finished { run, outcome: to_outcome(&report, payload_max) });
@@ -255,6 +261,7 @@ pub(crate) async fn run(
 
 /// What every launch of one invocation shares.
 struct LaunchCtx<'a> {
+    inner: &'a Arc<Inner>,
     namespace: &'a str,
     deployments: &'a Deployments,
     tx: &'a mpsc::UnboundedSender<Incoming>,
@@ -272,7 +279,7 @@ fn launch(
     parent: Option<String>,
     speculative: bool,
 ) -> (Slot, Result<(), Outcome>) {
-    let LaunchCtx { namespace, deployments, tx, app_id, direct } = *ctx;
+    let LaunchCtx { namespace, deployments, tx, app_id, direct, .. } = *ctx;
     let started = SystemTime::now();
     let launched = Instant::now();
     let mut record = ActivationRecord {
@@ -296,6 +303,7 @@ fn launch(
         started,
         killer: None,
         killed: None,
+        api_key: None,
         report: None,
     };
     let Some(deployed) = deployments.functions.get(function) else {
@@ -338,10 +346,21 @@ fn launch(
         ("__OW_ACTION_NAME".to_string(), format!("/{namespace}/{function}")),
         ("__OW_DEADLINE".to_string(), (epoch_ms(started) + spec.limits.timeout_ms).to_string()),
     ]);
+    let mut env = env;
     let calls = tx.clone();
     let host: Host = Arc::new(move |request| {
         let _ = calls.send(Incoming::Call { run, request });
     });
+    if let Some(api_host) = ctx.inner.api_host.read().expect("poisoned").clone() {
+        // An ephemeral key for this activation: OpenWhisk-style code calling the API with it makes implicit calls.
+        let uuid = uuid::Uuid::new_v4().to_string();
+        let key = uuid::Uuid::new_v4().simple().to_string();
+        env.insert("__OW_API_HOST".into(), api_host);
+        env.insert("__OW_API_KEY".into(), format!("{uuid}:{key}"));
+        let entry = crate::ActivationKey { key, namespace: namespace.to_string(), host: host.clone() };
+        ctx.inner.activation_keys.lock().unwrap_or_else(|e| e.into_inner()).insert(uuid.clone(), entry);
+        slot.api_key = Some(uuid);
+    }
     let finished = tx.clone();
     let done: Done = Box::new(move |report| {
         let _ = finished.send(Incoming::Finished { run, report });

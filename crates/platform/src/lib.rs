@@ -37,6 +37,11 @@ pub use engine::Status;
 pub use invocation::{Invocation, RunTiming};
 pub use record::ActivationRecord;
 
+/// Compares secrets in constant time.
+fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
+    subtle::ConstantTimeEq::ct_eq(a, b).into()
+}
+
 /// The namespace `specfaas run` and a fresh server use.
 pub const DEFAULT_NAMESPACE: &str = "guest";
 
@@ -118,6 +123,17 @@ pub(crate) struct Inner {
     pub metrics: metrics::Metrics,
     /// The machine's CPU load in percent, kept fresh by a sampler task.
     pub load: Arc<std::sync::atomic::AtomicU8>,
+    /// Where functions reach the API (`__OW_API_HOST`), when a server runs.
+    pub api_host: RwLock<Option<String>>,
+    /// Ephemeral keys of running activations (`__OW_API_KEY`): uuid → the key, the namespace and the run's
+    /// [`runtime::Host`]. A call with one is an implicit call of that activation.
+    pub activation_keys: std::sync::Mutex<HashMap<String, ActivationKey>>,
+}
+
+pub(crate) struct ActivationKey {
+    pub key: String,
+    pub namespace: String,
+    pub host: runtime::Host,
 }
 
 pub(crate) enum RecorderMsg {
@@ -169,6 +185,8 @@ impl Platform {
             oracles: RwLock::new(HashMap::new()),
             metrics: metrics::Metrics::default(),
             load: load::sampler(),
+            api_host: RwLock::new(None),
+            activation_keys: Default::default(),
         };
         Ok(Platform { inner: Arc::new(inner) })
     }
@@ -239,6 +257,45 @@ impl Platform {
             found = functions.remove(name).is_some() | apps.remove(name).is_some();
         });
         found
+    }
+
+    /// Tells functions where the API is: they get `__OW_API_HOST` and a per-activation `__OW_API_KEY`, so
+    /// OpenWhisk-style code can invoke other actions through the API; such calls are implicit calls.
+    pub fn set_api_host(&self, url: &str) {
+        *self.inner.api_host.write().expect("poisoned") = Some(url.to_string());
+    }
+
+    /// The namespace of a running activation's ephemeral key (`uuid:key`), if it is one.
+    pub fn activation_key_namespace(&self, uuid: &str, key: &str) -> Option<String> {
+        let keys = self.inner.activation_keys.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = keys.get(uuid)?;
+        let same: bool = subtle_eq(entry.key.as_bytes(), key.as_bytes());
+        same.then(|| entry.namespace.clone())
+    }
+
+    /// An invocation made with a running activation's ephemeral key: an implicit call of that activation,
+    /// through the engine, exactly like `specfaas.invoke`. `None` when the key is not (or no longer) valid.
+    pub async fn invoke_as_activation(
+        &self,
+        uuid: &str,
+        key: &str,
+        function: &str,
+        args: Value,
+    ) -> Option<runtime::HostReply> {
+        let host = {
+            let keys = self.inner.activation_keys.lock().unwrap_or_else(|e| e.into_inner());
+            let entry = keys.get(uuid)?;
+            if !subtle_eq(entry.key.as_bytes(), key.as_bytes()) {
+                return None;
+            }
+            entry.host.clone()
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let reply = Box::new(move |r| {
+            let _ = tx.send(r);
+        });
+        host(runtime::HostRequest { call: runtime::HostCall::Invoke { function: function.to_string(), args }, reply });
+        Some(rx.await.unwrap_or(runtime::HostReply::Refused("the calling activation is over".into())))
     }
 
     /// The deployed function `name`, if any.

@@ -198,5 +198,5 @@ fn the_official_openwhisk_client_works_unchanged() {
         "the openwhisk client tests failed:\n{report}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(report.contains("# pass 4") && report.contains("# fail 0"), "{report}");
+    assert!(report.contains("# pass 5") && report.contains("# fail 0"), "{report}");
 }

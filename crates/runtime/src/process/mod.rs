@@ -124,7 +124,7 @@ impl Runtime for ProcessRuntime {
                         main.clone(),
                         spec.limits.memory_mb.to_string(),
                     ],
-                    env: (path_var, self.dir.join(path_val).display().to_string()),
+                    env: (path_var, module_path(&self.dir.join(path_val), spec.kind)),
                     memory_bytes: (spec.kind == Kind::Python).then_some(spec.limits.memory_mb * 1024 * 1024),
                 },
                 socket,
@@ -139,6 +139,19 @@ impl Runtime for ProcessRuntime {
             Ok(Arc::new(ProcessWarm { shared }) as Arc<dyn Warm>)
         })
     }
+}
+
+/// The module search path of a runner: our SDK first, then, for Node.js, whatever `SPECFAAS_NODE_PATH` adds
+/// (where an operator installs packages actions may `require`, such as `openwhisk`, which OpenWhisk's Node.js
+/// runtime has preinstalled).
+fn module_path(sdk: &Path, kind: Kind) -> String {
+    let mut path = sdk.display().to_string();
+    let extra = std::env::var("SPECFAAS_NODE_PATH").unwrap_or_default();
+    if kind == Kind::Node && !extra.is_empty() {
+        path.push(':');
+        path.push_str(&extra);
+    }
+    path
 }
 
 struct Launch {
