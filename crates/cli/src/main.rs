@@ -6,6 +6,8 @@
 //! Exit codes: 0 the invocation succeeded; 1 the command failed before invoking (bad project, bad input);
 //! 3 the invocation completed with an error status.
 
+mod client;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -66,10 +68,29 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
-    /// Query stored activation records.
+    /// Activation records: from a server (default), or from a local data directory with --data-dir.
     Activation {
         #[command(subcommand)]
         command: ActivationCommand,
+    },
+    /// Actions on a server: create, update, invoke, get, list, delete.
+    Action {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(subcommand)]
+        command: ActionCommand,
+    },
+    /// ASL workflows on a server: create, update, invoke, get, list, delete.
+    Workflow {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(subcommand)]
+        command: WorkflowCommand,
+    },
+    /// Remember the API host and key for the client commands (like `wsk property set`).
+    Property {
+        #[command(subcommand)]
+        command: PropertyCommand,
     },
     /// Benchmarks; results go to stdout as Markdown and, with --json, to a file.
     Bench {
@@ -110,12 +131,114 @@ enum KeyCommand {
     },
 }
 
+#[derive(clap::Args, Clone)]
+struct ServerArgs {
+    /// The server, e.g. http://127.0.0.1:3233 [env: SPECFAAS_APIHOST, else `property set`].
+    #[arg(long, global = true)]
+    apihost: Option<String>,
+    /// The key, `uuid:key` [env: SPECFAAS_AUTH, else `property set`].
+    #[arg(long, global = true)]
+    auth: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum PropertyCommand {
+    Set {
+        #[arg(long)]
+        apihost: Option<String>,
+        #[arg(long)]
+        auth: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ActionCommand {
+    /// Create an action from a code file (kind from --kind or the extension) or --sequence a,b,c.
+    Create {
+        name: String,
+        file: Option<PathBuf>,
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        main: Option<String>,
+        #[arg(long)]
+        sequence: Option<String>,
+        /// Bound parameter, KEY=VALUE (VALUE as JSON when it parses).
+        #[arg(long = "param", short = 'p')]
+        params: Vec<String>,
+    },
+    /// Like create, replacing an existing action.
+    Update {
+        name: String,
+        file: Option<PathBuf>,
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        main: Option<String>,
+        #[arg(long)]
+        sequence: Option<String>,
+        #[arg(long = "param", short = 'p')]
+        params: Vec<String>,
+    },
+    /// Invoke an action (non-blocking unless --blocking or --result).
+    Invoke {
+        name: String,
+        #[arg(long = "param", short = 'p')]
+        params: Vec<String>,
+        #[arg(long, short = 'b')]
+        blocking: bool,
+        /// Wait and print only the result.
+        #[arg(long, short = 'r')]
+        result: bool,
+    },
+    Get {
+        name: String,
+    },
+    List,
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum WorkflowCommand {
+    /// Create a workflow from an ASL file (JSON or YAML).
+    Create {
+        name: String,
+        file: PathBuf,
+    },
+    /// Like create, replacing an existing workflow.
+    Update {
+        name: String,
+        file: PathBuf,
+    },
+    Invoke {
+        name: String,
+        #[arg(long = "param", short = 'p')]
+        params: Vec<String>,
+        #[arg(long, short = 'b')]
+        blocking: bool,
+        #[arg(long, short = 'r')]
+        result: bool,
+    },
+    Get {
+        name: String,
+    },
+    List,
+    Delete {
+        name: String,
+    },
+}
+
 #[derive(Subcommand)]
 enum ActivationCommand {
     /// List records, newest first.
     List {
+        /// Read a local data directory instead of a server.
         #[arg(long)]
-        data_dir: PathBuf,
+        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        server: ServerArgs,
         /// Only records of this function or application.
         #[arg(long)]
         name: Option<String>,
@@ -127,8 +250,23 @@ enum ActivationCommand {
     /// Print one record.
     Get {
         id: String,
+        /// Read a local data directory instead of a server.
         #[arg(long)]
-        data_dir: PathBuf,
+        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Print an activation's logs (from a server).
+    Logs {
+        id: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Print an activation's response (from a server).
+    Result {
+        id: String,
+        #[command(flatten)]
+        server: ServerArgs,
     },
 }
 
@@ -274,14 +412,23 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Activation { command } => match command {
-            ActivationCommand::List { data_dir, name, limit, skip } => {
+            ActivationCommand::List { data_dir: Some(data_dir), name, limit, skip, .. } => {
                 let store = open_store(&data_dir)?;
                 let query = ActivationQuery { name, limit, skip, ..Default::default() };
                 let list = store.list_activations(platform::DEFAULT_NAMESPACE, &query)?;
                 print(&Value::Array(list.into_iter().map(|e| e.record).collect()));
                 Ok(0)
             }
-            ActivationCommand::Get { id, data_dir } => {
+            ActivationCommand::List { data_dir: None, server, name, limit, skip } => {
+                let target = client::Target::resolve(server.apihost, server.auth)?;
+                let mut path = format!("/activations?limit={limit}&skip={skip}&docs=true");
+                if let Some(name) = name {
+                    path.push_str(&format!("&name={name}"));
+                }
+                print(&target.call("GET", &path, None)?.1);
+                Ok(0)
+            }
+            ActivationCommand::Get { id, data_dir: Some(data_dir), .. } => {
                 let store = open_store(&data_dir)?;
                 match store.get_activation(platform::DEFAULT_NAMESPACE, &id)? {
                     Some(e) => {
@@ -291,6 +438,51 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
                     None => bail!("activation {id} not found in {}", data_dir.display()),
                 }
             }
+            ActivationCommand::Get { id, data_dir: None, server } => {
+                remote(server, "GET", &format!("/activations/{id}"), None)
+            }
+            ActivationCommand::Logs { id, server } => remote(server, "GET", &format!("/activations/{id}/logs"), None),
+            ActivationCommand::Result { id, server } => {
+                remote(server, "GET", &format!("/activations/{id}/result"), None)
+            }
+        },
+        Command::Property { command: PropertyCommand::Set { apihost, auth } } => {
+            client::property_set(apihost, auth)?;
+            Ok(0)
+        }
+        Command::Action { server, command } => match command {
+            ActionCommand::Create { name, file, kind, main, sequence, params } => {
+                let body = client::action_body(file.as_deref(), kind, main, sequence, &client::params(&params)?)?;
+                remote(server, "PUT", &format!("/actions/{name}"), Some(&body))
+            }
+            ActionCommand::Update { name, file, kind, main, sequence, params } => {
+                let body = client::action_body(file.as_deref(), kind, main, sequence, &client::params(&params)?)?;
+                remote(server, "PUT", &format!("/actions/{name}?overwrite=true"), Some(&body))
+            }
+            ActionCommand::Invoke { name, params, blocking, result } => {
+                let q = invoke_query(blocking, result);
+                remote(server, "POST", &format!("/actions/{name}{q}"), Some(&client::params(&params)?))
+            }
+            ActionCommand::Get { name } => remote(server, "GET", &format!("/actions/{name}"), None),
+            ActionCommand::List => remote(server, "GET", "/actions", None),
+            ActionCommand::Delete { name } => remote(server, "DELETE", &format!("/actions/{name}"), None),
+        },
+        Command::Workflow { server, command } => match command {
+            WorkflowCommand::Create { name, file } => {
+                let body = client::workflow_body(&file)?;
+                remote(server, "PUT", &format!("/workflows/{name}"), Some(&body))
+            }
+            WorkflowCommand::Update { name, file } => {
+                let body = client::workflow_body(&file)?;
+                remote(server, "PUT", &format!("/workflows/{name}?overwrite=true"), Some(&body))
+            }
+            WorkflowCommand::Invoke { name, params, blocking, result } => {
+                let q = invoke_query(blocking, result);
+                remote(server, "POST", &format!("/workflows/{name}{q}"), Some(&client::params(&params)?))
+            }
+            WorkflowCommand::Get { name } => remote(server, "GET", &format!("/workflows/{name}"), None),
+            WorkflowCommand::List => remote(server, "GET", "/workflows", None),
+            WorkflowCommand::Delete { name } => remote(server, "DELETE", &format!("/workflows/{name}"), None),
         },
         Command::Bench { command } => match command {
             BenchCommand::Handoff { chain, iterations, json } => {
@@ -336,4 +528,20 @@ fn read_serve_config(path: Option<PathBuf>) -> anyhow::Result<(platform::Config,
     let config =
         toml::Value::Table(table).try_into().with_context(|| format!("{} is not a valid config", path.display()))?;
     Ok((config, limits))
+}
+
+/// One client request, its response printed; exit code 3 when an invocation ended in an error (502).
+fn remote(server: ServerArgs, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<i32> {
+    let target = client::Target::resolve(server.apihost, server.auth)?;
+    let (status, response) = target.call(method, path, body)?;
+    client::print(&response);
+    Ok(if status == 502 { 3 } else { 0 })
+}
+
+fn invoke_query(blocking: bool, result: bool) -> String {
+    match (blocking || result, result) {
+        (true, true) => "?blocking=true&result=true".into(),
+        (true, false) => "?blocking=true".into(),
+        _ => String::new(),
+    }
 }

@@ -200,3 +200,83 @@ fn the_official_openwhisk_client_works_unchanged() {
     );
     assert!(report.contains("# pass 5") && report.contains("# fail 0"), "{report}");
 }
+
+/// The `wsk`-style client commands against a real `specfaas serve` process.
+#[test]
+fn the_client_commands_drive_a_server() {
+    let data = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    /// Kills the server when the test ends, whether it passed or not.
+    struct Server(std::process::Child);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Server(
+        Command::new(env!("CARGO_BIN_EXE_specfaas"))
+            .args(["serve", "--listen", &listen, "--data-dir", data.path().to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let auth_file = data.path().join("auth");
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(&listen).is_ok() && auth_file.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let auth = std::fs::read_to_string(&auth_file).unwrap();
+    let apihost = format!("http://{listen}");
+    let client = |args: &[&str]| -> (i32, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_specfaas"))
+            .args(args)
+            .env("SPECFAAS_APIHOST", &apihost)
+            .env("SPECFAAS_AUTH", &auth)
+            .env("HOME", data.path())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout).into(),
+            String::from_utf8_lossy(&out.stderr).into(),
+        )
+    };
+    let json = |s: &str| -> Value { serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}")) };
+    let quote = examples().join("travel/functions/quote.js");
+    let (code, out, err) = client(&["action", "create", "quote", quote.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&out)["exec"]["kind"], "nodejs:20", "the kind follows the file's extension");
+    let (code, out, _) = client(&["action", "invoke", "quote", "-p", "distance_km=100", "-p", "age=20", "--result"]);
+    assert_eq!((code, json(&out)), (0, json!({"price_eur": 6})));
+    let (_, out, _) = client(&["action", "list"]);
+    assert_eq!(json(&out)[0]["name"], "quote");
+    let flow = data.path().join("flow.yaml");
+    std::fs::write(&flow, "StartAt: Q\nStates:\n  Q:\n    Type: Task\n    Resource: quote\n    End: true\n").unwrap();
+    let (code, _, err) = client(&["workflow", "create", "priced", flow.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = client(&["workflow", "invoke", "priced", "-p", "distance_km=10", "-p", "age=40", "-r"]);
+    assert_eq!((code, json(&out)), (0, json!({"price_eur": 1.2})));
+    let (_, out, _) = client(&["activation", "list", "--name", "priced", "--limit", "1"]);
+    let id = json(&out)[0]["activationId"].as_str().unwrap().to_string();
+    let (_, out, _) = client(&["activation", "result", &id]);
+    assert_eq!(json(&out)["result"], json!({"price_eur": 1.2}));
+    let (code, _, err) = client(&["action", "invoke", "ghost", "-r"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("does not exist. (404)"), "{err}");
+    // `property set` remembers the host and key for later commands.
+    let (code, _, _) = client(&["property", "set", "--apihost", &apihost, "--auth", &auth]);
+    assert_eq!(code, 0);
+    let out = Command::new(env!("CARGO_BIN_EXE_specfaas"))
+        .args(["action", "delete", "quote"])
+        .env("HOME", data.path())
+        .env_remove("SPECFAAS_APIHOST")
+        .env_remove("SPECFAAS_AUTH")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
