@@ -53,12 +53,13 @@ enum Command {
     },
     /// Run the platform behind an HTTP API compatible with Apache OpenWhisk.
     Serve {
-        /// Address to listen on.
-        #[arg(long, env = "SPECFAAS_LISTEN", default_value = "127.0.0.1:3233")]
-        listen: std::net::SocketAddr,
-        /// Where the embedded store, and the first key (`auth`), live.
-        #[arg(long, env = "SPECFAAS_DATA_DIR", default_value = ".specfaas")]
-        data_dir: PathBuf,
+        /// Address to listen on [default: the config's [server] listen, else 127.0.0.1:3233].
+        #[arg(long, env = "SPECFAAS_LISTEN")]
+        listen: Option<std::net::SocketAddr>,
+        /// Where the embedded store, and the first key (`auth`), live [default: the config's [server] data_dir,
+        /// else .specfaas].
+        #[arg(long, env = "SPECFAAS_DATA_DIR")]
+        data_dir: Option<PathBuf>,
         /// Platform limits, a TOML file (see README, "Limits").
         #[arg(long, env = "SPECFAAS_CONFIG")]
         config: Option<PathBuf>,
@@ -368,7 +369,13 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
             Ok(if inv.status == platform::Status::Success { 0 } else { 3 })
         }
         Command::Serve { listen, data_dir, config } => {
-            let (config, limits) = read_serve_config(config)?;
+            let (config, limits, server) = read_serve_config(config)?;
+            // Flags and environment win over the config file, which wins over the defaults.
+            let listen = match listen.or(server.listen) {
+                Some(l) => l,
+                None => "127.0.0.1:3233".parse()?,
+            };
+            let data_dir = data_dir.or(server.data_dir).unwrap_or_else(|| PathBuf::from(".specfaas"));
             let options =
                 api::Options { listen, data_dir: data_dir.clone(), config, blocking_wait: api::BLOCKING_WAIT, limits };
             let server = api::Server::start(options).await.map_err(anyhow::Error::msg)?;
@@ -515,8 +522,17 @@ fn read_config(path: Option<PathBuf>) -> anyhow::Result<platform::Config> {
     toml::from_str(&text).with_context(|| format!("{} is not a valid config", path.display()))
 }
 
-/// `serve`'s config file: the platform's settings, plus a `[namespace]` table of per-namespace invocation limits.
-fn read_serve_config(path: Option<PathBuf>) -> anyhow::Result<(platform::Config, api::NamespaceLimits)> {
+/// The `[server]` table of `serve`'s config file.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerTable {
+    listen: Option<std::net::SocketAddr>,
+    data_dir: Option<PathBuf>,
+}
+
+/// `serve`'s config file: the platform's settings, plus `[namespace]` (per-namespace invocation limits) and
+/// `[server]` (listen address, data directory).
+fn read_serve_config(path: Option<PathBuf>) -> anyhow::Result<(platform::Config, api::NamespaceLimits, ServerTable)> {
     let Some(path) = path else { return Ok(Default::default()) };
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut table: toml::Table =
@@ -525,9 +541,13 @@ fn read_serve_config(path: Option<PathBuf>) -> anyhow::Result<(platform::Config,
         Some(v) => v.try_into().with_context(|| format!("{}: invalid [namespace] limits", path.display()))?,
         None => api::NamespaceLimits::default(),
     };
+    let server = match table.remove("server") {
+        Some(v) => v.try_into().with_context(|| format!("{}: invalid [server] table", path.display()))?,
+        None => ServerTable::default(),
+    };
     let config =
         toml::Value::Table(table).try_into().with_context(|| format!("{} is not a valid config", path.display()))?;
-    Ok((config, limits))
+    Ok((config, limits, server))
 }
 
 /// One client request, its response printed; exit code 3 when an invocation ended in an error (502).

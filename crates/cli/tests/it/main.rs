@@ -215,15 +215,28 @@ fn the_client_commands_drive_a_server() {
             let _ = self.0.wait();
         }
     }
+    // The address and data directory come from the config file's [server] table, not flags.
+    let config = data.path().join("serve.toml");
+    let server_dir = data.path().join("server");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"{listen}\"\ndata_dir = \"{}\"\n[namespace]\ninvocations_per_minute_max = 600\n",
+            server_dir.display()
+        ),
+    )
+    .unwrap();
     let _server = Server(
         Command::new(env!("CARGO_BIN_EXE_specfaas"))
-            .args(["serve", "--listen", &listen, "--data-dir", data.path().to_str().unwrap()])
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .env_remove("SPECFAAS_LISTEN")
+            .env_remove("SPECFAAS_DATA_DIR")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap(),
     );
-    let auth_file = data.path().join("auth");
+    let auth_file = server_dir.join("auth");
     for _ in 0..200 {
         if std::net::TcpStream::connect(&listen).is_ok() && auth_file.exists() {
             break;
