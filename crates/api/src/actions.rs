@@ -1,27 +1,18 @@
-//! Actions in OpenWhisk's JSON shapes: parsing a `PUT` body, deploying it on the platform, and persisting the
-//! definition in the store's system namespace (`action:NAMESPACE/NAME`), so a restarted server serves the same
-//! actions. Sequences (`exec.kind: "sequence"`) are applications of the platform.
+//! Actions in OpenWhisk's JSON shapes: parsing a `PUT` body into a definition and deploying it on the platform;
+//! `restore` redeploys the stored definitions at start. Sequences (`exec.kind: "sequence"`) are applications of the
+//! platform. Storing, listing and deleting are `resources`'.
 
 use std::collections::BTreeMap;
 
 use axum::http::StatusCode;
 use model::{Annotations, Application, Code, FunctionSpec, Kind, Limits};
 use serde_json::{Map, Value, json};
-use storage::{Batch, Op, Store, Write};
+use storage::Store;
 
-use crate::keys::SYSTEM;
 use crate::{ApiError, error};
-
-fn key(ns: &str, name: &str) -> String {
-    format!("action:{ns}/{name}")
-}
 
 fn bad(message: impl Into<String>) -> ApiError {
     error(StatusCode::BAD_REQUEST, message)
-}
-
-fn internal(e: impl std::fmt::Display) -> ApiError {
-    error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
 fn epoch_ms() -> u64 {
@@ -59,7 +50,6 @@ fn component(ns: &str, text: &str) -> Result<String, ApiError> {
 
 /// Validates a `PUT` body and builds the stored definition (OpenWhisk's action shape).
 fn definition(ns: &str, name: &str, body: &Value) -> Result<Value, ApiError> {
-    model::check_name(name).map_err(|e| bad(format!("action name: {e}")))?;
     let obj = body.as_object().ok_or_else(|| bad("the request content must be a JSON object"))?;
     for field in obj.keys() {
         if !["exec", "parameters", "limits", "annotations", "version", "publish", "name", "namespace"]
@@ -174,66 +164,23 @@ async fn deploy(platform: &platform::Platform, ns: &str, def: &Value) -> Result<
     platform.deploy_function(ns, spec).await.map_err(|e| bad(e.to_string()))
 }
 
-pub(crate) fn get(store: &dyn Store, ns: &str, name: &str) -> Result<Option<Value>, ApiError> {
-    Ok(store.get(SYSTEM, &key(ns, name)).map_err(internal)?.value)
-}
-
-pub(crate) fn list(store: &dyn Store, ns: &str) -> Result<Vec<Value>, ApiError> {
-    let all = store.scan(SYSTEM, &format!("action:{ns}/")).map_err(internal)?;
-    Ok(all
-        .into_iter()
-        .map(|(_, mut def)| {
-            // Listings carry no code, as OpenWhisk's.
-            def["exec"] = json!({"kind": def["exec"]["kind"], "binary": false});
-            def
-        })
-        .collect())
-}
-
-pub(crate) async fn put(
+/// Validates a `PUT` body and deploys it: the definition to store.
+pub(crate) async fn build(
     platform: &platform::Platform,
-    store: &dyn Store,
     ns: &str,
     name: &str,
     body: &Value,
-    overwrite: bool,
 ) -> Result<Value, ApiError> {
-    if !overwrite && get(store, ns, name)?.is_some() {
-        return Err(error(StatusCode::CONFLICT, "resource already exists"));
-    }
-    if crate::workflows::get(store, ns, name)?.is_some() {
-        return Err(error(StatusCode::CONFLICT, format!("a workflow named '{name}' exists; names are shared")));
-    }
     let def = definition(ns, name, body)?;
     deploy(platform, ns, &def).await?;
-    let batch = Batch {
-        namespace: SYSTEM.into(),
-        writes: vec![Write { key: key(ns, name), op: Op::Put(def.clone()) }],
-        expect: vec![],
-    };
-    store.apply(&batch).map_err(internal)?;
     Ok(def)
-}
-
-pub(crate) fn delete(
-    platform: &platform::Platform,
-    store: &dyn Store,
-    ns: &str,
-    name: &str,
-) -> Result<Option<Value>, ApiError> {
-    let Some(def) = get(store, ns, name)? else { return Ok(None) };
-    let batch =
-        Batch { namespace: SYSTEM.into(), writes: vec![Write { key: key(ns, name), op: Op::Delete }], expect: vec![] };
-    store.apply(&batch).map_err(internal)?;
-    platform.remove(ns, name);
-    Ok(Some(def))
 }
 
 /// Redeploys every stored action at start: functions first, then sequences (which need them).
 pub(crate) async fn restore(platform: &platform::Platform, store: &dyn Store) {
-    let Ok(all) = store.scan(SYSTEM, "action:") else { return };
-    let (sequences, functions): (Vec<_>, Vec<_>) = all.into_iter().partition(|(_, d)| d["exec"]["kind"] == "sequence");
-    for (_, def) in functions.into_iter().chain(sequences) {
+    let all = crate::resources::Resource::Action.all(store);
+    let (sequences, functions): (Vec<_>, Vec<_>) = all.into_iter().partition(|d| d["exec"]["kind"] == "sequence");
+    for def in functions.into_iter().chain(sequences) {
         let ns = def["namespace"].as_str().unwrap_or_default().to_string();
         if let Err(ApiError(_, message)) = deploy(platform, &ns, &def).await {
             eprintln!("specfaas: cannot restore action /{ns}/{}: {message}", def["name"].as_str().unwrap_or("?"));

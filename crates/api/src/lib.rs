@@ -16,6 +16,7 @@
 mod actions;
 pub mod keys;
 mod metrics;
+mod resources;
 mod workflows;
 
 use std::net::SocketAddr;
@@ -25,13 +26,15 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine as _;
 use serde_json::{Value, json};
 use storage::Store;
+
+use resources::Resource;
 
 use runtime::HostReply;
 
@@ -180,16 +183,8 @@ fn router(app: App, payload_max: usize) -> Router {
         .route("/health", get(|| async { axum::Json(json!({"status": "ok"})) }))
         .route("/metrics", get(metrics::render))
         .route("/api/v1/namespaces", get(namespaces))
-        .route("/api/v1/namespaces/{ns}/actions", get(list_actions))
-        .route(
-            "/api/v1/namespaces/{ns}/actions/{name}",
-            get(get_action).put(put_action).delete(delete_action).post(invoke_action),
-        )
-        .route("/api/v1/namespaces/{ns}/workflows", get(list_workflows))
-        .route(
-            "/api/v1/namespaces/{ns}/workflows/{name}",
-            get(get_workflow).put(put_workflow).delete(delete_workflow).post(invoke_workflow),
-        )
+        .merge(resource_routes(Resource::Action, "actions"))
+        .merge(resource_routes(Resource::Workflow, "workflows"))
         .route("/api/v1/namespaces/{ns}/activations", get(list_activations))
         .route("/api/v1/namespaces/{ns}/activations/{id}", get(get_activation))
         .route("/api/v1/namespaces/{ns}/activations/{id}/result", get(activation_result))
@@ -198,6 +193,17 @@ fn router(app: App, payload_max: usize) -> Router {
         .layer(DefaultBodyLimit::max(payload_max + 64 * 1024))
         .layer(axum::middleware::from_fn_with_state(app.clone(), metrics::record))
         .with_state(app)
+}
+
+/// The routes of one kind of resource; the handlers learn which kind from the request's extensions.
+fn resource_routes(kind: Resource, plural: &str) -> Router<App> {
+    Router::new()
+        .route(&format!("/api/v1/namespaces/{{ns}}/{plural}"), get(list_resource))
+        .route(
+            &format!("/api/v1/namespaces/{{ns}}/{plural}/{{name}}"),
+            get(get_resource).put(put_resource).delete(delete_resource).post(invoke_resource),
+        )
+        .layer(Extension(kind))
 }
 
 /// An error in OpenWhisk's shape.
@@ -218,6 +224,14 @@ impl IntoResponse for ApiError {
 
 pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> ApiError {
     ApiError(status, message.into())
+}
+
+pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
+    error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+fn not_found() -> ApiError {
+    error(StatusCode::NOT_FOUND, "The requested resource does not exist.")
 }
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -254,24 +268,29 @@ async fn namespaces(State(app): State<App>, headers: HeaderMap) -> Result<axum::
     Ok(axum::Json(json!([authenticate(&app, &headers)?])))
 }
 
-async fn list_actions(State(app): State<App>, headers: HeaderMap, Path(ns): Path<String>) -> Result<axum::Json<Value>> {
+async fn list_resource(
+    State(app): State<App>,
+    Extension(kind): Extension<Resource>,
+    headers: HeaderMap,
+    Path(ns): Path<String>,
+) -> Result<axum::Json<Value>> {
     let ns = namespace(&app, &headers, &ns)?;
-    Ok(axum::Json(Value::Array(actions::list(&*app.store, &ns)?)))
+    Ok(axum::Json(Value::Array(kind.list(&*app.store, &ns)?)))
 }
 
-async fn get_action(
+async fn get_resource(
     State(app): State<App>,
+    Extension(kind): Extension<Resource>,
     headers: HeaderMap,
     Path((ns, name)): Path<(String, String)>,
 ) -> Result<axum::Json<Value>> {
     let ns = namespace(&app, &headers, &ns)?;
-    actions::get(&*app.store, &ns, &name)?
-        .map(axum::Json)
-        .ok_or_else(|| error(StatusCode::NOT_FOUND, "The requested resource does not exist."))
+    kind.get(&*app.store, &ns, &name)?.map(axum::Json).ok_or_else(not_found)
 }
 
-async fn put_action(
+async fn put_resource(
     State(app): State<App>,
+    Extension(kind): Extension<Resource>,
     headers: HeaderMap,
     Path((ns, name)): Path<(String, String)>,
     Query(query): Query<std::collections::HashMap<String, String>>,
@@ -281,30 +300,30 @@ async fn put_action(
     let overwrite = query.get("overwrite").is_some_and(|v| v == "true");
     let body: Value = serde_json::from_slice(&body)
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("The request content was malformed: {e}")))?;
-    Ok(axum::Json(actions::put(&app.platform, &*app.store, &ns, &name, &body, overwrite).await?))
+    Ok(axum::Json(kind.put(&app.platform, &*app.store, &ns, &name, &body, overwrite).await?))
 }
 
-async fn delete_action(
+async fn delete_resource(
     State(app): State<App>,
+    Extension(kind): Extension<Resource>,
     headers: HeaderMap,
     Path((ns, name)): Path<(String, String)>,
 ) -> Result<axum::Json<Value>> {
     let ns = namespace(&app, &headers, &ns)?;
-    actions::delete(&app.platform, &*app.store, &ns, &name)?
-        .map(axum::Json)
-        .ok_or_else(|| error(StatusCode::NOT_FOUND, "The requested resource does not exist."))
+    kind.delete(&app.platform, &*app.store, &ns, &name)?.map(axum::Json).ok_or_else(not_found)
 }
 
-async fn invoke_action(
+async fn invoke_resource(
     State(app): State<App>,
+    Extension(kind): Extension<Resource>,
     headers: HeaderMap,
     Path((ns, name)): Path<(String, String)>,
     Query(query): Query<std::collections::HashMap<String, String>>,
     body: Bytes,
 ) -> Result<Response> {
     let ns = namespace(&app, &headers, &ns)?;
-    if actions::get(&*app.store, &ns, &name)?.is_none() {
-        return Err(error(StatusCode::NOT_FOUND, "The requested resource does not exist."));
+    if kind.get(&*app.store, &ns, &name)?.is_none() {
+        return Err(not_found());
     }
     // Made by a running activation with its ephemeral key: an implicit call of that activation.
     let (uuid, key) = credential(&headers)?;
@@ -347,20 +366,6 @@ async fn invoke_as_activation(
                "response": {"status": state, "success": status == StatusCode::OK, "result": result}})
     };
     Ok((status, axum::Json(body)).into_response())
-}
-
-async fn invoke_workflow(
-    State(app): State<App>,
-    headers: HeaderMap,
-    Path((ns, name)): Path<(String, String)>,
-    Query(query): Query<std::collections::HashMap<String, String>>,
-    body: Bytes,
-) -> Result<Response> {
-    let ns = namespace(&app, &headers, &ns)?;
-    if workflows::get(&*app.store, &ns, &name)?.is_none() {
-        return Err(error(StatusCode::NOT_FOUND, "The requested resource does not exist."));
-    }
-    invoke(app, ns, name, query, body).await
 }
 
 /// Invokes an action or workflow: blocking (up to the blocking wait) or not, the whole record or the result.
@@ -414,51 +419,6 @@ async fn invoke(
     };
     let body = if result_only { inv.result.clone() } else { inv.record.to_json() };
     Ok((status, axum::Json(body)).into_response())
-}
-
-async fn list_workflows(
-    State(app): State<App>,
-    headers: HeaderMap,
-    Path(ns): Path<String>,
-) -> Result<axum::Json<Value>> {
-    let ns = namespace(&app, &headers, &ns)?;
-    Ok(axum::Json(Value::Array(workflows::list(&*app.store, &ns)?)))
-}
-
-async fn get_workflow(
-    State(app): State<App>,
-    headers: HeaderMap,
-    Path((ns, name)): Path<(String, String)>,
-) -> Result<axum::Json<Value>> {
-    let ns = namespace(&app, &headers, &ns)?;
-    workflows::get(&*app.store, &ns, &name)?
-        .map(axum::Json)
-        .ok_or_else(|| error(StatusCode::NOT_FOUND, "The requested resource does not exist."))
-}
-
-async fn put_workflow(
-    State(app): State<App>,
-    headers: HeaderMap,
-    Path((ns, name)): Path<(String, String)>,
-    Query(query): Query<std::collections::HashMap<String, String>>,
-    body: Bytes,
-) -> Result<axum::Json<Value>> {
-    let ns = namespace(&app, &headers, &ns)?;
-    let overwrite = query.get("overwrite").is_some_and(|v| v == "true");
-    let body: Value = serde_json::from_slice(&body)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("The request content was malformed: {e}")))?;
-    Ok(axum::Json(workflows::put(&app.platform, &*app.store, &ns, &name, &body, overwrite)?))
-}
-
-async fn delete_workflow(
-    State(app): State<App>,
-    headers: HeaderMap,
-    Path((ns, name)): Path<(String, String)>,
-) -> Result<axum::Json<Value>> {
-    let ns = namespace(&app, &headers, &ns)?;
-    workflows::delete(&app.platform, &*app.store, &ns, &name)?
-        .map(axum::Json)
-        .ok_or_else(|| error(StatusCode::NOT_FOUND, "The requested resource does not exist."))
 }
 
 fn platform_error(e: platform::Error) -> ApiError {
@@ -516,7 +476,7 @@ async fn activation(app: &App, headers: &HeaderMap, ns: &str, id: &str) -> Resul
     app.platform
         .activation(&ns, id)
         .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .ok_or_else(|| error(StatusCode::NOT_FOUND, "The requested resource does not exist."))
+        .ok_or_else(not_found)
 }
 
 async fn get_activation(

@@ -1,22 +1,13 @@
 //! Workflows: our extension, in OpenWhisk's style. An ASL document (JSON, or YAML as text) is validated against
-//! the namespace's actions, deployed as an application, and persisted as `workflow:NAMESPACE/NAME` in the system
-//! namespace; it is invoked like an action and its activations appear in the same activations API.
+//! the namespace's actions and deployed as an application; it is invoked like an action and its activations appear
+//! in the same activations API. Storing, listing and deleting are `resources`'.
 
 use axum::http::StatusCode;
 use model::Application;
 use serde_json::{Value, json};
-use storage::{Batch, Op, Store, Write};
+use storage::Store;
 
-use crate::keys::SYSTEM;
 use crate::{ApiError, error};
-
-fn key(ns: &str, name: &str) -> String {
-    format!("workflow:{ns}/{name}")
-}
-
-fn internal(e: impl std::fmt::Display) -> ApiError {
-    error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-}
 
 /// The ASL text of a request body: a JSON document, or `{"definition": "<JSON or YAML text>"}`.
 fn asl_text(body: &Value) -> Result<String, ApiError> {
@@ -38,70 +29,18 @@ fn deploy(platform: &platform::Platform, ns: &str, name: &str, text: &str) -> Re
     Ok(())
 }
 
-pub(crate) fn get(store: &dyn Store, ns: &str, name: &str) -> Result<Option<Value>, ApiError> {
-    Ok(store.get(SYSTEM, &key(ns, name)).map_err(internal)?.value)
-}
-
-pub(crate) fn list(store: &dyn Store, ns: &str) -> Result<Vec<Value>, ApiError> {
-    let all = store.scan(SYSTEM, &format!("workflow:{ns}/")).map_err(internal)?;
-    Ok(all
-        .into_iter()
-        .map(|(_, mut w)| {
-            if let Value::Object(m) = &mut w {
-                m.remove("definition");
-            }
-            w
-        })
-        .collect())
-}
-
-pub(crate) fn put(
-    platform: &platform::Platform,
-    store: &dyn Store,
-    ns: &str,
-    name: &str,
-    body: &Value,
-    overwrite: bool,
-) -> Result<Value, ApiError> {
-    model::check_name(name).map_err(|e| error(StatusCode::BAD_REQUEST, format!("workflow name: {e}")))?;
-    if !overwrite && get(store, ns, name)?.is_some() {
-        return Err(error(StatusCode::CONFLICT, "resource already exists"));
-    }
-    if crate::actions::get(store, ns, name)?.is_some() {
-        return Err(error(StatusCode::CONFLICT, format!("an action named '{name}' exists; names are shared")));
-    }
+/// Validates an ASL document and deploys it: the record to store.
+pub(crate) fn build(platform: &platform::Platform, ns: &str, name: &str, body: &Value) -> Result<Value, ApiError> {
     let text = asl_text(body)?;
     deploy(platform, ns, name, &text)?;
     let updated =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-    let record = json!({"namespace": ns, "name": name, "definition": text, "updated": updated});
-    let batch = Batch {
-        namespace: SYSTEM.into(),
-        writes: vec![Write { key: key(ns, name), op: Op::Put(record.clone()) }],
-        expect: vec![],
-    };
-    store.apply(&batch).map_err(internal)?;
-    Ok(record)
-}
-
-pub(crate) fn delete(
-    platform: &platform::Platform,
-    store: &dyn Store,
-    ns: &str,
-    name: &str,
-) -> Result<Option<Value>, ApiError> {
-    let Some(record) = get(store, ns, name)? else { return Ok(None) };
-    let batch =
-        Batch { namespace: SYSTEM.into(), writes: vec![Write { key: key(ns, name), op: Op::Delete }], expect: vec![] };
-    store.apply(&batch).map_err(internal)?;
-    platform.remove(ns, name);
-    Ok(Some(record))
+    Ok(json!({"namespace": ns, "name": name, "definition": text, "updated": updated}))
 }
 
 /// Redeploys every stored workflow at start (after the actions they use).
 pub(crate) fn restore(platform: &platform::Platform, store: &dyn Store) {
-    let Ok(all) = store.scan(SYSTEM, "workflow:") else { return };
-    for (_, w) in all {
+    for w in crate::resources::Resource::Workflow.all(store) {
         let (ns, name) = (w["namespace"].as_str().unwrap_or_default(), w["name"].as_str().unwrap_or_default());
         if let Err(ApiError(_, message)) = deploy(platform, ns, name, w["definition"].as_str().unwrap_or_default()) {
             eprintln!("specfaas: cannot restore workflow /{ns}/{name}: {message}");

@@ -152,46 +152,47 @@ enum PropertyCommand {
     },
 }
 
+/// What an action is made of: a code file, or a sequence of other actions.
+#[derive(clap::Args)]
+struct ActionSource {
+    name: String,
+    /// The code file (kind from --kind or the extension).
+    file: Option<PathBuf>,
+    #[arg(long)]
+    kind: Option<String>,
+    #[arg(long)]
+    main: Option<String>,
+    /// Make a sequence of these actions instead, comma-separated.
+    #[arg(long)]
+    sequence: Option<String>,
+    /// Bound parameter, KEY=VALUE (VALUE as JSON when it parses).
+    #[arg(long = "param", short = 'p')]
+    params: Vec<String>,
+}
+
+/// How to invoke an action or workflow.
+#[derive(clap::Args)]
+struct InvokeArgs {
+    name: String,
+    /// Parameter, KEY=VALUE (VALUE as JSON when it parses).
+    #[arg(long = "param", short = 'p')]
+    params: Vec<String>,
+    /// Wait for the activation and print its record.
+    #[arg(long, short = 'b')]
+    blocking: bool,
+    /// Wait and print only the result.
+    #[arg(long, short = 'r')]
+    result: bool,
+}
+
 #[derive(Subcommand)]
 enum ActionCommand {
-    /// Create an action from a code file (kind from --kind or the extension) or --sequence a,b,c.
-    Create {
-        name: String,
-        file: Option<PathBuf>,
-        #[arg(long)]
-        kind: Option<String>,
-        #[arg(long)]
-        main: Option<String>,
-        #[arg(long)]
-        sequence: Option<String>,
-        /// Bound parameter, KEY=VALUE (VALUE as JSON when it parses).
-        #[arg(long = "param", short = 'p')]
-        params: Vec<String>,
-    },
+    /// Create an action from a code file or --sequence a,b,c.
+    Create(ActionSource),
     /// Like create, replacing an existing action.
-    Update {
-        name: String,
-        file: Option<PathBuf>,
-        #[arg(long)]
-        kind: Option<String>,
-        #[arg(long)]
-        main: Option<String>,
-        #[arg(long)]
-        sequence: Option<String>,
-        #[arg(long = "param", short = 'p')]
-        params: Vec<String>,
-    },
+    Update(ActionSource),
     /// Invoke an action (non-blocking unless --blocking or --result).
-    Invoke {
-        name: String,
-        #[arg(long = "param", short = 'p')]
-        params: Vec<String>,
-        #[arg(long, short = 'b')]
-        blocking: bool,
-        /// Wait and print only the result.
-        #[arg(long, short = 'r')]
-        result: bool,
-    },
+    Invoke(InvokeArgs),
     Get {
         name: String,
     },
@@ -213,15 +214,8 @@ enum WorkflowCommand {
         name: String,
         file: PathBuf,
     },
-    Invoke {
-        name: String,
-        #[arg(long = "param", short = 'p')]
-        params: Vec<String>,
-        #[arg(long, short = 'b')]
-        blocking: bool,
-        #[arg(long, short = 'r')]
-        result: bool,
-    },
+    /// Invoke a workflow (non-blocking unless --blocking or --result).
+    Invoke(InvokeArgs),
     Get {
         name: String,
     },
@@ -458,18 +452,9 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Action { server, command } => match command {
-            ActionCommand::Create { name, file, kind, main, sequence, params } => {
-                let body = client::action_body(file.as_deref(), kind, main, sequence, &client::params(&params)?)?;
-                remote(server, "PUT", &format!("/actions/{name}"), Some(&body))
-            }
-            ActionCommand::Update { name, file, kind, main, sequence, params } => {
-                let body = client::action_body(file.as_deref(), kind, main, sequence, &client::params(&params)?)?;
-                remote(server, "PUT", &format!("/actions/{name}?overwrite=true"), Some(&body))
-            }
-            ActionCommand::Invoke { name, params, blocking, result } => {
-                let q = invoke_query(blocking, result);
-                remote(server, "POST", &format!("/actions/{name}{q}"), Some(&client::params(&params)?))
-            }
+            ActionCommand::Create(source) => put_action(server, source, false),
+            ActionCommand::Update(source) => put_action(server, source, true),
+            ActionCommand::Invoke(args) => invoke(server, "actions", args),
             ActionCommand::Get { name } => remote(server, "GET", &format!("/actions/{name}"), None),
             ActionCommand::List => remote(server, "GET", "/actions", None),
             ActionCommand::Delete { name } => remote(server, "DELETE", &format!("/actions/{name}"), None),
@@ -483,10 +468,7 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
                 let body = client::workflow_body(&file)?;
                 remote(server, "PUT", &format!("/workflows/{name}?overwrite=true"), Some(&body))
             }
-            WorkflowCommand::Invoke { name, params, blocking, result } => {
-                let q = invoke_query(blocking, result);
-                remote(server, "POST", &format!("/workflows/{name}{q}"), Some(&client::params(&params)?))
-            }
+            WorkflowCommand::Invoke(args) => invoke(server, "workflows", args),
             WorkflowCommand::Get { name } => remote(server, "GET", &format!("/workflows/{name}"), None),
             WorkflowCommand::List => remote(server, "GET", "/workflows", None),
             WorkflowCommand::Delete { name } => remote(server, "DELETE", &format!("/workflows/{name}"), None),
@@ -558,10 +540,20 @@ fn remote(server: ServerArgs, method: &str, path: &str, body: Option<&Value>) ->
     Ok(if status == 502 { 3 } else { 0 })
 }
 
-fn invoke_query(blocking: bool, result: bool) -> String {
-    match (blocking || result, result) {
-        (true, true) => "?blocking=true&result=true".into(),
-        (true, false) => "?blocking=true".into(),
-        _ => String::new(),
-    }
+/// Creates (or, with `overwrite`, updates) an action.
+fn put_action(server: ServerArgs, source: ActionSource, overwrite: bool) -> anyhow::Result<i32> {
+    let ActionSource { name, file, kind, main, sequence, params } = source;
+    let body = client::action_body(file.as_deref(), kind, main, sequence, &client::params(&params)?)?;
+    let query = if overwrite { "?overwrite=true" } else { "" };
+    remote(server, "PUT", &format!("/actions/{name}{query}"), Some(&body))
+}
+
+/// Invokes an action or a workflow (`plural` is the route: `actions` or `workflows`).
+fn invoke(server: ServerArgs, plural: &str, args: InvokeArgs) -> anyhow::Result<i32> {
+    let query = match (args.blocking || args.result, args.result) {
+        (true, true) => "?blocking=true&result=true",
+        (true, false) => "?blocking=true",
+        _ => "",
+    };
+    remote(server, "POST", &format!("/{plural}/{}{query}", args.name), Some(&client::params(&args.params)?))
 }
