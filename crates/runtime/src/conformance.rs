@@ -206,6 +206,42 @@ pub async fn kill_stops_one_activation_and_the_function_stays_warm(f: &dyn Fixtu
     assert_eq!(run(&*warm, json!({"ms": 1})).await.outcome, Outcome::Success(json!({"slept": 1})));
 }
 
+/// Squashes kill handlers over and over; the function must keep serving promptly (no activation may wait for a
+/// handler that will never come).
+pub async fn many_kills_leave_the_pool_serving(f: &dyn Fixture) {
+    let warm = load(f, Behaviour::Sleep, Limits::default()).await;
+    let host = MockHost::default();
+    for round in 0..12 {
+        let victims: Vec<_> = (0..2).map(|_| start(&*warm, activation(json!({"ms": 60_000})), &host)).collect();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        for v in &victims {
+            v.kill();
+        }
+        for v in victims {
+            let report = tokio::time::timeout(Duration::from_secs(5), v.done).await.expect("kill hung").unwrap();
+            assert_eq!(report.outcome, Outcome::Killed);
+        }
+        let next = tokio::time::timeout(Duration::from_secs(10), run(&*warm, json!({"ms": 1})))
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: an activation after kills waited 10 s for a handler"));
+        assert_eq!(next.outcome, Outcome::Success(json!({"slept": 1})));
+    }
+}
+
+/// Killing an activation that has already finished must not touch the handler, which serves others now.
+pub async fn a_late_kill_does_not_hit_the_next_activation(f: &dyn Fixture) {
+    let warm = load(f, Behaviour::Sleep, Limits::default()).await;
+    let host = MockHost::default();
+    let Started { killer, done } = start(&*warm, activation(json!({"ms": 1})), &host);
+    let report = tokio::time::timeout(Duration::from_secs(10), done).await.unwrap().unwrap();
+    assert_eq!(report.outcome, Outcome::Success(json!({"slept": 1})));
+    let second = start(&*warm, activation(json!({"ms": 300})), &host);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    killer.kill();
+    let report = tokio::time::timeout(Duration::from_secs(10), second.done).await.unwrap().unwrap();
+    assert_eq!(report.outcome, Outcome::Success(json!({"slept": 300})), "the late kill hit another activation");
+}
+
 pub async fn concurrent_activations_are_independent(f: &dyn Fixture) {
     let warm = load(f, Behaviour::Echo, Limits::default()).await;
     let host = MockHost::default();
@@ -224,7 +260,8 @@ macro_rules! runtime_conformance_tests {
             echo_returns_the_result, stdout_and_stderr_become_logs, returned_error_is_an_application_error,
             exception_is_a_developer_error, storage_calls_go_through_the_host,
             invoke_returns_the_callee_result_or_its_error, timeout_stops_the_activation,
-            kill_stops_one_activation_and_the_function_stays_warm, concurrent_activations_are_independent);
+            kill_stops_one_activation_and_the_function_stays_warm, many_kills_leave_the_pool_serving,
+            a_late_kill_does_not_hit_the_next_activation, concurrent_activations_are_independent);
     };
     (@each $fixture:expr; $($check:ident),*) => {
         $(

@@ -177,6 +177,8 @@ struct Pool {
     waiters: VecDeque<oneshot::Sender<Handler>>,
     /// Handlers requested from the initializer that have not connected yet.
     spawning: usize,
+    /// Handlers that connected and have not exited.
+    connected: std::collections::HashSet<i64>,
 }
 
 #[derive(Debug)]
@@ -239,6 +241,11 @@ async fn accept_loop(listener: UnixListener, shared: Weak<Shared>) {
                     }
                 }
                 ("handler", Some(hid)) => {
+                    {
+                        let mut pool = lock(&shared.pool);
+                        pool.spawning = pool.spawning.saturating_sub(1);
+                        pool.connected.insert(hid);
+                    }
                     shared.handler_ready(Handler { hid, pid: hello.pid, lines, write });
                     shared.request_spawns();
                 }
@@ -381,7 +388,19 @@ impl Shared {
             while let Ok(Some(l)) = lines.next_line().await {
                 let Some(shared) = me.upgrade() else { return };
                 if let Ok(FromInit::Exited { hid, code, signal, reason }) = serde_json::from_str::<FromInit>(&l) {
-                    lock(&shared.pool).idle.retain(|h| h.hid != hid);
+                    let never_connected = {
+                        let mut pool = lock(&shared.pool);
+                        pool.idle.retain(|h| h.hid != hid);
+                        let never = !pool.connected.remove(&hid);
+                        if never {
+                            pool.spawning = pool.spawning.saturating_sub(1);
+                        }
+                        never
+                    };
+                    if never_connected {
+                        // It died before connecting: it will never come, so ask for another.
+                        shared.request_spawns();
+                    }
                     if let Some(tx) = lock(&shared.exits).remove(&hid) {
                         let _ = tx.send(Exit { code, signal, reason });
                     }
@@ -394,6 +413,7 @@ impl Shared {
                 let mut pool = lock(&shared.pool);
                 pool.idle.clear();
                 pool.spawning = 0;
+                pool.connected.clear();
                 drop(pool);
                 for (_, tx) in lock(&shared.exits).drain() {
                     let _ =
@@ -593,6 +613,8 @@ async fn run_activation(
     }
     let cpu = s.cpu_used_us;
     if clean && !s.killed {
+        // The handler goes back to the pool and will serve others: a late kill of this activation must not reach it.
+        s.handler = None;
         drop(s);
         shared.handler_ready(handler);
     } else {
