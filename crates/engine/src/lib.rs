@@ -179,7 +179,7 @@ pub enum Cause {
     MemoMismatch,
     /// An older function wrote a key it had already read.
     RawViolation,
-    /// It failed (error, crash, timeout) while speculative; it is run again, never reported.
+    /// It crashed, threw or timed out while speculative; it is run again, never reported.
     Opacity,
     /// Another invocation changed a key it read before it could commit.
     CrossInvocationConflict,

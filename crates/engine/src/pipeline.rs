@@ -21,8 +21,10 @@
 //! slot read from further back squashes that younger slot at once, and whoever read from it; the squashed slot is
 //! run again on the same input. Writes after reads (WAR) and writes after writes (WAW) never squash.
 //!
-//! **Failures.** A run that fails while speculative is never reported: when its slot becomes the oldest it runs
-//! again non-speculatively, and only that run's failure is the invocation's.
+//! **Failures.** A run that crashes, throws or times out while speculative is never reported: when its slot becomes
+//! the oldest it runs again non-speculatively, and only that run's failure is the invocation's. An error a run
+//! *returned* is deterministic in its input and reads: once its slot is the oldest (so its input and in-invocation
+//! reads are validated), the store versions it read are checked by a commit of nothing, and the error stands.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -130,6 +132,9 @@ pub struct Engine {
     committing: bool,
     /// The invocation ends once the oldest slot's commit lands.
     then_complete: Option<(Status, Value)>,
+    /// The oldest slot's run failed while speculative and its reads of committed state are being validated (a
+    /// commit of nothing); when that lands, the invocation fails with it.
+    head_failed: bool,
     steps: u32,
     path: Vec<String>,
     depth: u32,
@@ -157,6 +162,7 @@ impl Engine {
             branch_records: HashMap::new(),
             committing: false,
             then_complete: None,
+            head_failed: false,
             steps: 0,
             path: Vec::new(),
             depth,
@@ -221,6 +227,7 @@ impl Engine {
                 // Another invocation changed what the oldest slot read: run it again on fresh state.
                 self.committing = false;
                 self.then_complete = None;
+                self.head_failed = false;
                 if let Some((path_len, steps)) = self.slots[0].walked_from.take() {
                     self.path.truncate(path_len);
                     self.steps = steps;
@@ -598,13 +605,16 @@ impl Engine {
             .tree(d)
             .iter()
             .any(|r| self.runs[*r as usize].reads.iter().any(|(k, _)| self.buffer.read(chain.clone(), k).is_some()));
-        let failed = matches!(self.runs[d as usize].held, Some(Outcome::Failure { .. }));
-        if stale || failed {
-            // It ran on a state the caller has since changed, or failed while speculative: run it again, for real.
+        let crashed = matches!(self.runs[d as usize].held,
+            Some(Outcome::Failure { status, .. }) if status != Status::ApplicationError);
+        if stale || crashed {
+            // It ran on a state the caller has since changed, or crashed while speculative: run it again, for real.
             let cause = if stale { Cause::RawViolation } else { Cause::Opacity };
             self.squash_tree(d, cause, out);
             return false;
         }
+        // A returned error is used like a result: the call's arguments are the real ones, it saw the caller's state,
+        // and what it read from committed state joins the caller's reads, validated when the caller commits.
         self.stats.callees_used += 1;
         let r = &mut self.runs[d as usize];
         r.detached = None;
@@ -1026,15 +1036,32 @@ impl Engine {
                 (None, Some(_)) => return,
                 (Some(Outcome::Failure { status, error }), run) => {
                     let (status, error) = (*status, error.clone());
-                    if head.spec_run {
-                        // It failed while speculative, perhaps on a state that is gone: run it again, for real.
+                    let result = json!({ "error": error });
+                    if head.spec_run && status != Status::ApplicationError {
+                        // It crashed, threw or timed out while speculative, perhaps on a state that is gone, or
+                        // slowed by waiting on older writers: run it again, for real.
                         self.squash_slot(0, Cause::Opacity, true, out);
                         return;
+                    }
+                    if let (true, Some(run)) = (head.spec_run && self.config.speculation, run) {
+                        // It returned an error while speculative and was never squashed: its input is the real one
+                        // (a mismatch at the older slot's commit would have re-run it) and what it read inside the
+                        // invocation is what program order gives (a RAW violation would have re-run it). So its
+                        // error is the one a run now would return, if what it read from committed state is still
+                        // current: validate that as a commit of nothing; a conflict re-runs it for real.
+                        let expect = std::mem::take(&mut self.runs[run as usize].versions);
+                        if !expect.is_empty() {
+                            self.committing = true;
+                            self.head_failed = true;
+                            self.then_complete = Some((status, result));
+                            out.push(Action::Commit { run, writes: Vec::new(), expect });
+                            return;
+                        }
                     }
                     if let Some(run) = run {
                         self.runs[run as usize].fate = Some(Fate::Failed);
                     }
-                    return self.complete(status, json!({ "error": error }), out);
+                    return self.complete(status, result, out);
                 }
                 (Some(Outcome::Success(output)), run) => {
                     let (output, skipped) = (output.clone(), head.skipped);
@@ -1077,6 +1104,14 @@ impl Engine {
     /// The oldest slot's writes landed: it leaves the pipeline and the next slot becomes the oldest.
     fn committed(&mut self, out: &mut Vec<Action>) {
         self.committing = false;
+        if std::mem::take(&mut self.head_failed) {
+            // The failed run's reads held: the invocation fails as it would have without speculation.
+            if let Some(run) = self.slots[0].run {
+                self.runs[run as usize].fate = Some(Fate::Failed);
+            }
+            let (status, result) = self.then_complete.take().expect("a failing head completes the invocation");
+            return self.complete(status, result, out);
+        }
         let head = self.slots.pop_front().expect("a slot was committing");
         if let Some(run) = head.run {
             self.buffer.take(run);
