@@ -75,7 +75,9 @@ pub struct Config {
     /// Run functions speculatively. Off: strictly one after another, each committed before the next starts.
     pub speculation: bool,
     /// Speculative functions in flight beyond the non-speculative one, below 60% machine load. Load events lower
-    /// it to 6 / 5 / 4 at 60-70% / 70-80% / over 80% CPU, as in the SpecFaaS paper, never above this value.
+    /// it to 6 / 5 / 4 at 60-70% / 70-80% / 80-90% CPU, as in the SpecFaaS paper, never above this value; at 90%
+    /// and over, speculation pauses (0): a saturated machine has no idle CPU to run ahead on, and speculative work
+    /// would only delay real work (measured: `bench paper` at 75% load collapsed without this).
     pub depth_max: u32,
     /// Speculative launches plus squashes one invocation may spend; then it goes on non-speculatively.
     pub budget: u32,
@@ -115,7 +117,8 @@ impl Config {
             0..60 => self.depth_max,
             60..70 => 6,
             70..80 => 5,
-            _ => 4,
+            80..90 => 4,
+            _ => 0,
         };
         by_load.min(self.depth_max)
     }

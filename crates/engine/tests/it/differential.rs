@@ -798,6 +798,8 @@ fn speculation_depth_follows_machine_load() {
     widest(None); // warm the memo table: every output is then predicted
     let idle = widest(Some(10));
     let busy = widest(Some(85));
+    let saturated = widest(Some(95));
     assert!(idle > 5, "an idle machine speculates up to depth_max (8) ahead: {idle} runs in flight");
     assert!(busy <= 5, "above 80% CPU at most 4 speculative runs besides the oldest: {busy} in flight");
+    assert_eq!(saturated, 1, "a saturated machine (90% CPU and over) does not speculate at all");
 }
