@@ -56,7 +56,7 @@ const NOFILE_MAX: u64 = 1024;
 /// Idle handlers kept ready beyond the activations waiting for one.
 const SPARES: usize = 1;
 /// Idle handlers kept at most; more are retired when they finish.
-const IDLE_MAX: usize = 4;
+const IDLE_MAX: usize = 8;
 
 /// Runs Python and Node.js functions in warm processes.
 pub struct ProcessRuntime {
