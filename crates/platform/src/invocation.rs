@@ -22,6 +22,8 @@ use crate::{Deployments, Inner, RecorderMsg};
 #[derive(Debug, Clone)]
 pub struct RunTiming {
     pub function: String,
+    /// The run that called it (an index into the same list), for implicit calls.
+    pub caller: Option<usize>,
     pub launched: Instant,
     pub finished: Instant,
 }
@@ -46,6 +48,7 @@ enum Incoming {
 
 struct Slot {
     function: String,
+    caller: Option<usize>,
     record: ActivationRecord,
     launched: Instant,
     started: SystemTime,
@@ -146,7 +149,9 @@ pub(crate) async fn run(
                         if let Err(outcome) = &slot.1 {
                             events.push_back(Event::Finished { run, outcome: outcome.clone() });
                         }
-                        slots.push(slot.0);
+                        let mut slot = slot.0;
+                        slot.caller = caller.map(|c| c as usize);
+                        slots.push(slot);
                     }
                     Action::Reply { request, reply, .. } => {
                         if let Some(reply_to) = replies.remove(&request) {
@@ -298,6 +303,7 @@ fn launch(
     };
     let mut slot = Slot {
         function: function.to_string(),
+        caller: None,
         record: record.clone(),
         launched,
         started,
@@ -429,7 +435,7 @@ fn finish(
                 json!({"speculative": s.speculative, "fate": s.fate, "memo_hit": s.memo_hit, "branches": s.branches}),
             );
         }
-        timings.push(RunTiming { function: slot.function, launched: slot.launched, finished });
+        timings.push(RunTiming { function: slot.function, caller: slot.caller, launched: slot.launched, finished });
         runs.push(record);
     }
     inner.metrics.record(completion.status, &completion.stats, squashed_us, squashed_cpu_us);

@@ -323,11 +323,33 @@ impl Platform {
 
     /// Deploys a whole project: functions, then applications, then seed data for keys that do not exist yet.
     pub async fn deploy_project(&self, namespace: &str, dir: &Path) -> Result<project::Summary, Error> {
-        let manifest = project::Project::read(dir)?;
+        self.deploy_manifest(namespace, project::Project::read(dir)?).await
+    }
+
+    /// [`Platform::deploy_project`] for a project already read (and perhaps adjusted, as a benchmark does). The
+    /// functions load concurrently, since each process function starts an interpreter; the first failure, in
+    /// manifest order, is returned.
+    pub async fn deploy_manifest(
+        &self,
+        namespace: &str,
+        manifest: project::Project,
+    ) -> Result<project::Summary, Error> {
         let mut summary = project::Summary::default();
-        for spec in manifest.functions {
+        let mut loads = tokio::task::JoinSet::new();
+        for (i, spec) in manifest.functions.into_iter().enumerate() {
             summary.functions.push(spec.name.clone());
-            self.deploy_function(namespace, spec).await?;
+            let (platform, namespace) = (self.clone(), namespace.to_string());
+            loads.spawn(async move { (i, platform.deploy_function(&namespace, spec).await) });
+        }
+        let mut failures = Vec::new();
+        while let Some(joined) = loads.join_next().await {
+            let (i, result) = joined.expect("deploying a function does not panic");
+            if let Err(e) = result {
+                failures.push((i, e));
+            }
+        }
+        if let Some((_, e)) = failures.into_iter().min_by_key(|(i, _)| *i) {
+            return Err(e);
         }
         let known: std::collections::HashSet<String> = self.deployments(namespace).functions.keys().cloned().collect();
         for app in manifest.apps.build(&|f| known.contains(f))? {

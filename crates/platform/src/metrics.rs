@@ -40,6 +40,56 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// What happened between `earlier` and this snapshot.
+    pub fn since(&self, earlier: &Snapshot) -> Snapshot {
+        fn diff<K: Ord + Clone>(now: &BTreeMap<K, u64>, then: &BTreeMap<K, u64>) -> BTreeMap<K, u64> {
+            now.iter()
+                .map(|(k, v)| (k.clone(), v - then.get(k).copied().unwrap_or(0)))
+                .filter(|(_, v)| *v > 0)
+                .collect()
+        }
+        Snapshot {
+            invocations: diff(&self.invocations, &earlier.invocations),
+            speculative_launches: self.speculative_launches - earlier.speculative_launches,
+            skipped: self.skipped - earlier.skipped,
+            memo_hits: self.memo_hits - earlier.memo_hits,
+            memo_misses: self.memo_misses - earlier.memo_misses,
+            branch_predictions: self.branch_predictions - earlier.branch_predictions,
+            branch_hits: self.branch_hits - earlier.branch_hits,
+            squashes: diff(&self.squashes, &earlier.squashes),
+            squashed_us: self.squashed_us - earlier.squashed_us,
+            squashed_cpu_us: self.squashed_cpu_us - earlier.squashed_cpu_us,
+            budget_exhausted: self.budget_exhausted - earlier.budget_exhausted,
+            effects: self.effects - earlier.effects,
+            effects_suspended: self.effects_suspended - earlier.effects_suspended,
+            callees_predicted: self.callees_predicted - earlier.callees_predicted,
+            callees_used: self.callees_used - earlier.callees_used,
+        }
+    }
+
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &Snapshot) {
+        for (k, v) in &other.invocations {
+            *self.invocations.entry(k.clone()).or_insert(0) += v;
+        }
+        for (k, v) in &other.squashes {
+            *self.squashes.entry(*k).or_insert(0) += v;
+        }
+        self.speculative_launches += other.speculative_launches;
+        self.skipped += other.skipped;
+        self.memo_hits += other.memo_hits;
+        self.memo_misses += other.memo_misses;
+        self.branch_predictions += other.branch_predictions;
+        self.branch_hits += other.branch_hits;
+        self.squashed_us += other.squashed_us;
+        self.squashed_cpu_us += other.squashed_cpu_us;
+        self.budget_exhausted += other.budget_exhausted;
+        self.effects += other.effects;
+        self.effects_suspended += other.effects_suspended;
+        self.callees_predicted += other.callees_predicted;
+        self.callees_used += other.callees_used;
+    }
+
     /// Memo hits over memo lookups; `None` before any lookup.
     pub fn memo_hit_rate(&self) -> Option<f64> {
         let n = self.memo_hits + self.memo_misses;
