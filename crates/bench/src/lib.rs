@@ -6,12 +6,14 @@
 //! - [`engine`]: the engine's own cost per function and per buffered access, in-process, no I/O.
 //! - [`examples`]: the example applications with speculation off and on, interleaved.
 //! - [`load`]: concurrent HTTP clients against `specfaas serve`, checking nothing is lost or duplicated.
+//! - [`paper`]: the SpecFaaS paper's evaluation, its 16 applications with speculation off and on.
 
 pub mod engine;
 pub mod examples;
 pub mod handoff;
 pub mod kill;
 pub mod load;
+pub mod paper;
 
 /// What every benchmark produces: a Markdown table for people and JSON for machines, both with the setup.
 pub trait Report {

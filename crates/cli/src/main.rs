@@ -306,6 +306,29 @@ enum BenchCommand {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// The SpecFaaS paper's evaluation: its 16 applications (examples/paper) with speculation off and on, at
+    /// three loads; speedup, oracle bound, tail latency, throughput, hit-rate sweep, CPU. Progress on stderr, the
+    /// Markdown report on stdout.
+    Paper {
+        /// All 16 applications at one load with short runs (under two minutes); proves the harness works.
+        #[arg(long)]
+        quick: bool,
+        /// Seeds inputs and arrivals.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// The examples directory (holding paper/).
+        #[arg(long, default_value = "examples")]
+        dir: PathBuf,
+        /// Only these applications (comma-separated names, such as login,tcktapp,ali1).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Also write the report (report.md), its SVG plots and results.json into this directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Also write the results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Latency of killing a running activation (the cost of a squash), per runtime.
     Kill {
         /// Kills per runtime.
@@ -480,6 +503,23 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
             BenchCommand::Kill { iterations, json } => emit(&bench::kill::run(iterations).await?, json),
             BenchCommand::Engine { iterations, json } => emit(&bench::engine::run(iterations)?, json),
             BenchCommand::Load { clients, requests, json } => emit(&bench::load::run(clients, requests).await?, json),
+            BenchCommand::Paper { quick, seed, dir, only, out, json } => {
+                let run = bench::paper::run(bench::paper::Options { quick, seed, examples: dir, only }).await?;
+                let report = run.json();
+                if let Some(out) = &out {
+                    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+                    std::fs::write(out.join("report.md"), run.markdown(Some(out))?)?;
+                    std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&report)?)?;
+                }
+                println!("{}", run.markdown(None)?);
+                if let Some(path) = json {
+                    std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                }
+                let wrong = bench::paper::report::check_json(&report, run.results.len());
+                anyhow::ensure!(wrong.is_empty(), "the report is incomplete: {}", wrong.join("; "));
+                Ok(0)
+            }
             BenchCommand::Examples { dir, iterations, json } => {
                 emit(&bench::examples::run(&dir, iterations).await?, json)
             }
