@@ -75,10 +75,12 @@ pub struct Config {
     /// Run functions speculatively. Off: strictly one after another, each committed before the next starts.
     pub speculation: bool,
     /// Speculative functions in flight beyond the non-speculative one, below 60% machine load. Load events lower
-    /// it to 6 / 5 / 4 at 60-70% / 70-80% / 80-90% CPU, as in the SpecFaaS paper, never above this value; at 90%
-    /// and over, speculation pauses (0): a saturated machine has no idle CPU to run ahead on, and speculative work
-    /// would only delay real work (measured: `bench paper` at 75% load collapsed without this).
+    /// it to 6 / 5 / 4 at 60-70% / 70-80% / 80% CPU and over, as in the SpecFaaS paper, never above this value.
     pub depth_max: u32,
+    /// Machine CPU load (percent) at which speculation pauses (depth 0): a saturated machine has no idle CPU to run
+    /// ahead on, and speculative work only delays real work (measured: `bench paper` at 75% load collapsed without
+    /// this). Over 100 never pauses.
+    pub pause_percent: u8,
     /// Speculative launches plus squashes one invocation may spend; then it goes on non-speculatively.
     pub budget: u32,
     /// Probability a predicted branch target needs before the engine speculates down it (the paper's 60%; a
@@ -102,6 +104,7 @@ impl Default for Config {
             writes_max: 1000,
             speculation: true,
             depth_max: 8,
+            pause_percent: 90,
             budget: 64,
             branch_threshold: 0.6,
             path_history: 8,
@@ -114,11 +117,11 @@ impl Config {
     /// The speculation depth at `cpu_percent` machine load (SpecFaaS §VI).
     pub fn depth_at(&self, cpu_percent: u8) -> u32 {
         let by_load = match cpu_percent {
+            c if c >= self.pause_percent => 0,
             0..60 => self.depth_max,
             60..70 => 6,
             70..80 => 5,
-            80..90 => 4,
-            _ => 0,
+            _ => 4,
         };
         by_load.min(self.depth_max)
     }

@@ -21,7 +21,11 @@ async fn start_with(data: tempfile::TempDir, blocking_wait: Duration, limits: ap
     let options = api::Options {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: data.path().to_path_buf(),
-        config: platform::Config::default(),
+        // Speculation must not pause when parallel tests saturate the machine: some tests check what it does.
+        config: platform::Config {
+            engine: engine::Config { pause_percent: 101, ..Default::default() },
+            ..Default::default()
+        },
         blocking_wait,
         limits,
     };

@@ -802,4 +802,6 @@ fn speculation_depth_follows_machine_load() {
     assert!(idle > 5, "an idle machine speculates up to depth_max (8) ahead: {idle} runs in flight");
     assert!(busy <= 5, "above 80% CPU at most 4 speculative runs besides the oldest: {busy} in flight");
     assert_eq!(saturated, 1, "a saturated machine (90% CPU and over) does not speculate at all");
+    let never = Config { pause_percent: 101, ..Config::default() };
+    assert_eq!(never.depth_at(100), 4, "pause_percent over 100 never pauses");
 }

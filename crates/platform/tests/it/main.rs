@@ -18,7 +18,10 @@ struct Fixture {
 
 fn fixture_on(store: Arc<dyn Store>) -> Fixture {
     let work = tempfile::Builder::new().prefix("sfpt").tempdir_in("/tmp").unwrap();
-    let platform = Platform::new(store, work.path(), platform::Config::default()).unwrap();
+    // These tests check what speculation does, so it must not pause when parallel tests saturate the machine.
+    let mut config = platform::Config::default();
+    config.engine.pause_percent = 101;
+    let platform = Platform::new(store, work.path(), config).unwrap();
     Fixture { platform, _work: work }
 }
 
