@@ -77,12 +77,17 @@ fn definition(ns: &str, name: &str, body: &Value) -> Result<Value, ApiError> {
         if parsed == Kind::Native {
             return Err(bad("kind 'native' cannot be deployed over the API"));
         }
-        if exec.get("binary") == Some(&Value::Bool(true)) {
-            return Err(bad("binary (zip) actions are not supported yet; send the code as text"));
-        }
+        let binary = exec.get("binary") == Some(&Value::Bool(true));
         let code = exec.get("code").and_then(Value::as_str).ok_or_else(|| bad("'exec.code' is required"))?;
         let main = exec.get("main").and_then(Value::as_str).unwrap_or("main");
-        json!({"kind": parsed.as_openwhisk(), "code": code, "main": main, "binary": false})
+        if parsed == Kind::Wasm {
+            wasm_bytes(code)?;
+            json!({"kind": parsed.as_openwhisk(), "code": code, "main": main, "binary": true})
+        } else if binary {
+            return Err(bad("binary (zip) actions are not supported yet; send the code as text"));
+        } else {
+            json!({"kind": parsed.as_openwhisk(), "code": code, "main": main, "binary": false})
+        }
     };
     let defaults = Limits::default();
     let limits = obj.get("limits").cloned().unwrap_or(json!({}));
@@ -121,6 +126,14 @@ fn definition(ns: &str, name: &str, body: &Value) -> Result<Value, ApiError> {
     }))
 }
 
+/// A wasm action's module, from the base64 of `exec.code`.
+fn wasm_bytes(code: &str) -> Result<Vec<u8>, ApiError> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(code.trim())
+        .map_err(|e| bad(format!("a wasm action's 'exec.code' must be the module in base64: {e}")))
+}
+
 /// Deploys a stored definition on the platform.
 async fn deploy(platform: &platform::Platform, ns: &str, def: &Value) -> Result<(), ApiError> {
     let name = def["name"].as_str().unwrap_or_default();
@@ -144,9 +157,10 @@ async fn deploy(platform: &platform::Platform, ns: &str, def: &Value) -> Result<
         return Ok(());
     }
     let kind = Kind::parse(exec["kind"].as_str().unwrap_or_default()).map_err(bad)?;
-    let code = Code::Source {
-        text: exec["code"].as_str().unwrap_or_default().to_string(),
-        main: exec["main"].as_str().unwrap_or("main").to_string(),
+    let (code, main) = (exec["code"].as_str().unwrap_or_default(), exec["main"].as_str().unwrap_or("main").to_string());
+    let code = match kind {
+        Kind::Wasm => Code::Wasm { bytes: wasm_bytes(code)?, main },
+        _ => Code::Source { text: code.to_string(), main },
     };
     let limits = Limits {
         timeout_ms: def["limits"]["timeout"].as_u64().unwrap_or(60_000),

@@ -11,7 +11,7 @@
 //! - **gap**: from the platform receiving function *i*'s result to it launching function *i+1*: the platform's
 //!   own transfer of control, without the runtime's start cost.
 //!
-//! Goals (DESIGN.md §5): native ≤ 20 µs per hop, Python ≤ 0.5 ms per hop. OpenWhisk: 8–25 ms transfer plus 20 ms
+//! Goals (DESIGN.md §5): native ≤ 20 µs per hop, wasm ≤ 20 µs per hop, Python ≤ 0.5 ms per hop. OpenWhisk: 8–25 ms transfer plus 20 ms
 //! platform overhead per function (SpecFaaS paper, Fig. 3).
 
 use std::sync::Arc;
@@ -40,8 +40,9 @@ pub struct Report {
     pub setup: Value,
 }
 
-const RUNTIMES: [(&str, Kind, &str); 3] = [
+const RUNTIMES: [(&str, Kind, &str); 4] = [
     ("native", Kind::Native, ""),
+    ("wasm", Kind::Wasm, crate::WASM_ECHO),
     ("python", Kind::Python, "def main(args):\n    return args\n"),
     ("nodejs", Kind::Node, "function main(params) { return params; }"),
 ];
@@ -62,6 +63,7 @@ pub async fn run(chain: usize, iterations: usize) -> anyhow::Result<Report> {
                     platform.native().register(&name, |_, input| async move { Ok(input) });
                     Code::Native
                 }
+                Kind::Wasm => Code::Wasm { bytes: wat::parse_str(code)?, main: "main".into() },
                 _ => Code::Source { text: code.into(), main: "main".into() },
             };
             platform

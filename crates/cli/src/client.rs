@@ -103,16 +103,24 @@ pub fn action_body(
             json!({"kind": "sequence", "components": components.split(',').map(str::trim).collect::<Vec<_>>()})
         }
         (None, Some(file)) => {
-            let code = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
             let kind = match kind {
                 Some(k) => k,
                 None => match file.extension().and_then(|e| e.to_str()) {
                     Some("py") => "python:3".into(),
                     Some("js") | Some("mjs") => "nodejs:20".into(),
+                    Some("wasm") => "wasm".into(),
                     _ => bail!("cannot tell the kind of {}: pass --kind", file.display()),
                 },
             };
-            let mut exec = json!({"kind": kind, "code": code});
+            let mut exec = if kind.starts_with("wasm") {
+                // A module is binary: it travels in base64, as OpenWhisk sends binary actions.
+                use base64::Engine as _;
+                let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+                json!({"kind": kind, "code": base64::engine::general_purpose::STANDARD.encode(bytes), "binary": true})
+            } else {
+                let code = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+                json!({"kind": kind, "code": code})
+            };
             if let Some(main) = main {
                 exec["main"] = json!(main);
             }

@@ -21,19 +21,22 @@ pub enum Kind {
     Node,
     /// A Rust closure registered in-process.
     Native,
+    /// A WebAssembly module (WASI preview 1) run on wasmtime, sandboxed: it can only do what the host gives it.
+    Wasm,
 }
 
 impl Kind {
     /// Parses the OpenWhisk-style kind names users write: `python:3`, `python`, `nodejs:20`, `nodejs:default`,
-    /// `nodejs`, `native`.
+    /// `nodejs`, `native`, `wasm`, `wasm:wasip1`.
     pub fn parse(text: &str) -> Result<Kind, String> {
         match text {
             "python" | "python:3" | "python:3.11" | "python3" => Ok(Kind::Python),
             "nodejs" | "nodejs:20" | "nodejs:default" | "node" => Ok(Kind::Node),
             "native" => Ok(Kind::Native),
-            other => {
-                Err(format!("unknown kind \"{other}\"; expected one of python:3, nodejs:20, nodejs:default, native"))
-            }
+            "wasm" | "wasm:wasip1" => Ok(Kind::Wasm),
+            other => Err(format!(
+                "unknown kind \"{other}\"; expected one of python:3, nodejs:20, nodejs:default, native, wasm"
+            )),
         }
     }
 
@@ -43,6 +46,7 @@ impl Kind {
             Kind::Python => "python:3",
             Kind::Node => "nodejs:20",
             Kind::Native => "native",
+            Kind::Wasm => "wasm:wasip1",
         }
     }
 }
@@ -129,6 +133,8 @@ pub enum Code {
     Source { text: String, main: String },
     /// A native function, looked up by the function's name in the runtime's registry.
     Native,
+    /// A WebAssembly module's bytes and the name of its entry export (`_start` serves when that is absent).
+    Wasm { bytes: Vec<u8>, main: String },
 }
 
 /// A deployable function.
@@ -161,6 +167,14 @@ impl FunctionSpec {
                     return Err(fail(format!("entry point \"{main}\" is not a valid identifier")));
                 }
             }
+            (Code::Wasm { bytes, main }, Kind::Wasm) => {
+                if !bytes.starts_with(b"\0asm") {
+                    return Err(fail("the code is not a WebAssembly module (no \\0asm header)".into()));
+                }
+                if main.is_empty() {
+                    return Err(fail("the entry point is empty".into()));
+                }
+            }
             _ => return Err(fail(format!("kind {:?} does not match its code", kind))),
         }
         let mut hash = Sha256::new();
@@ -173,6 +187,11 @@ impl FunctionSpec {
                 hash.update(text.as_bytes());
             }
             Code::Native => hash.update(name.as_bytes()),
+            Code::Wasm { bytes, main } => {
+                hash.update(main.as_bytes());
+                hash.update([0]);
+                hash.update(bytes);
+            }
         }
         let version = hex::encode(&hash.finalize()[..8]);
         Ok(FunctionSpec {

@@ -5,7 +5,7 @@
 //! seed = "data/seed.json"          # optional: store keys written at deploy time if absent
 //!
 //! [functions.login]
-//! kind = "python:3"                # python:3 | nodejs:20 | nodejs:default
+//! kind = "python:3"                # python:3 | nodejs:20 | nodejs:default | wasm (code: a .wasm file)
 //! code = "functions/login.py"
 //! main = "main"                    # optional entry point
 //! limits = { timeout_ms = 5000 }   # optional; OpenWhisk defaults otherwise

@@ -154,7 +154,12 @@ impl Platform {
     /// (Unix socket paths are limited to about 100 bytes). Must be called inside a tokio runtime.
     pub fn new(store: Arc<dyn Store>, work_dir: &Path, config: Config) -> Result<Platform, Error> {
         let native = Arc::new(NativeRuntime::new());
-        let runtimes: Vec<Arc<dyn Runtime>> = vec![native.clone(), Arc::new(ProcessRuntime::new(work_dir)?)];
+        let wasm = runtime::wasm::Options { cache_dir: Some(work_dir.join("wasm-cache")), ..Default::default() };
+        let runtimes: Vec<Arc<dyn Runtime>> = vec![
+            native.clone(),
+            Arc::new(ProcessRuntime::new(work_dir)?),
+            Arc::new(runtime::wasm::WasmRuntime::new(wasm)?),
+        ];
         let (recorder, mut rx) = mpsc::unbounded_channel::<RecorderMsg>();
         let writer_store = store.clone();
         tokio::spawn(async move {

@@ -56,10 +56,18 @@ impl Project {
                     "function \"{name}\": native functions are registered in code, not in a manifest"
                 )));
             }
-            let text = read(&resolve(&f.code))?;
             let annotations = Annotations::from_map(f.annotations.clone().into_iter().collect())
                 .map_err(|m| fail(format!("function \"{name}\": {m}")))?;
-            let code = Code::Source { text, main: f.main.clone() };
+            let code = if kind == Kind::Wasm {
+                let path = resolve(&f.code);
+                let bytes = std::fs::read(&path).map_err(|e| Error::File {
+                    path: path.display().to_string(),
+                    message: format!("cannot read the module: {e} (build it first: see the project's README)"),
+                })?;
+                Code::Wasm { bytes, main: f.main.clone() }
+            } else {
+                Code::Source { text: read(&resolve(&f.code))?, main: f.main.clone() }
+            };
             let mut spec = FunctionSpec::new(name, kind, code, f.limits, annotations)?;
             spec.parameters = f.parameters.clone();
             functions.push(spec);

@@ -7,6 +7,8 @@
 //! - [`native`]: Rust closures registered in-process; kill aborts the task.
 //! - [`process`]: one warm process per function for Python and Node.js, with a pool of handlers (forked
 //!   processes, worker threads) that each hold a connection to the platform and run one activation at a time.
+//! - [`wasm`]: WebAssembly modules on wasmtime, sandboxed; a fresh instance per activation from a pre-linked,
+//!   pooled module; kill by epoch interruption.
 //! - [`conformance`]: the behaviour every runtime must show, run against each of them.
 //!
 //! **Architecture invariant:** every outcome of user code — success, error, crash, timeout, kill — arrives as a
@@ -15,6 +17,7 @@
 pub mod conformance;
 pub mod native;
 pub mod process;
+pub mod wasm;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -361,3 +361,50 @@ async fn workflows_are_deployed_from_asl_invoked_and_restored() {
     assert_eq!(status, 404);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasm_actions_travel_in_base64_and_bad_modules_are_refused() {
+    let s = start().await;
+    let auth = Some(s.auth.as_str());
+    // Echoes its input: the same module the hand-off benchmark chains.
+    let module = wat::parse_str(bench_echo()).unwrap();
+    let code = base64::engine::general_purpose::STANDARD.encode(&module);
+    let body = json!({"exec": {"kind": "wasm", "code": code, "binary": true}});
+    let (status, created) = s.call("PUT", "/api/v1/namespaces/_/actions/echo?overwrite=true", auth, Some(body)).await;
+    assert_eq!(status, 200, "{created}");
+    assert_eq!(created["exec"]["kind"], "wasm:wasip1");
+    let (status, result) = s
+        .call("POST", "/api/v1/namespaces/_/actions/echo?blocking=true&result=true", auth, Some(json!({"a": 1})))
+        .await;
+    assert_eq!((status, result), (200, json!({"a": 1})));
+    // Not base64; base64 of something that is not a module; a module without the entry point.
+    for (code, needle) in [
+        ("%%%".to_string(), "must be the module in base64"),
+        (base64::engine::general_purpose::STANDARD.encode("print('hi')"), "not a WebAssembly module"),
+        (
+            base64::engine::general_purpose::STANDARD
+                .encode(wat::parse_str(r#"(module (memory (export "memory") 1))"#).unwrap()),
+            "exports no function",
+        ),
+    ] {
+        let body = json!({"exec": {"kind": "wasm", "code": code, "binary": true}});
+        let (status, err) = s.call("PUT", "/api/v1/namespaces/_/actions/bad?overwrite=true", auth, Some(body)).await;
+        assert_eq!(status, 400, "{err}");
+        assert!(err["error"].as_str().unwrap().contains(needle), "{err}");
+    }
+    let (status, _) = s.call("GET", "/api/v1/namespaces/_/actions/bad", auth, None).await;
+    assert_eq!(status, 404, "a refused action leaves nothing behind");
+    s.stop().await;
+}
+
+fn bench_echo() -> &'static str {
+    r#"(module
+  (import "specfaas" "input_len" (func $len (result i32)))
+  (import "specfaas" "input_read" (func $read (param i32)))
+  (import "specfaas" "output" (func $out (param i32 i32)))
+  (memory (export "memory") 1)
+  (func (export "main") (local $n i32)
+    (local.set $n (call $len))
+    (call $read (i32.const 0))
+    (call $out (i32.const 0) (local.get $n))))"#
+}

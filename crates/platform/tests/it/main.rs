@@ -9,6 +9,8 @@ use platform::{Platform, Status};
 use serde_json::{Value, json};
 use storage::{MemoryStore, RedbStore, Store};
 
+mod wasm;
+
 const NS: &str = "guest";
 
 struct Fixture {

@@ -106,7 +106,7 @@ impl Runtime for ProcessRuntime {
             let (file, interpreter, runner, path_var, path_val) = match spec.kind {
                 Kind::Python => ("action.py", "python3", "py/runner.py", "PYTHONPATH", "py"),
                 Kind::Node => ("action.js", "node", "js/runner.js", "NODE_PATH", "js/node_modules"),
-                Kind::Native => unreachable!("native code is not Source"),
+                Kind::Native | Kind::Wasm => unreachable!("native and wasm code is not Source"),
             };
             let code_file = fn_dir.join(file);
             std::fs::write(&code_file, text).map_err(io)?;

@@ -4,6 +4,7 @@ mod native;
 mod node;
 mod process_faults;
 mod python;
+mod wasm;
 
 use std::sync::{Arc, OnceLock};
 
