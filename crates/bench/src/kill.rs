@@ -18,6 +18,9 @@ use tokio::sync::oneshot;
 
 pub struct Row {
     pub runtime: &'static str,
+    /// From `start()` of a no-op activation to its report: a fresh instance (wasm), a pooled handler (Python,
+    /// Node.js) or a task (native), plus the run and the report.
+    pub noop_us_p50: f64,
     pub kill_us_p50: f64,
     pub kill_us_p99: f64,
     pub kill_us_max: f64,
@@ -55,8 +58,35 @@ pub async fn run(iterations: usize) -> anyhow::Result<Report> {
         ("nodejs", process.clone(), source(Kind::Node, "function main() { return new Promise(() => {}); }")?),
     ];
     let mut warm = Vec::new();
+    let mut noop = Vec::new();
     for (name, rt, spec) in &specs {
         warm.push((*name, rt.load(Arc::new(spec.clone())).await?));
+        noop.push(rt.load(Arc::new(noop_spec(spec.kind, &native)?)).await?);
+    }
+    let mut noop_us: Vec<Vec<f64>> = vec![Vec::new(); warm.len()];
+    for i in 0..iterations.max(20) {
+        for (r, w) in noop.iter().enumerate() {
+            let (tx, rx) = oneshot::channel();
+            let activation = Activation {
+                id: format!("{i:032x}"),
+                input: json!({"i": i}),
+                env: Default::default(),
+                speculative: false,
+            };
+            let started = Instant::now();
+            let _killer = w.start(
+                activation,
+                Arc::new(|_| {}),
+                Box::new(move |report| {
+                    let _ = tx.send((report, Instant::now()));
+                }),
+            );
+            let (report, at) = tokio::time::timeout(Duration::from_secs(5), rx).await??;
+            anyhow::ensure!(matches!(report.outcome, Outcome::Success(_)), "no-op failed: {:?}", report.outcome);
+            if i >= 5 {
+                noop_us[r].push(at.duration_since(started).as_secs_f64() * 1e6);
+            }
+        }
     }
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); warm.len()];
     for i in 0..iterations {
@@ -84,14 +114,30 @@ pub async fn run(iterations: usize) -> anyhow::Result<Report> {
     let rows = warm
         .iter()
         .zip(samples)
-        .map(|((name, _), mut s)| Row {
+        .zip(noop_us)
+        .map(|(((name, _), mut s), mut n)| Row {
             runtime: name,
+            noop_us_p50: crate::quantile(&mut n, 0.5),
             kill_us_p50: crate::quantile(&mut s, 0.5),
             kill_us_p99: crate::quantile(&mut s, 0.99),
             kill_us_max: crate::quantile(&mut s, 1.0),
         })
         .collect();
     Ok(Report { iterations, rows, setup: crate::setup() })
+}
+
+/// A function of `kind` that returns its input.
+fn noop_spec(kind: Kind, native: &NativeRuntime) -> anyhow::Result<FunctionSpec> {
+    let code = match kind {
+        Kind::Native => {
+            native.register("noop", |_, input| async move { Ok(input) });
+            Code::Native
+        }
+        Kind::Wasm => Code::Wasm { bytes: wat::parse_str(crate::WASM_ECHO)?, main: "main".into() },
+        Kind::Python => Code::Source { text: "def main(a):\n    return a\n".into(), main: "main".into() },
+        Kind::Node => Code::Source { text: "function main(p) { return p; }".into(), main: "main".into() },
+    };
+    Ok(FunctionSpec::new("noop", kind, code, Limits::default(), Annotations::default())?)
 }
 
 fn source(kind: Kind, text: &str) -> anyhow::Result<FunctionSpec> {
@@ -103,13 +149,13 @@ impl crate::Report for Report {
     fn markdown(&self) -> String {
         let mut s = format!(
             "## Kill of a running activation, {} kills per runtime\n\n\
-             | runtime | kill → report p50 (µs) | p99 (µs) | max (µs) |\n|---|---|---|---|\n",
+             | runtime | kill → report p50 (µs) | p99 (µs) | max (µs) | no-op start → report p50 (µs) |\n|---|---|---|---|---|\n",
             self.iterations
         );
         for r in &self.rows {
             s.push_str(&format!(
-                "| {} | {:.1} | {:.1} | {:.1} |\n",
-                r.runtime, r.kill_us_p50, r.kill_us_p99, r.kill_us_max
+                "| {} | {:.1} | {:.1} | {:.1} | {:.1} |\n",
+                r.runtime, r.kill_us_p50, r.kill_us_p99, r.kill_us_max, r.noop_us_p50
             ));
         }
         s.push_str(&format!("\nsetup: {}\n", self.setup));
@@ -122,7 +168,7 @@ impl crate::Report for Report {
             "iterations": self.iterations,
             "setup": self.setup,
             "rows": self.rows.iter().map(|r| json!({
-                "runtime": r.runtime, "kill_us_p50": r.kill_us_p50, "kill_us_p99": r.kill_us_p99, "kill_us_max": r.kill_us_max,
+                "runtime": r.runtime, "noop_us_p50": r.noop_us_p50, "kill_us_p50": r.kill_us_p50, "kill_us_p99": r.kill_us_p99, "kill_us_max": r.kill_us_max,
             })).collect::<Vec<_>>(),
         })
     }

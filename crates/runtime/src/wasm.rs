@@ -464,7 +464,11 @@ impl Warm for WasmWarm {
             entry: self.entry.clone(),
             fuel: self.fuel,
         };
-        tokio::task::spawn_blocking(move || done(job.run(activation, host, wake)));
+        tokio::task::spawn_blocking(move || {
+            let (report, store) = job.run(activation, host, wake);
+            done(report);
+            drop(store); // returning the instance to the pool resets its memory: after the report, not before
+        });
         killer
     }
 }
@@ -478,16 +482,18 @@ struct Job {
 }
 
 impl Job {
-    fn run(self, activation: Activation, host: Host, wake: Arc<Wake>) -> Report {
+    /// Runs the activation; returns its report and the store, to be dropped once the report is delivered.
+    fn run(self, activation: Activation, host: Host, wake: Arc<Wake>) -> (Report, Option<Store<State>>) {
         let limits = self.spec.limits;
         let finish = |outcome, logs: LogSink| Report { outcome, logs: logs.into_lines(), cpu_us: None };
         let mut logs = LogSink::new(limits.logs_bytes_max);
         if wake.killed() {
-            return finish(Outcome::Killed, logs);
+            return (finish(Outcome::Killed, logs), None);
         }
         let stdout = MemoryOutputPipe::new(limits.logs_bytes_max as usize + 1);
         let stderr = MemoryOutputPipe::new(limits.logs_bytes_max as usize + 1);
-        let random = || wasmtime_wasi::Deterministic::new(random_stream(&self.spec.version, &activation.input));
+        let stream = random_stream(&self.spec.version, &activation.input);
+        let random = || wasmtime_wasi::Deterministic::new(stream.clone());
         let clock = Arc::new(AtomicU64::new(0));
         let wasi = WasiCtxBuilder::new()
             .stdout(stdout.clone())
@@ -553,7 +559,7 @@ impl Job {
                 other => other,
             },
         };
-        finish(outcome, logs)
+        (finish(outcome, logs), Some(store))
     }
 
     fn error_outcome(&self, e: wasmtime::Error, wake: &Wake, store: &mut Store<State>) -> Outcome {
@@ -585,12 +591,22 @@ impl Job {
     }
 }
 
-/// 4 KiB of random-looking bytes determined by the function's version and input (SHA-256 in counter mode); the
-/// guest's random stream cycles through them.
+/// 4 KiB of random-looking bytes determined by the function's version and input: a SHA-256 of both seeds a
+/// splitmix64 generator (fast; deterministic by design, so not a source of secrets). The guest's random stream
+/// cycles through them.
 fn random_stream(version: &str, input: &Value) -> Vec<u8> {
     use sha2::Digest;
-    let seed = sha2::Sha256::new().chain_update(version.as_bytes()).chain_update(model::json::canonical(input));
-    (0u32..128).flat_map(|i| seed.clone().chain_update(i.to_le_bytes()).finalize().to_vec()).collect()
+    let digest = sha2::Sha256::new().chain_update(version.as_bytes()).chain_update(model::json::canonical(input));
+    let mut state = u64::from_le_bytes(digest.finalize()[..8].try_into().expect("8 bytes"));
+    (0..512)
+        .flat_map(|_| {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            (z ^ (z >> 31)).to_le_bytes()
+        })
+        .collect()
 }
 
 /// The outcome of a guest that returned: its output, classified the OpenWhisk way.
