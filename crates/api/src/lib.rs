@@ -136,8 +136,9 @@ impl Server {
         let store: Arc<dyn Store> =
             Arc::new(storage::RedbStore::open(options.data_dir.join("store.redb")).map_err(|e| e.to_string())?);
         let work = tempfile::Builder::new().prefix("sfs").tempdir_in("/tmp").map_err(|e| e.to_string())?;
-        let platform =
-            platform::Platform::new(store.clone(), work.path(), options.config).map_err(|e| e.to_string())?;
+        let cache = options.data_dir.join("wasm-cache");
+        let platform = platform::Platform::with_cache(store.clone(), work.path(), &cache, options.config)
+            .map_err(|e| e.to_string())?;
         actions::restore(&platform, &*store).await;
         workflows::restore(&platform, &*store);
         let mut first_key = None;

@@ -370,7 +370,7 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
             let store = open_store(&data_dir)?;
             let work = tempfile::Builder::new().prefix("specfaas").tempdir_in("/tmp")?;
             let config = read_config(config)?;
-            let platform = platform::Platform::new(store, work.path(), config)?;
+            let platform = platform::Platform::with_cache(store, work.path(), &data_dir.join("wasm-cache"), config)?;
             let ns = platform::DEFAULT_NAMESPACE;
             platform.deploy_project(ns, &dir).await?;
             let options =

@@ -73,6 +73,9 @@ pub struct Config {
     pub tables: engine::tables::Sizes,
     /// Largest accepted application input, as JSON bytes (OpenWhisk: 1 MiB).
     pub payload_bytes_max: usize,
+    /// Fuel (about one unit per wasm instruction) each WebAssembly activation may burn before it traps; none by
+    /// default: fuel accounting slows every guest, and the timeout already bounds them.
+    pub wasm_fuel: Option<u64>,
 }
 
 impl Default for Config {
@@ -81,6 +84,7 @@ impl Default for Config {
             engine: engine::Config::default(),
             tables: engine::tables::Sizes::default(),
             payload_bytes_max: 1024 * 1024,
+            wasm_fuel: None,
         }
     }
 }
@@ -153,8 +157,23 @@ impl Platform {
     /// Starts a platform on `store`. `work_dir` holds the process runtime's files and sockets; keep its path short
     /// (Unix socket paths are limited to about 100 bytes). Must be called inside a tokio runtime.
     pub fn new(store: Arc<dyn Store>, work_dir: &Path, config: Config) -> Result<Platform, Error> {
+        Platform::with_cache(store, work_dir, &work_dir.join("wasm-cache"), config)
+    }
+
+    /// [`Platform::new`], keeping compiled WebAssembly modules in `cache_dir`, which may outlive the platform
+    /// (`specfaas serve` and `run` use their data directory, so a restart does not recompile).
+    pub fn with_cache(
+        store: Arc<dyn Store>,
+        work_dir: &Path,
+        cache_dir: &Path,
+        config: Config,
+    ) -> Result<Platform, Error> {
         let native = Arc::new(NativeRuntime::new());
-        let wasm = runtime::wasm::Options { cache_dir: Some(work_dir.join("wasm-cache")), ..Default::default() };
+        let wasm = runtime::wasm::Options {
+            cache_dir: Some(cache_dir.to_path_buf()),
+            fuel: config.wasm_fuel,
+            ..Default::default()
+        };
         let runtimes: Vec<Arc<dyn Runtime>> = vec![
             native.clone(),
             Arc::new(ProcessRuntime::new(work_dir)?),

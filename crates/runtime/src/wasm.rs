@@ -62,7 +62,8 @@ pub struct Options {
     pub stack_bytes: usize,
     /// Instances that may exist at once, across all wasm functions (default 1000).
     pub instances_max: u32,
-    /// The largest linear memory any function may have, whatever its `memory_mb` (default 512 MiB).
+    /// The largest linear memory any function may have, whatever its `memory_mb` (default 2 GiB, the largest
+    /// `memory_mb` allows; the pool reserves address space, not memory, for it).
     pub memory_bytes_max: u64,
     /// The largest module accepted, in bytes (default 50 MiB, about OpenWhisk's action size limit).
     pub module_bytes_max: usize,
@@ -75,7 +76,7 @@ impl Default for Options {
             fuel: None,
             stack_bytes: 512 * 1024,
             instances_max: 1000,
-            memory_bytes_max: 512 << 20,
+            memory_bytes_max: 2 << 30,
             module_bytes_max: 50 << 20,
         }
     }

@@ -363,3 +363,32 @@ async fn clock_and_randomness_are_the_same_for_the_same_input() {
     let clock = u64::from_le_bytes(std::array::from_fn(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()));
     assert!(clock < 1_000_000_000, "the wall clock starts at the Unix epoch: {clock} ns");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuel_stops_a_guest_when_configured() {
+    let rt = WasmRuntime::new(Options { fuel: Some(100_000), ..Options::default() }).unwrap();
+    let warm = rt.load(Arc::new(plain("fuelled", LOOP, Limits::default()))).await.unwrap();
+    match run(&*warm, json!({})).await.outcome {
+        Outcome::DeveloperError(m) => assert!(m.contains("ran out of fuel"), "{m}"),
+        other => panic!("expected a developer error, got {other:?}"),
+    }
+    // Enough fuel for a function that returns at once.
+    let echo = rt.load(Arc::new(WasmFixture.spec(Behaviour::Echo, Limits::default()))).await.unwrap();
+    assert_eq!(run(&*echo, json!({"a": 1})).await.outcome, Outcome::Success(json!({"a": 1, "echoed": true})));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compiled_modules_are_cached_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let files = |p: &std::path::Path| -> usize {
+        fn count(p: &std::path::Path) -> usize {
+            std::fs::read_dir(p)
+                .map_or(0, |d| d.flatten().map(|e| if e.path().is_dir() { count(&e.path()) } else { 1 }).sum())
+        }
+        count(p)
+    };
+    let rt = WasmRuntime::new(Options { cache_dir: Some(cache.clone()), ..Options::default() }).unwrap();
+    rt.load(Arc::new(WasmFixture.spec(Behaviour::Echo, Limits::default()))).await.unwrap();
+    assert!(files(&cache) > 0, "compiling a module writes it to the cache");
+}
