@@ -391,4 +391,10 @@ async fn compiled_modules_are_cached_on_disk() {
     let rt = WasmRuntime::new(Options { cache_dir: Some(cache.clone()), ..Options::default() }).unwrap();
     rt.load(Arc::new(WasmFixture.spec(Behaviour::Echo, Limits::default()))).await.unwrap();
     assert!(files(&cache) > 0, "compiling a module writes it to the cache");
+    // A relative directory (as `--data-dir` may give) works too.
+    let relative = std::path::PathBuf::from(format!("target/wasm-cache-test-{}", std::process::id()));
+    let rt = WasmRuntime::new(Options { cache_dir: Some(relative.clone()), ..Options::default() }).unwrap();
+    rt.load(Arc::new(WasmFixture.spec(Behaviour::Echo, Limits::default()))).await.unwrap();
+    assert!(files(&relative) > 0, "a relative cache directory is used");
+    let _ = std::fs::remove_dir_all(&relative);
 }
