@@ -242,8 +242,12 @@ fn read_guest(caller: &mut Caller<'_, State>, ptr: i32, len: i32) -> wasmtime::R
         .get_export("memory")
         .and_then(|e| e.into_memory())
         .ok_or_else(|| wasmtime::Error::msg("the module exports no memory"))?;
-    let mut bytes = vec![0u8; len.max(0) as usize];
-    memory.read(&caller, ptr as u32 as usize, &mut bytes).map_err(|_| wasmtime::Error::msg("out of bounds"))?;
+    let (start, len) = (ptr as u32 as usize, len.max(0) as usize);
+    if start.saturating_add(len) > memory.data_size(&caller) {
+        return Err(wasmtime::Error::msg("a pointer passed to the host is out of bounds")); // checked before allocating
+    }
+    let mut bytes = vec![0u8; len];
+    memory.read(&caller, start, &mut bytes).map_err(|_| wasmtime::Error::msg("out of bounds"))?;
     Ok(bytes)
 }
 
@@ -315,7 +319,11 @@ fn add_specfaas(linker: &mut Linker<State>) -> wasmtime::Result<()> {
 fn poll_oneoff(mut caller: Caller<'_, State>, subs: i32, events: i32, n: i32, nevents: i32) -> wasmtime::Result<i32> {
     const SUB: usize = 48;
     const EVENT: usize = 32;
-    let n = n.max(0) as usize;
+    // A guest may pass anything: a count out of range is an error to it (EINVAL), never a panic of the host.
+    if !(1..=1024).contains(&n) {
+        return Ok(28);
+    }
+    let n = n as usize;
     let bytes = read_guest(&mut caller, subs, (n * SUB) as i32)?;
     let now = caller.data().clock.load(Ordering::Relaxed);
     let mut clocks = Vec::new(); // (userdata, due in ns from now)
@@ -333,7 +341,7 @@ fn poll_oneoff(mut caller: Caller<'_, State>, subs: i32, events: i32, n: i32, ne
         }
     }
     if ready.is_empty() {
-        let Some(&(_, wait)) = clocks.iter().min_by_key(|(_, due)| *due) else { return Ok(28) }; // EINVAL
+        let Some(&(_, wait)) = clocks.iter().min_by_key(|(_, due)| *due) else { return Ok(28) };
         let (wake, deadline) = (caller.data().wake.clone(), caller.data().deadline);
         let until = Instant::now() + Duration::from_nanos(wait);
         if let Err(stopped) = wake.wait(false, until, deadline) {
@@ -472,7 +480,12 @@ impl Warm for WasmWarm {
             fuel: self.fuel,
         };
         tokio::task::spawn_blocking(move || {
-            let (report, store) = job.run(activation, host, wake);
+            // Every ending arrives as a report, even a bug in a host function.
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(activation, host, wake)));
+            let (report, store) = ran.unwrap_or_else(|_| {
+                let outcome = Outcome::DeveloperError("The wasm runtime failed on this activation.".into());
+                (Report { outcome, logs: Vec::new(), cpu_us: None }, None)
+            });
             done(report);
             drop(store); // returning the instance to the pool resets its memory: after the report, not before
         });

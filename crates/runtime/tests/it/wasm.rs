@@ -398,3 +398,32 @@ async fn compiled_modules_are_cached_on_disk() {
     assert!(files(&relative) > 0, "a relative cache directory is used");
     let _ = std::fs::remove_dir_all(&relative);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_pointers_and_counts_from_a_guest_are_its_error_not_the_hosts() {
+    // output() with a length past the end of memory; poll_oneoff with a huge count.
+    let cases = [
+        (
+            r#"(module (import "specfaas" "output" (func $o (param i32 i32))) (memory (export "memory") 1)
+            (func (export "main") (call $o (i32.const 0) (i32.const 2147483647))))"#,
+            true,
+        ),
+        (
+            r#"(module (import "wasi_snapshot_preview1" "poll_oneoff" (func $p (param i32 i32 i32 i32) (result i32)))
+            (import "specfaas" "output" (func $o (param i32 i32))) (memory (export "memory") 1)
+            (data (i32.const 0) "{}")
+            (func (export "main") (drop (call $p (i32.const 0) (i32.const 0) (i32.const 2147483647) (i32.const 0)))
+              (call $o (i32.const 0) (i32.const 2))))"#,
+            false,
+        ),
+    ];
+    for (i, (wat, fails)) in cases.into_iter().enumerate() {
+        let warm = wasm_runtime().load(Arc::new(plain(&format!("bad{i}"), wat, Limits::default()))).await.unwrap();
+        let outcome = run(&*warm, json!({})).await.outcome;
+        if fails {
+            assert!(matches!(&outcome, Outcome::DeveloperError(m) if m.contains("out of bounds")), "{outcome:?}");
+        } else {
+            assert_eq!(outcome, Outcome::Success(json!({})), "poll_oneoff answers EINVAL and the guest goes on");
+        }
+    }
+}
