@@ -42,7 +42,7 @@ pub struct Report {
 
 const RUNTIMES: [(&str, Kind, &str); 4] = [
     ("native", Kind::Native, ""),
-    ("wasm", Kind::Wasm, crate::WASM_ECHO),
+    ("wasm", Kind::Wasm, runtime::conformance::WASM_ECHO),
     ("python", Kind::Python, "def main(args):\n    return args\n"),
     ("nodejs", Kind::Node, "function main(params) { return params; }"),
 ];

@@ -133,7 +133,7 @@ fn noop_spec(kind: Kind, native: &NativeRuntime) -> anyhow::Result<FunctionSpec>
             native.register("noop", |_, input| async move { Ok(input) });
             Code::Native
         }
-        Kind::Wasm => Code::Wasm { bytes: wat::parse_str(crate::WASM_ECHO)?, main: "main".into() },
+        Kind::Wasm => Code::Wasm { bytes: wat::parse_str(runtime::conformance::WASM_ECHO)?, main: "main".into() },
         Kind::Python => Code::Source { text: "def main(a):\n    return a\n".into(), main: "main".into() },
         Kind::Node => Code::Source { text: "function main(p) { return p; }".into(), main: "main".into() },
     };

@@ -15,17 +15,6 @@ pub mod kill;
 pub mod load;
 pub mod paper;
 
-/// A no-op WebAssembly function: its output is its input (the hand-off benchmark's wasm chain).
-pub const WASM_ECHO: &str = r#"(module
-  (import "specfaas" "input_len" (func $len (result i32)))
-  (import "specfaas" "input_read" (func $read (param i32)))
-  (import "specfaas" "output" (func $out (param i32 i32)))
-  (memory (export "memory") 1)
-  (func (export "main") (local $n i32)
-    (local.set $n (call $len))
-    (call $read (i32.const 0))
-    (call $out (i32.const 0) (local.get $n))))"#;
-
 /// What every benchmark produces: a Markdown table for people and JSON for machines, both with the setup.
 pub trait Report {
     fn markdown(&self) -> String;

@@ -15,6 +15,17 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{Activation, HostCall, HostReply, Killer, Outcome, Report, Runtime, Warm};
 
+/// A WebAssembly function whose output is its input, in WAT: the wasm no-op of the benchmarks and API tests.
+pub const WASM_ECHO: &str = r#"(module
+  (import "specfaas" "input_len" (func $len (result i32)))
+  (import "specfaas" "input_read" (func $read (param i32)))
+  (import "specfaas" "output" (func $out (param i32 i32)))
+  (memory (export "memory") 1)
+  (func (export "main") (local $n i32)
+    (local.set $n (call $len))
+    (call $read (i32.const 0))
+    (call $out (i32.const 0) (local.get $n))))"#;
+
 /// What a fixture function must do. Inputs and outputs are fixed here so every runtime is held to the same bar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Behaviour {

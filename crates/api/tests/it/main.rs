@@ -367,7 +367,7 @@ async fn wasm_actions_travel_in_base64_and_bad_modules_are_refused() {
     let s = start().await;
     let auth = Some(s.auth.as_str());
     // Echoes its input: the same module the hand-off benchmark chains.
-    let module = wat::parse_str(bench_echo()).unwrap();
+    let module = wat::parse_str(runtime::conformance::WASM_ECHO).unwrap();
     let code = base64::engine::general_purpose::STANDARD.encode(&module);
     let body = json!({"exec": {"kind": "wasm", "code": code, "binary": true}});
     let (status, created) = s.call("PUT", "/api/v1/namespaces/_/actions/echo?overwrite=true", auth, Some(body)).await;
@@ -395,16 +395,4 @@ async fn wasm_actions_travel_in_base64_and_bad_modules_are_refused() {
     let (status, _) = s.call("GET", "/api/v1/namespaces/_/actions/bad", auth, None).await;
     assert_eq!(status, 404, "a refused action leaves nothing behind");
     s.stop().await;
-}
-
-fn bench_echo() -> &'static str {
-    r#"(module
-  (import "specfaas" "input_len" (func $len (result i32)))
-  (import "specfaas" "input_read" (func $read (param i32)))
-  (import "specfaas" "output" (func $out (param i32 i32)))
-  (memory (export "memory") 1)
-  (func (export "main") (local $n i32)
-    (local.set $n (call $len))
-    (call $read (i32.const 0))
-    (call $out (i32.const 0) (local.get $n))))"#
 }

@@ -143,6 +143,7 @@ fn slice(base: u32, len: &str, a: usize, b: usize) -> String {
     format!("(i32.const {}) (i32.sub {len} (i32.const {}))", base + a as u32, a + b)
 }
 
+/// A wasm function from WAT text.
 pub fn wasm_spec(name: &str, wat: &str, limits: Limits) -> FunctionSpec {
     let bytes = wat::parse_str(wat).unwrap_or_else(|e| panic!("fixture {name} is not valid WAT: {e}\n{wat}"));
     FunctionSpec::new(name, Kind::Wasm, Code::Wasm { bytes, main: "main".into() }, limits, Annotations::default())
@@ -204,12 +205,6 @@ impl Fixture for WasmFixture {
 
 runtime::runtime_conformance_tests!(WasmFixture);
 
-fn plain(name: &str, wat: &str, limits: Limits) -> FunctionSpec {
-    let bytes = wat::parse_str(wat).unwrap();
-    FunctionSpec::new(name, Kind::Wasm, Code::Wasm { bytes, main: "main".into() }, limits, Annotations::default())
-        .unwrap()
-}
-
 async fn load_err(spec: FunctionSpec) -> String {
     match wasm_runtime().load(Arc::new(spec)).await {
         Ok(_) => panic!("the module loaded"),
@@ -239,16 +234,16 @@ async fn a_module_that_is_not_wasm_is_refused_with_a_clear_error() {
 
 #[tokio::test]
 async fn a_module_without_its_entry_or_memory_is_refused() {
-    let err = load_err(plain(
+    let err = load_err(wasm_spec(
         "noentry",
         r#"(module (memory (export "memory") 1) (func (export "other")))"#,
         Limits::default(),
     ))
     .await;
     assert!(err.contains("exports no function \"main\""), "{err}");
-    let err = load_err(plain("nomemory", r#"(module (func (export "main")))"#, Limits::default())).await;
+    let err = load_err(wasm_spec("nomemory", r#"(module (func (export "main")))"#, Limits::default())).await;
     assert!(err.contains("exports no memory"), "{err}");
-    let err = load_err(plain(
+    let err = load_err(wasm_spec(
         "sockets",
         r#"(module (import "wasi_snapshot_preview1" "sock_open" (func (param i32))) (memory (export "memory") 1) (func (export "main")))"#,
         Limits::default(),
@@ -273,7 +268,7 @@ const LOOP: &str = r#"(module (memory (export "memory") 1) (func (export "main")
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_infinite_loop_is_stopped_by_the_deadline_and_the_host_stays_healthy() {
     let limits = Limits { timeout_ms: 200, ..Limits::default() };
-    let warm = wasm_runtime().load(Arc::new(plain("spin", LOOP, limits))).await.unwrap();
+    let warm = wasm_runtime().load(Arc::new(wasm_spec("spin", LOOP, limits))).await.unwrap();
     let started = Instant::now();
     let report = run(&*warm, json!({})).await;
     assert_eq!(report.outcome, Outcome::Timeout { timeout_ms: 200 });
@@ -284,7 +279,7 @@ async fn an_infinite_loop_is_stopped_by_the_deadline_and_the_host_stays_healthy(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_stops_a_running_guest_at_once() {
-    let warm = wasm_runtime().load(Arc::new(plain("spin2", LOOP, Limits::default()))).await.unwrap();
+    let warm = wasm_runtime().load(Arc::new(wasm_spec("spin2", LOOP, Limits::default()))).await.unwrap();
     let host = MockHost::default();
     let running = start(&*warm, activation(json!({})), &host);
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -300,7 +295,7 @@ async fn a_memory_bomb_traps_at_the_limit() {
     let bomb = r#"(module (memory (export "memory") 1)
       (func (export "main") (loop $grow (br_if $grow (i32.ne (memory.grow (i32.const 16)) (i32.const -1))))))"#;
     let limits = Limits { memory_mb: 128, ..Limits::default() };
-    let warm = wasm_runtime().load(Arc::new(plain("bomb", bomb, limits))).await.unwrap();
+    let warm = wasm_runtime().load(Arc::new(wasm_spec("bomb", bomb, limits))).await.unwrap();
     match run(&*warm, json!({})).await.outcome {
         Outcome::DeveloperError(m) => assert!(m.contains("memory limit of 128 MB"), "{m}"),
         other => panic!("expected a developer error, got {other:?}"),
@@ -312,7 +307,7 @@ async fn deep_recursion_traps_with_a_stack_overflow() {
     let deep = r#"(module (memory (export "memory") 1)
       (func $down (param i32) (result i32) (i32.add (call $down (i32.add (local.get 0) (i32.const 1))) (i32.const 1)))
       (func (export "main") (drop (call $down (i32.const 0)))))"#;
-    let warm = wasm_runtime().load(Arc::new(plain("deep", deep, Limits::default()))).await.unwrap();
+    let warm = wasm_runtime().load(Arc::new(wasm_spec("deep", deep, Limits::default()))).await.unwrap();
     match run(&*warm, json!({})).await.outcome {
         Outcome::DeveloperError(m) => assert!(m.contains("stack"), "{m}"),
         other => panic!("expected a developer error, got {other:?}"),
@@ -351,7 +346,7 @@ async fn clock_and_randomness_are_the_same_for_the_same_input() {
           (br_if $l (i32.lt_u (local.get $i) (i32.const 24))))
         (i32.store16 (i32.const 56) (i32.const 0x7d22)) ;; "}
         (call $output (i32.const 0) (i32.const 58))))"#;
-    let warm = wasm_runtime().load(Arc::new(plain("dice", wat, Limits::default()))).await.unwrap();
+    let warm = wasm_runtime().load(Arc::new(wasm_spec("dice", wat, Limits::default()))).await.unwrap();
     let a = run(&*warm, json!({"x": 1})).await.outcome;
     let b = run(&*warm, json!({"x": 1})).await.outcome;
     let c = run(&*warm, json!({"x": 2})).await.outcome;
@@ -367,7 +362,7 @@ async fn clock_and_randomness_are_the_same_for_the_same_input() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fuel_stops_a_guest_when_configured() {
     let rt = WasmRuntime::new(Options { fuel: Some(100_000), ..Options::default() }).unwrap();
-    let warm = rt.load(Arc::new(plain("fuelled", LOOP, Limits::default()))).await.unwrap();
+    let warm = rt.load(Arc::new(wasm_spec("fuelled", LOOP, Limits::default()))).await.unwrap();
     match run(&*warm, json!({})).await.outcome {
         Outcome::DeveloperError(m) => assert!(m.contains("ran out of fuel"), "{m}"),
         other => panic!("expected a developer error, got {other:?}"),
@@ -418,7 +413,7 @@ async fn bad_pointers_and_counts_from_a_guest_are_its_error_not_the_hosts() {
         ),
     ];
     for (i, (wat, fails)) in cases.into_iter().enumerate() {
-        let warm = wasm_runtime().load(Arc::new(plain(&format!("bad{i}"), wat, Limits::default()))).await.unwrap();
+        let warm = wasm_runtime().load(Arc::new(wasm_spec(&format!("bad{i}"), wat, Limits::default()))).await.unwrap();
         let outcome = run(&*warm, json!({})).await.outcome;
         if fails {
             assert!(matches!(&outcome, Outcome::DeveloperError(m) if m.contains("out of bounds")), "{outcome:?}");
