@@ -24,18 +24,24 @@
 //!
 //! **Activations.** A module is compiled once at load (cached on disk by wasmtime's cache, when configured) and
 //! pre-linked ([`InstancePre`]); each activation gets a fresh instance from the pooling allocator, whose linear
-//! memories are copy-on-write images of the module's data. An activation runs on a blocking thread, as its host
-//! calls block.
+//! memories are copy-on-write images of the module's data.
+//!
+//! **Where an activation runs.** On the async runtime's workers, as a task, through wasmtime's async API: the guest
+//! runs on a fiber, a platform call or a sleep suspends it (the worker serves other tasks meanwhile), and a guest
+//! that computes yields to the scheduler at every epoch tick (1 ms). So a hand-off costs no thread switch: the
+//! platform launches the next function as a task on the worker that received the last report. A compute-bound
+//! guest shares the workers in 1 ms slices with the platform's own tasks.
 //!
 //! **Limits and squash.** Epoch interruption: a ticker advances the engine's epoch every millisecond, and each
 //! store's epoch callback checks its deadline (the timeout) and its kill flag. A kill sets the flag and advances
-//! the epoch at once, so a running guest stops at its next loop back-edge or call; a guest blocked in the host (a
+//! the epoch at once, so a running guest stops at its next loop back-edge or call; a guest suspended in the host (a
 //! platform call, or a sleep: `poll_oneoff` is the host's, interruptible) wakes at once. Memory grows trap at the
 //! function's `memory_mb`; the wasm stack is bounded; fuel is optional.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use model::{Code, FunctionSpec, Kind};
@@ -116,61 +122,75 @@ impl std::error::Error for Stopped {}
 
 /// Per-activation state of a store.
 struct State {
-    wasi: WasiP1Ctx,
+    /// WASI, built on the guest's first WASI call ([`State::wasi`]): building it costs about 10 µs, and a guest that
+    /// neither prints nor reads the clock or random bytes never pays it.
+    wasi: Option<WasiP1Ctx>,
+    stdout: MemoryOutputPipe,
+    stderr: MemoryOutputPipe,
+    /// What seeds the random stream: the function's version and the activation's input.
+    seed: (Arc<FunctionSpec>, Value),
     limits: StoreLimits,
     input: Vec<u8>,
     output: Option<Vec<u8>>,
     reply: Vec<u8>,
     host: Host,
-    wake: Arc<Wake>,
+    kill: Arc<Kill>,
     deadline: Instant,
     /// The activation's virtual clock, in nanoseconds; sleeping advances it.
     clock: Arc<AtomicU64>,
 }
 
-/// What a guest blocked in the host (waiting for a reply, or sleeping) waits on: a reply, a kill, or its deadline.
-#[derive(Default)]
-struct Wake {
-    killed: AtomicBool,
-    reply: Mutex<Option<HostReply>>,
-    cv: Condvar,
+impl State {
+    /// The activation's WASI context: stdout and stderr into the logs, the step clock, the deterministic random
+    /// stream; nothing else.
+    fn wasi(&mut self) -> &mut WasiP1Ctx {
+        self.wasi.get_or_insert_with(|| {
+            let stream = random_stream(&self.seed.0.version, &self.seed.1);
+            let random = || wasmtime_wasi::Deterministic::new(stream.clone());
+            WasiCtxBuilder::new()
+                .stdout(self.stdout.clone())
+                .stderr(self.stderr.clone())
+                .wall_clock(StepClock(self.clock.clone()))
+                .monotonic_clock(StepClock(self.clock.clone()))
+                .secure_random(random())
+                .insecure_random(random())
+                .insecure_random_seed(0)
+                .build_p1()
+        })
+    }
 }
 
-impl Wake {
+/// An activation's kill switch: a flag the epoch callback checks while the guest runs, and a notification for a
+/// guest suspended in the host.
+#[derive(Default)]
+struct Kill {
+    killed: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Kill {
     fn kill(&self) {
         self.killed.store(true, Ordering::Release);
-        let _held = self.reply.lock().unwrap_or_else(|e| e.into_inner());
-        self.cv.notify_all();
+        self.notify.notify_waiters();
     }
 
     fn killed(&self) -> bool {
         self.killed.load(Ordering::Acquire)
     }
 
-    fn deliver(&self, reply: HostReply) {
-        *self.reply.lock().unwrap_or_else(|e| e.into_inner()) = Some(reply);
-        self.cv.notify_all();
-    }
-
-    /// Blocks until `until` (a reply when `want_reply`), a kill or the deadline, whichever is first.
-    fn wait(&self, want_reply: bool, until: Instant, deadline: Instant) -> Result<Option<HostReply>, Stopped> {
-        let mut slot = self.reply.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            if self.killed() {
-                return Err(Stopped::Killed);
-            }
-            if want_reply && let Some(reply) = slot.take() {
-                return Ok(Some(reply));
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(Stopped::Timeout);
-            }
-            if !want_reply && now >= until {
-                return Ok(None);
-            }
-            let wake_at = if want_reply { deadline } else { until.min(deadline) };
-            slot = self.cv.wait_timeout(slot, wake_at - now).unwrap_or_else(|e| e.into_inner()).0;
+    /// Awaits `what`, unless the activation is killed or its deadline passes first (then `what` is dropped).
+    async fn unless_stopped<F: Future>(&self, what: F, deadline: Instant) -> Result<F::Output, Stopped> {
+        let notified = self.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable(); // registered before the flag is read: a kill in between is not missed
+        if self.killed() {
+            return Err(Stopped::Killed);
+        }
+        tokio::select! {
+            biased;
+            _ = notified => Err(Stopped::Killed),
+            _ = tokio::time::sleep_until(deadline.into()) => Err(Stopped::Timeout),
+            out = what => Ok(out),
         }
     }
 }
@@ -192,12 +212,19 @@ impl Started {
     fn new(options: &Options) -> Result<Started, Error> {
         let io = |e: wasmtime::Error| Error::Io(format!("wasm runtime: {e}"));
         let mut config = Config::new();
-        config.epoch_interruption(true).max_wasm_stack(options.stack_bytes).memory_init_cow(true);
+        config
+            .epoch_interruption(true)
+            .max_wasm_stack(options.stack_bytes)
+            .memory_init_cow(true)
+            // No wasm backtrace on traps: collecting one cost about 20 µs per trap, and every squash is a trap. A
+            // guest's error still names the trap and its last stderr line (a Rust panic message).
+            .wasm_backtrace_max_frames(None);
         if options.fuel.is_some() {
             config.consume_fuel(true);
         }
         let mut pool = PoolingAllocationConfig::default();
         pool.total_core_instances(options.instances_max)
+            .total_stacks(options.instances_max)
             .total_memories(options.instances_max)
             .total_tables(options.instances_max)
             .max_memory_size(options.memory_bytes_max as usize)
@@ -216,7 +243,7 @@ impl Started {
         }
         let engine = Engine::new(&config).map_err(io)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut State| &mut s.wasi).map_err(io)?;
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, State::wasi).map_err(io)?;
         add_specfaas(&mut linker).map_err(io)?;
         let ticker = Arc::new(());
         let alive = Arc::downgrade(&ticker);
@@ -273,32 +300,36 @@ fn add_specfaas(linker: &mut Linker<State>) -> wasmtime::Result<()> {
         caller.data_mut().output = Some(bytes);
         Ok(())
     })?;
-    linker.func_wrap("specfaas", "call", |mut caller: Caller<'_, State>, ptr: i32, len: i32| {
-        let request = read_guest(&mut caller, ptr, len)?;
-        let reply = match serde_json::from_slice::<Value>(&request).map_err(|e| e.to_string()).and_then(to_host_call) {
-            Ok(call) => {
-                let wake = caller.data().wake.clone();
-                let deliver = wake.clone();
-                (caller.data().host)(HostRequest { call, reply: Box::new(move |r| deliver.deliver(r)) });
-                // The platform answers from another thread; a kill or the deadline ends the wait first.
-                let deadline = caller.data().deadline;
-                match wake.wait(true, deadline, deadline) {
-                    Ok(Some(reply)) => reply,
-                    Ok(None) => unreachable!("a reply wait ends with a reply or a stop"),
-                    Err(stopped) => return Err(wasmtime::Error::new(stopped)),
+    linker.func_wrap_async("specfaas", "call", |mut caller: Caller<'_, State>, (ptr, len): (i32, i32)| {
+        Box::new(async move {
+            let request = read_guest(&mut caller, ptr, len)?;
+            let parsed = serde_json::from_slice::<Value>(&request).map_err(|e| e.to_string()).and_then(to_host_call);
+            let reply = match parsed {
+                Ok(call) => {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    let reply: crate::ReplyTo = Box::new(move |r| {
+                        let _ = tx.send(r);
+                    });
+                    (caller.data().host)(HostRequest { call, reply });
+                    // The guest is suspended until the platform answers (a kill or the deadline ends the activation
+                    // meanwhile: see `Job::run`).
+                    match rx.await {
+                        Ok(reply) => reply,
+                        Err(_) => HostReply::Refused("the platform dropped the call unanswered".into()),
+                    }
                 }
-            }
-            Err(message) => HostReply::Refused(message),
-        };
-        let reply = match reply {
-            HostReply::Ok(value) => json!({"ok": true, "value": value}),
-            HostReply::Refused(error) => json!({"ok": false, "error": error}),
-            HostReply::FunctionFailed(error) => json!({"ok": false, "error": error, "kind": "function"}),
-        };
-        let bytes = serde_json::to_vec(&reply).expect("JSON serializes");
-        let n = bytes.len() as i32;
-        caller.data_mut().reply = bytes;
-        Ok(n)
+                Err(message) => HostReply::Refused(message),
+            };
+            let reply = match reply {
+                HostReply::Ok(value) => json!({"ok": true, "value": value}),
+                HostReply::Refused(error) => json!({"ok": false, "error": error}),
+                HostReply::FunctionFailed(error) => json!({"ok": false, "error": error, "kind": "function"}),
+            };
+            let bytes = serde_json::to_vec(&reply).expect("JSON serializes");
+            let n = bytes.len() as i32;
+            caller.data_mut().reply = bytes;
+            Ok(n)
+        })
     })?;
     linker.func_wrap("specfaas", "reply_read", |mut caller: Caller<'_, State>, ptr: i32| {
         let reply = std::mem::take(&mut caller.data_mut().reply);
@@ -309,14 +340,26 @@ fn add_specfaas(linker: &mut Linker<State>) -> wasmtime::Result<()> {
     // WASI's poll_oneoff, replaced: the guest has no files or sockets to wait on, only time, and its sleep must end
     // at once on a kill or at the deadline (a host call cannot be interrupted by the epoch).
     linker.allow_shadowing(true);
-    linker.func_wrap("wasi_snapshot_preview1", "poll_oneoff", poll_oneoff)?;
+    linker.func_wrap_async(
+        "wasi_snapshot_preview1",
+        "poll_oneoff",
+        |caller: Caller<'_, State>, (subs, events, n, nevents): (i32, i32, i32, i32)| {
+            Box::new(poll_oneoff(caller, subs, events, n, nevents))
+        },
+    )?;
     linker.allow_shadowing(false);
     Ok(())
 }
 
 /// `poll_oneoff(subscriptions, events, n, nevents_out) -> errno`: clock subscriptions sleep (interruptibly) until
 /// the earliest one is due and advance the activation's clock; descriptor subscriptions are ready at once.
-fn poll_oneoff(mut caller: Caller<'_, State>, subs: i32, events: i32, n: i32, nevents: i32) -> wasmtime::Result<i32> {
+async fn poll_oneoff(
+    mut caller: Caller<'_, State>,
+    subs: i32,
+    events: i32,
+    n: i32,
+    nevents: i32,
+) -> wasmtime::Result<i32> {
     const SUB: usize = 48;
     const EVENT: usize = 32;
     // A guest may pass anything: a count out of range is an error to it (EINVAL), never a panic of the host.
@@ -342,11 +385,8 @@ fn poll_oneoff(mut caller: Caller<'_, State>, subs: i32, events: i32, n: i32, ne
     }
     if ready.is_empty() {
         let Some(&(_, wait)) = clocks.iter().min_by_key(|(_, due)| *due) else { return Ok(28) };
-        let (wake, deadline) = (caller.data().wake.clone(), caller.data().deadline);
-        let until = Instant::now() + Duration::from_nanos(wait);
-        if let Err(stopped) = wake.wait(false, until, deadline) {
-            return Err(wasmtime::Error::new(stopped));
-        }
+        // The guest is suspended while it sleeps; a kill or the deadline ends the activation meanwhile.
+        tokio::time::sleep_until((Instant::now() + Duration::from_nanos(wait)).into()).await;
         caller.data().clock.fetch_add(wait, Ordering::Relaxed);
         ready.extend(clocks.iter().filter(|(_, due)| *due <= wait).map(|(u, _)| (*u, 0u8)));
     }
@@ -464,11 +504,11 @@ impl Warm for WasmWarm {
     }
 
     fn start(&self, activation: Activation, host: Host, done: Done) -> Killer {
-        let wake = Arc::new(Wake::default());
+        let kill = Arc::new(Kill::default());
         let killer = {
-            let (wake, engine) = (wake.clone(), self.engine.clone());
+            let (kill, engine) = (kill.clone(), self.engine.clone());
             Killer::new(move || {
-                wake.kill(); // a guest blocked in the host wakes up
+                kill.kill(); // a guest suspended in the host wakes up
                 engine.increment_epoch(); // a running guest checks its flag at its next back-edge or call
             })
         };
@@ -479,17 +519,35 @@ impl Warm for WasmWarm {
             entry: self.entry.clone(),
             fuel: self.fuel,
         };
-        tokio::task::spawn_blocking(move || {
-            // Every ending arrives as a report, even a bug in a host function.
-            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(activation, host, wake)));
-            let (report, store) = ran.unwrap_or_else(|_| {
-                let outcome = Outcome::DeveloperError("The wasm runtime failed on this activation.".into());
-                (Report { outcome, logs: Vec::new(), cpu_us: None }, None)
-            });
-            done(report);
+        let done = Deliver(Some(done));
+        // A task on this worker: it runs as soon as the caller (the platform's driver) yields, with no thread switch.
+        tokio::spawn(async move {
+            let (report, store) = job.run(activation, host, kill).await;
+            done.deliver(report);
             drop(store); // returning the instance to the pool resets its memory: after the report, not before
         });
         killer
+    }
+}
+
+/// Delivers an activation's report exactly once: if the task ends without one (a bug in a host function panicked,
+/// or the async runtime shut down), dropping this delivers a failure.
+struct Deliver(Option<Done>);
+
+impl Deliver {
+    fn deliver(mut self, report: Report) {
+        if let Some(done) = self.0.take() {
+            done(report);
+        }
+    }
+}
+
+impl Drop for Deliver {
+    fn drop(&mut self) {
+        if let Some(done) = self.0.take() {
+            let outcome = Outcome::DeveloperError("The wasm runtime failed on this activation.".into());
+            done(Report { outcome, logs: Vec::new(), cpu_us: None });
+        }
     }
 }
 
@@ -503,62 +561,70 @@ struct Job {
 
 impl Job {
     /// Runs the activation; returns its report and the store, to be dropped once the report is delivered.
-    fn run(self, activation: Activation, host: Host, wake: Arc<Wake>) -> (Report, Option<Store<State>>) {
+    async fn run(self, activation: Activation, host: Host, kill: Arc<Kill>) -> (Report, Option<Store<State>>) {
         let limits = self.spec.limits;
         let finish = |outcome, logs: LogSink| Report { outcome, logs: logs.into_lines(), cpu_us: None };
         let mut logs = LogSink::new(limits.logs_bytes_max);
-        if wake.killed() {
+        if kill.killed() {
             return (finish(Outcome::Killed, logs), None);
         }
         let stdout = MemoryOutputPipe::new(limits.logs_bytes_max as usize + 1);
         let stderr = MemoryOutputPipe::new(limits.logs_bytes_max as usize + 1);
-        let stream = random_stream(&self.spec.version, &activation.input);
-        let random = || wasmtime_wasi::Deterministic::new(stream.clone());
-        let clock = Arc::new(AtomicU64::new(0));
-        let wasi = WasiCtxBuilder::new()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .wall_clock(StepClock(clock.clone()))
-            .monotonic_clock(StepClock(clock.clone()))
-            .secure_random(random())
-            .insecure_random(random())
-            .insecure_random_seed(0)
-            .build_p1();
         let state = State {
-            wasi,
+            wasi: None,
+            stdout: stdout.clone(),
+            stderr: stderr.clone(),
             limits: StoreLimitsBuilder::new()
                 .memory_size((limits.memory_mb as usize).saturating_mul(1 << 20))
                 .trap_on_grow_failure(true)
                 .build(),
             input: serde_json::to_vec(&activation.input).expect("JSON serializes"),
+            seed: (self.spec.clone(), activation.input),
             output: None,
             reply: Vec::new(),
             host,
-            wake: wake.clone(),
+            kill: kill.clone(),
             deadline: Instant::now() + Duration::from_millis(limits.timeout_ms),
-            clock,
+            clock: Arc::new(AtomicU64::new(0)),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|ctx| {
             let s = ctx.data();
-            if s.wake.killed() {
+            if s.kill.killed() {
                 return Err(wasmtime::Error::new(Stopped::Killed));
             }
             if Instant::now() >= s.deadline {
                 return Err(wasmtime::Error::new(Stopped::Timeout));
             }
-            Ok(UpdateDeadline::Continue(1))
+            // A guest that computes gives the worker back to the scheduler once per tick. wasmtime sets the next
+            // deadline after the yield, from the epoch then: a kill that lands during the yield must not resume the
+            // guest (it would run to the next tick), so the yield then never ends and `Job::run` drops the guest.
+            let kill = s.kill.clone();
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(async move {
+                    tokio::task::yield_now().await;
+                    if kill.killed() {
+                        std::future::pending::<()>().await;
+                    }
+                }),
+            ))
         });
         if let Some(fuel) = self.fuel {
             let _ = store.set_fuel(fuel);
         }
-        let result = self
-            .pre
-            .instantiate(&mut store)
-            .and_then(|instance| instance.get_typed_func::<(), ()>(&mut store, &self.entry))
-            .and_then(|entry| entry.call(&mut store, ()));
+        let deadline = store.data().deadline;
+        let run = async {
+            let instance = self.pre.instantiate_async(&mut store).await?;
+            let entry = instance.get_typed_func::<(), ()>(&mut store, &self.entry)?;
+            entry.call_async(&mut store, ()).await
+        };
+        // A running guest meets its kill or deadline in the epoch callback; a suspended one (in a platform call, a
+        // sleep, or yielding its slice) here: the guest's future is dropped, which unwinds its fiber.
+        let result =
+            kill.unless_stopped(run, deadline).await.unwrap_or_else(|stopped| Err(wasmtime::Error::new(stopped)));
         let mut last_err = String::new();
         for (stream, pipe) in [("stdout", &stdout), ("stderr", &stderr)] {
             let text = pipe.contents();
@@ -571,7 +637,7 @@ impl Job {
         }
         let outcome = match result {
             Ok(()) => output_outcome(store.data_mut().output.take()),
-            Err(e) => match self.error_outcome(e, &wake, &mut store) {
+            Err(e) => match self.error_outcome(e, &kill, &mut store) {
                 // A Rust guest prints its panic message, then traps: the message says what went wrong.
                 Outcome::DeveloperError(m) if !last_err.is_empty() => {
                     Outcome::DeveloperError(format!("{m} Last stderr line: {last_err}"))
@@ -582,7 +648,7 @@ impl Job {
         (finish(outcome, logs), Some(store))
     }
 
-    fn error_outcome(&self, e: wasmtime::Error, wake: &Wake, store: &mut Store<State>) -> Outcome {
+    fn error_outcome(&self, e: wasmtime::Error, kill: &Kill, store: &mut Store<State>) -> Outcome {
         if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
             // A WASI command that calls exit(0) after setting its output finished normally.
             return match exit.0 {
@@ -595,7 +661,7 @@ impl Job {
             Some(Stopped::Timeout) => return Outcome::Timeout { timeout_ms: self.spec.limits.timeout_ms },
             None => {}
         }
-        if wake.killed() {
+        if kill.killed() {
             return Outcome::Killed;
         }
         let memory_mb = self.spec.limits.memory_mb;

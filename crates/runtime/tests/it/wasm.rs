@@ -290,6 +290,23 @@ async fn a_kill_stops_a_running_guest_at_once() {
     assert!(killed.elapsed() < Duration::from_millis(500), "a spinning guest took {:?} to stop", killed.elapsed());
 }
 
+/// Activations run as tasks on the async runtime's workers: a guest that computes must give its worker back, or one
+/// busy function would stall the platform. On a single worker, a timer and a kill still get through.
+#[tokio::test(flavor = "current_thread")]
+async fn a_computing_guest_shares_its_worker_and_still_dies_at_once() {
+    let warm = wasm_runtime().load(Arc::new(wasm_spec("spin3", LOOP, Limits::default()))).await.unwrap();
+    let host = MockHost::default();
+    let running = start(&*warm, activation(json!({})), &host);
+    let before = Instant::now();
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(1)).await; // each needs the worker the guest is spinning on
+    }
+    assert!(before.elapsed() < Duration::from_secs(2), "20 sleeps of 1 ms took {:?}", before.elapsed());
+    running.kill();
+    let report = tokio::time::timeout(Duration::from_secs(5), running.done).await.expect("kill hung").unwrap();
+    assert_eq!(report.outcome, Outcome::Killed);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_memory_bomb_traps_at_the_limit() {
     let bomb = r#"(module (memory (export "memory") 1)
