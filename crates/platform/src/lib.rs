@@ -123,7 +123,7 @@ pub(crate) struct Inner {
     /// Activation records are persisted off the invocation's path, in order, by one writer task.
     pub recorder: mpsc::UnboundedSender<RecorderMsg>,
     /// Each namespace's branch predictor and memo table: never shared between tenants.
-    pub oracles: RwLock<HashMap<String, Arc<engine::tables::Tables>>>,
+    pub oracles: RwLock<HashMap<String, Arc<dyn engine::Oracle>>>,
     pub metrics: metrics::Metrics,
     /// The machine's CPU load in percent, kept fresh by a sampler task.
     pub load: Arc<std::sync::atomic::AtomicU8>,
@@ -443,7 +443,7 @@ impl Platform {
     }
 
     /// The namespace's branch predictor and memo table.
-    fn oracle(&self, namespace: &str) -> Arc<engine::tables::Tables> {
+    fn oracle(&self, namespace: &str) -> Arc<dyn engine::Oracle> {
         if let Some(t) = self.inner.oracles.read().expect("poisoned").get(namespace) {
             return t.clone();
         }
@@ -451,6 +451,13 @@ impl Platform {
         all.entry(namespace.to_string())
             .or_insert_with(|| Arc::new(engine::tables::Tables::new(self.inner.config.tables)))
             .clone()
+    }
+
+    /// Replaces the namespace's predictor (by default, learning tables sized by `Config::tables`) for invocations
+    /// that start from now on. Speculation stays sound under any predictor, however wrong: this is how tests hold
+    /// it to that with adversarial ones, and how an embedder plugs in its own.
+    pub fn set_oracle(&self, namespace: &str, oracle: Arc<dyn engine::Oracle>) {
+        self.inner.oracles.write().expect("poisoned").insert(namespace.to_string(), oracle);
     }
 
     /// Counters across every invocation so far.

@@ -108,42 +108,141 @@ async fn a_squashed_speculative_wasm_write_never_lands() {
     assert_eq!(store.get(NS, "trail").unwrap(), before, "the squashed write never reached the store");
 }
 
-/// A small differential test at the platform level: the same random invocations, with wasm, native and Python
-/// functions in one sequence, give the same results and the same store with speculation on as off.
+/// A predictor that is wrong on purpose, over the real tables (which it trains): every branch prediction is a
+/// target other than the learned one, with full confidence; every memoized output and callee argument it gives
+/// has a field that no run produces, except for `n1`, which it never predicts, so that the `Choice` after `n1`
+/// goes to the branch predictor. Speculation under it must still give what sequential execution gives.
+struct Liar(engine::tables::Tables);
+
+impl engine::Oracle for Liar {
+    fn branch(&self, choice: &str, history: u64, targets: &[usize]) -> Option<(usize, f64)> {
+        let learned = self.0.branch(choice, history, targets).map(|(t, _)| t);
+        targets.iter().find(|t| Some(**t) != learned).map(|t| (*t, 1.0))
+    }
+    fn train_branch(&self, choice: &str, history: u64, target: usize) {
+        self.0.train_branch(choice, history, target)
+    }
+    fn memo(&self, f: &str, v: &str, input: &Value) -> Option<Value> {
+        if f == "n1" {
+            return None;
+        }
+        let mut lie = self.0.memo(f, v, input).unwrap_or_else(|| json!({}));
+        lie["lie"] = json!(true);
+        Some(lie)
+    }
+    fn train_memo(&self, f: &str, v: &str, input: &Value, output: &Value) {
+        self.0.train_memo(f, v, input, output)
+    }
+    fn callees(&self, f: &str, v: &str, input: &Value) -> Option<Vec<(String, Value)>> {
+        let learned = self.0.callees(f, v, input)?;
+        Some(learned.into_iter().map(|(callee, args)| (callee, json!({"lie": args}))).collect())
+    }
+    fn train_callees(&self, f: &str, v: &str, input: &Value, callees: &[(String, Value)]) {
+        self.0.train_callees(f, v, input, callees)
+    }
+    fn dependence(&self, p: &str, c: &str, k: &str) -> u32 {
+        self.0.dependence(p, c, k)
+    }
+    fn train_squash(&self, p: &str, c: &str, k: &str) {
+        self.0.train_squash(p, c, k)
+    }
+    fn train_clean_read(&self, c: &str, k: &str) {
+        self.0.train_clean_read(c, k)
+    }
+}
+
+/// One random workflow for `seed`: a few of the wasm, Python and native functions in random order, then `n1`,
+/// whose output's `n` a `Choice` branches on, to one of two wasm functions. Every function appends itself to the
+/// list at `trail`, so the final store records the order in which writes landed.
+fn random_workflow(seed: u64) -> String {
+    let mut x = seed;
+    let mut next = move |n: u64| {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (x >> 33) % n
+    };
+    let mut pool = vec!["w1", "w2", "w3", "py"];
+    let mut prefix = Vec::new();
+    for _ in 0..1 + next(3) {
+        prefix.push(pool.remove(next(pool.len() as u64) as usize));
+    }
+    let (a, b) = (["w2", "w3"][next(2) as usize], ["w1", "w3"][next(2) as usize]);
+    let mut states = serde_json::Map::new();
+    for (i, f) in prefix.iter().enumerate() {
+        let next = if i + 1 < prefix.len() { format!("S{}", i + 1) } else { "N".into() };
+        states.insert(format!("S{i}"), json!({"Type": "Task", "Resource": f, "Next": next}));
+    }
+    // n1's output goes aside (`$.r`), and the branches take only `k`: their input is known before n1 ends, so
+    // the branch predictor alone can start them.
+    states.insert("N".into(), json!({"Type": "Task", "Resource": "n1", "ResultPath": "$.r", "Next": "C"}));
+    states.insert(
+        "C".into(),
+        json!({"Type": "Choice", "Choices": [{"Variable": "$.r.n", "NumericEquals": 0, "Next": "A"}], "Default": "B"}),
+    );
+    for (state, f) in [("A", a), ("B", b)] {
+        states.insert(state.into(), json!({"Type": "Task", "Resource": f, "Parameters": {"k.$": "$.k"}, "End": true}));
+    }
+    json!({"StartAt": "S0", "States": states}).to_string()
+}
+
+/// The speculation property (RELIABILITY.md S1) at the platform level with wasm functions in the mix: random
+/// workflows of wasm, Python and native functions, run on the same inputs with speculation off (the sequential
+/// reference) and on, under the learning predictor and under one that lies ([`Liar`]), give the same results and
+/// the same store. Each failure prints its seed: rerun it with `SPECFAAS_SEED=<seed>`, or run more cases with
+/// `SPECFAAS_CASES=<n>`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn speculation_with_wasm_functions_in_the_mix_equals_sequential_execution() {
-    let seed: u64 = std::env::var("SPECFAAS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed);
-    let mut sides = Vec::new();
-    for speculation in [false, true] {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let f = fixture_on(store.clone());
-        let p = &f.platform;
-        p.native().register("n1", |ctx, input| async move {
-            let old = ctx.kv_get("trail").await.map_err(|e| e.to_string())?;
-            ctx.kv_put("trail", json!(["n1", old])).await.map_err(|e| e.to_string())?;
-            Ok(json!({"k": input["k"], "n": input["k"].as_i64().unwrap_or(0) % 3}))
-        });
-        p.deploy_function(NS, native("n1")).await.unwrap();
-        p.deploy_function(NS, pusher("w1", "w1")).await.unwrap();
-        let py = "import specfaas\ndef main(args):\n    specfaas.kv.put('trail', ['py', specfaas.kv.get('trail')])\n    return args\n";
-        p.deploy_function(NS, source("py", Kind::Python, py, Limits::default())).await.unwrap();
-        p.deploy_function(NS, pusher("w2", "w2")).await.unwrap();
-        sequence(p, "mix", &["n1", "w1", "py", "w2"]).await;
-        // Inputs repeat (so memoization predicts) and change (so it mispredicts).
-        let mut x = seed;
-        let mut results = Vec::new();
-        for _ in 0..12 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            let input = json!({"k": (x >> 33) % 4});
-            let options = InvokeOptions { speculation: Some(speculation), ..Default::default() };
-            let inv = p.invoke_with(NS, "mix", input, options).await.unwrap();
-            results.push((inv.status, inv.result));
+    let seeds: Vec<u64> = match std::env::var("SPECFAAS_SEED") {
+        Ok(seed) => vec![seed.parse().expect("SPECFAAS_SEED is a number")],
+        Err(_) => (1..=std::env::var("SPECFAAS_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(4)).collect(),
+    };
+    let mut total = platform::metrics::Snapshot::default();
+    for seed in seeds {
+        let workflow = random_workflow(seed);
+        let mut sides = Vec::new();
+        for (speculation, liar) in [(false, false), (true, false), (true, true)] {
+            let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+            let f = fixture_on(store.clone());
+            let p = &f.platform;
+            if liar {
+                p.set_oracle(NS, Arc::new(Liar(engine::tables::Tables::new(Default::default()))));
+            }
+            p.native().register("n1", |ctx, input| async move {
+                let old = ctx.kv_get("trail").await.map_err(|e| e.to_string())?;
+                ctx.kv_put("trail", json!(["n1", old])).await.map_err(|e| e.to_string())?;
+                Ok(json!({"k": input["k"], "n": input["k"].as_i64().unwrap_or(0) % 3}))
+            });
+            p.deploy_function(NS, native("n1")).await.unwrap();
+            for w in ["w1", "w2", "w3"] {
+                p.deploy_function(NS, pusher(w, w)).await.unwrap();
+            }
+            let py = "import specfaas\ndef main(args):\n    specfaas.kv.put('trail', ['py', specfaas.kv.get('trail')])\n    return args\n";
+            p.deploy_function(NS, source("py", Kind::Python, py, Limits::default())).await.unwrap();
+            let graph = model::asl::parse("mix.asl.json", &workflow, &|f| p.has_function(NS, f)).unwrap();
+            p.deploy_app(NS, Application::workflow("mix", graph).unwrap());
+            // Inputs repeat (so the tables predict) and change (so they mispredict).
+            let mut x = seed;
+            let mut results = Vec::new();
+            for _ in 0..10 {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let input = json!({"k": (x >> 33) % 4});
+                let options = InvokeOptions { speculation: Some(speculation), ..Default::default() };
+                let inv = p.invoke_with(NS, "mix", input, options).await.unwrap();
+                results.push((inv.status, inv.result));
+            }
+            let trail: Value = store.get(NS, "trail").unwrap().value.unwrap_or(Value::Null);
+            total.add(&p.metrics());
+            sides.push((results, trail));
         }
-        let trail: Value = store.get(NS, "trail").unwrap().value.unwrap_or(Value::Null);
-        sides.push((results, trail, p.metrics().speculative_launches));
+        for (side, name) in [(&sides[1], "learning"), (&sides[2], "liar")] {
+            let rerun =
+                format!("seed {seed}, predictor {name} (rerun with SPECFAAS_SEED={seed})\nworkflow: {workflow}");
+            assert_eq!(side.0, sides[0].0, "{rerun}: the results differ from sequential execution");
+            assert_eq!(side.1, sides[0].1, "{rerun}: the store differs from sequential execution");
+        }
     }
-    let (off, on) = (&sides[0], &sides[1]);
-    assert_eq!(off.0, on.0, "seed {seed}: results differ (rerun with SPECFAAS_SEED={seed})");
-    assert_eq!(off.1, on.1, "seed {seed}: the stores differ (rerun with SPECFAAS_SEED={seed})");
-    assert!(on.2 > 0, "speculation must have launched something, or this proves nothing");
+    // Speculation must have happened, and been wrong, or this proves nothing.
+    assert!(total.speculative_launches > 0, "{total:?}");
+    for cause in [engine::Cause::ControlMispredict, engine::Cause::MemoMismatch] {
+        assert!(total.squashes.get(&cause).copied().unwrap_or(0) > 0, "no {cause:?} squash: {total:?}");
+    }
 }
