@@ -32,11 +32,11 @@
 //! platform launches the next function as a task on the worker that received the last report. A compute-bound
 //! guest shares the workers in 1 ms slices with the platform's own tasks.
 //!
-//! **Limits and squash.** Epoch interruption: a ticker advances the engine's epoch every millisecond, and each
-//! store's epoch callback checks its deadline (the timeout) and its kill flag. A kill sets the flag and advances
-//! the epoch at once, so a running guest stops at its next loop back-edge or call; a guest suspended in the host (a
-//! platform call, or a sleep: `poll_oneoff` is the host's, interruptible) wakes at once. Memory grows trap at the
-//! function's `memory_mb`; the wasm stack is bounded; fuel is optional.
+//! **Limits and squash.** Epoch interruption: a ticker advances the engine's epoch every millisecond while a guest
+//! runs (every 10 ms otherwise), and each store's epoch callback checks its deadline (the timeout) and its kill
+//! flag. A kill sets the flag and advances the epoch at once, so a running guest stops at its next loop back-edge
+//! or call; a guest suspended in the host (a platform call, a sleep, or its yield) is dropped at once, which
+//! unwinds its fiber. Memory grows trap at the function's `memory_mb`; the wasm stack is bounded; fuel is optional.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -88,8 +88,13 @@ impl Default for Options {
     }
 }
 
-/// How often the epoch advances: the resolution of timeouts.
+/// How often the epoch advances while a guest runs: the resolution of timeouts, and a computing guest's slice.
 const TICK: Duration = Duration::from_millis(1);
+
+/// How often it advances while none runs, so that an idle platform (or one running only short guests, between
+/// them) is not woken a thousand times a second. A guest that starts meanwhile gets its first tick (its first
+/// deadline check and yield) up to this late; a kill does not wait for ticks.
+const IDLE_TICK: Duration = Duration::from_millis(10);
 
 /// The wasm runtime. Its engine (and the pool's address-space reservation, and the epoch ticker) starts with the
 /// first wasm function loaded, so a platform that runs none pays nothing.
@@ -101,8 +106,8 @@ pub struct WasmRuntime {
 struct Started {
     engine: Engine,
     linker: Arc<Linker<State>>,
-    /// Stops the ticker when the runtime goes.
-    _ticker: Arc<()>,
+    /// Guests running now (the ticker's pace), and the ticker's life: it stops when the runtime goes.
+    running: Arc<AtomicU64>,
 }
 
 /// Why a guest was stopped by its epoch callback.
@@ -245,21 +250,38 @@ impl Started {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, State::wasi).map_err(io)?;
         add_specfaas(&mut linker).map_err(io)?;
-        let ticker = Arc::new(());
-        let alive = Arc::downgrade(&ticker);
-        let ticking = engine.clone();
+        let running = Arc::new(AtomicU64::new(0));
+        let (ticking, alive) = (engine.clone(), Arc::downgrade(&running));
         std::thread::Builder::new()
             .name("wasm-epoch".into())
             .spawn(move || tick(ticking, alive))
             .map_err(|e| Error::Io(format!("cannot start the epoch ticker: {e}")))?;
-        Ok(Started { engine, linker: Arc::new(linker), _ticker: ticker })
+        Ok(Started { engine, linker: Arc::new(linker), running })
     }
 }
 
-fn tick(engine: Engine, alive: Weak<()>) {
-    while alive.upgrade().is_some() {
-        std::thread::sleep(TICK);
+fn tick(engine: Engine, running: Weak<AtomicU64>) {
+    while let Some(running) = running.upgrade() {
+        let busy = running.load(Ordering::Relaxed) > 0;
+        drop(running);
+        std::thread::sleep(if busy { TICK } else { IDLE_TICK });
         engine.increment_epoch();
+    }
+}
+
+/// Counts a guest as running while it lives.
+struct Running(Arc<AtomicU64>);
+
+impl Running {
+    fn new(count: &Arc<AtomicU64>) -> Running {
+        count.fetch_add(1, Ordering::Relaxed);
+        Running(count.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -483,8 +505,14 @@ impl Runtime for WasmRuntime {
             if module.get_export("memory").and_then(|e| e.memory().cloned()).is_none() {
                 return Err(fail("the module exports no memory named \"memory\"".into()));
             }
-            let warm =
-                WasmWarm { spec: spec.clone(), engine: started.engine.clone(), pre, entry, fuel: self.options.fuel };
+            let warm = WasmWarm {
+                spec: spec.clone(),
+                engine: started.engine.clone(),
+                pre,
+                entry,
+                fuel: self.options.fuel,
+                running: started.running.clone(),
+            };
             Ok(Arc::new(warm) as Arc<dyn Warm>)
         })
     }
@@ -496,6 +524,7 @@ struct WasmWarm {
     pre: InstancePre<State>,
     entry: String,
     fuel: Option<u64>,
+    running: Arc<AtomicU64>,
 }
 
 impl Warm for WasmWarm {
@@ -521,7 +550,9 @@ impl Warm for WasmWarm {
         };
         let done = Deliver(Some(done));
         // A task on this worker: it runs as soon as the caller (the platform's driver) yields, with no thread switch.
+        let running = Running::new(&self.running);
         tokio::spawn(async move {
+            let _running = running;
             let (report, store) = job.run(activation, host, kill).await;
             done.deliver(report);
             drop(store); // returning the instance to the pool resets its memory: after the report, not before
