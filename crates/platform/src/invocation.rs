@@ -472,16 +472,8 @@ fn finish(
         );
         (top, runs)
     };
-    let entries = std::iter::once(&record)
-        .chain(runs.iter())
-        .map(|r| storage::ActivationEntry {
-            namespace: namespace.clone(),
-            id: r.activation_id.clone(),
-            name: r.name.clone(),
-            start_ms: r.start,
-            record: r.to_json(),
-        })
-        .collect();
-    let _ = inner.recorder.send(RecorderMsg::Records(entries));
+    // Serializing the records costs more than the rest of a short function's hand-off: the writer does it.
+    let records = std::iter::once(&record).chain(runs.iter()).cloned().collect();
+    let _ = inner.recorder.send(RecorderMsg::Records(namespace, records));
     Invocation { status: completion.status, result: completion.result, record, runs, timings }
 }

@@ -141,7 +141,8 @@ pub(crate) struct ActivationKey {
 }
 
 pub(crate) enum RecorderMsg {
-    Records(Vec<storage::ActivationEntry>),
+    /// An invocation's records (its own first), serialized and stored by the writer, off the invocation's path.
+    Records(String, Vec<record::ActivationRecord>),
     Flush(tokio::sync::oneshot::Sender<()>),
     /// Flush, then stop: the writer lets go of the store.
     Stop(tokio::sync::oneshot::Sender<()>),
@@ -184,9 +185,22 @@ impl Platform {
         tokio::spawn(async move {
             while let Some(msg) = rx.recv().await {
                 match msg {
-                    RecorderMsg::Records(entries) => {
+                    RecorderMsg::Records(namespace, records) => {
                         let store = writer_store.clone();
-                        let _ = tokio::task::spawn_blocking(move || store.put_activations(&entries)).await;
+                        let _ = tokio::task::spawn_blocking(move || {
+                            let entries: Vec<storage::ActivationEntry> = records
+                                .iter()
+                                .map(|r| storage::ActivationEntry {
+                                    namespace: namespace.clone(),
+                                    id: r.activation_id.clone(),
+                                    name: r.name.clone(),
+                                    start_ms: r.start,
+                                    record: r.to_json(),
+                                })
+                                .collect();
+                            store.put_activations(&entries)
+                        })
+                        .await;
                     }
                     RecorderMsg::Flush(done) => {
                         let _ = done.send(());
