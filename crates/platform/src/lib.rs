@@ -148,6 +148,68 @@ pub(crate) enum RecorderMsg {
     Stop(tokio::sync::oneshot::Sender<()>),
 }
 
+/// Records sent together in one store transaction, at most (one invocation's are never split).
+const RECORD_BATCH_MAX: usize = 256;
+
+/// The one task that persists activation records, in the order invocations finished. Records that queued up while
+/// a write was under way go together in the next transaction: one sync to disk for many invocations.
+async fn record_writer(store: Arc<dyn storage::Store>, mut rx: mpsc::UnboundedReceiver<RecorderMsg>) {
+    let mut next = None;
+    loop {
+        let msg = match next.take() {
+            Some(msg) => msg,
+            None => match rx.recv().await {
+                Some(msg) => msg,
+                None => return,
+            },
+        };
+        match msg {
+            RecorderMsg::Records(namespace, records) => {
+                let mut batch = vec![(namespace, records)];
+                let mut count = batch[0].1.len();
+                while count < RECORD_BATCH_MAX {
+                    match rx.try_recv() {
+                        Ok(RecorderMsg::Records(namespace, records)) => {
+                            count += records.len();
+                            batch.push((namespace, records));
+                        }
+                        Ok(other) => {
+                            next = Some(other); // a flush or stop waits for the records before it
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let store = store.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    let entries: Vec<storage::ActivationEntry> = batch
+                        .iter()
+                        .flat_map(|(namespace, records)| {
+                            records.iter().map(|r| storage::ActivationEntry {
+                                namespace: namespace.clone(),
+                                id: r.activation_id.clone(),
+                                name: r.name.clone(),
+                                start_ms: r.start,
+                                record: r.to_json(),
+                            })
+                        })
+                        .collect();
+                    store.put_activations(&entries)
+                })
+                .await;
+            }
+            RecorderMsg::Flush(done) => {
+                let _ = done.send(());
+            }
+            RecorderMsg::Stop(done) => {
+                drop(store);
+                let _ = done.send(());
+                return;
+            }
+        }
+    }
+}
+
 /// Handle to a running platform. Cloning is cheap; all clones share one platform.
 #[derive(Clone)]
 pub struct Platform {
@@ -180,39 +242,9 @@ impl Platform {
             Arc::new(ProcessRuntime::new(work_dir)?),
             Arc::new(runtime::wasm::WasmRuntime::new(wasm)?),
         ];
-        let (recorder, mut rx) = mpsc::unbounded_channel::<RecorderMsg>();
+        let (recorder, rx) = mpsc::unbounded_channel::<RecorderMsg>();
         let writer_store = store.clone();
-        tokio::spawn(async move {
-            while let Some(msg) = rx.recv().await {
-                match msg {
-                    RecorderMsg::Records(namespace, records) => {
-                        let store = writer_store.clone();
-                        let _ = tokio::task::spawn_blocking(move || {
-                            let entries: Vec<storage::ActivationEntry> = records
-                                .iter()
-                                .map(|r| storage::ActivationEntry {
-                                    namespace: namespace.clone(),
-                                    id: r.activation_id.clone(),
-                                    name: r.name.clone(),
-                                    start_ms: r.start,
-                                    record: r.to_json(),
-                                })
-                                .collect();
-                            store.put_activations(&entries)
-                        })
-                        .await;
-                    }
-                    RecorderMsg::Flush(done) => {
-                        let _ = done.send(());
-                    }
-                    RecorderMsg::Stop(done) => {
-                        drop(writer_store);
-                        let _ = done.send(());
-                        return;
-                    }
-                }
-            }
-        });
+        tokio::spawn(record_writer(writer_store, rx));
         let inner = Inner {
             store,
             native,

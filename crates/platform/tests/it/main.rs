@@ -199,6 +199,35 @@ async fn records_are_stored_queryable_and_carry_logs() {
     assert_eq!(listed.unwrap().len(), 1);
 }
 
+/// Records queue behind a slow disk and are written in batches: after a burst of concurrent invocations and a
+/// flush, every record of every invocation is stored, on the embedded redb store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_invocations_loses_no_record() {
+    let data = tempfile::tempdir().unwrap();
+    let f = fixture_on(Arc::new(storage::RedbStore::open(data.path().join("store.redb")).unwrap()));
+    let p = &f.platform;
+    p.native().register("id", |_, input| async move { Ok(input) });
+    p.deploy_function(NS, native("id")).await.unwrap();
+    sequence(p, "three", &["id", "id", "id"]).await;
+    let invocations = (0..200).map(|i| {
+        let p = p.clone();
+        tokio::spawn(async move { p.invoke(NS, "three", json!({"i": i})).await.unwrap() })
+    });
+    let mut ids = Vec::new();
+    for inv in invocations {
+        let inv = inv.await.unwrap();
+        ids.push(inv.record.activation_id.clone());
+        ids.extend(inv.runs.iter().map(|r| r.activation_id.clone()));
+    }
+    p.flush_records().await;
+    assert_eq!(ids.len(), 200 * 4);
+    for id in &ids {
+        assert!(p.activation(NS, id).unwrap().is_some(), "record {id} was lost");
+    }
+    let query = storage::ActivationQuery { limit: 10_000, ..Default::default() };
+    assert_eq!(p.store().list_activations(NS, &query).unwrap().len(), ids.len());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bound_parameters_are_defaults_that_invocations_override() {
     let f = fixture();
