@@ -537,7 +537,7 @@ impl Warm for WasmWarm {
         let killer = {
             let (kill, engine) = (kill.clone(), self.engine.clone());
             Killer::new(move || {
-                kill.kill(); // a guest suspended in the host wakes up
+                kill.kill(); // a guest suspended in the host, in a sleep or in its yield is dropped
                 engine.increment_epoch(); // a running guest checks its flag at its next back-edge or call
             })
         };
