@@ -122,7 +122,7 @@ pub(crate) struct Inner {
     pub namespaces: RwLock<HashMap<String, Arc<Deployments>>>,
     /// Activation records are persisted off the invocation's path, in order, by one writer task.
     pub recorder: mpsc::UnboundedSender<RecorderMsg>,
-    /// Each namespace's branch predictor and memo table: never shared between tenants.
+    /// Each namespace's predictor (learning tables unless `set_oracle` replaced them): never shared between tenants.
     pub oracles: RwLock<HashMap<String, Arc<dyn engine::Oracle>>>,
     pub metrics: metrics::Metrics,
     /// The machine's CPU load in percent, kept fresh by a sampler task.
