@@ -192,7 +192,7 @@ pub(crate) async fn build(
 
 /// Redeploys every stored action at start: functions first, then sequences (which need them).
 pub(crate) async fn restore(platform: &platform::Platform, store: &dyn Store) {
-    let all = crate::resources::Resource::Action.all(store);
+    let all = crate::resources::Resource::Action.all(store).await;
     let (sequences, functions): (Vec<_>, Vec<_>) = all.into_iter().partition(|d| d["exec"]["kind"] == "sequence");
     for def in functions.into_iter().chain(sequences) {
         let ns = def["namespace"].as_str().unwrap_or_default().to_string();

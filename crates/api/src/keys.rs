@@ -29,7 +29,7 @@ fn hash(key: &str) -> String {
 }
 
 /// Creates a key for `namespace`.
-pub fn create(store: &dyn Store, namespace: &str) -> Result<Credential, String> {
+pub async fn create(store: &dyn Store, namespace: &str) -> Result<Credential, String> {
     model::check_name(namespace).map_err(|e| format!("namespace: {e}"))?;
     let uuid = uuid::Uuid::new_v4().to_string();
     let key = hex::encode(uuid::Uuid::new_v4().as_bytes()) + &hex::encode(uuid::Uuid::new_v4().as_bytes());
@@ -39,21 +39,21 @@ pub fn create(store: &dyn Store, namespace: &str) -> Result<Credential, String> 
         writes: vec![Write { key: format!("key:{uuid}"), op: Op::Put(record) }],
         expect: vec![],
     };
-    store.apply(&batch).map_err(|e| e.to_string())?;
+    store.apply(batch).await.map_err(|e| e.to_string())?;
     Ok(Credential { uuid, key, namespace: namespace.into() })
 }
 
 /// The namespace a `uuid:key` credential belongs to, if it is valid and not revoked.
-pub fn verify(store: &dyn Store, uuid: &str, key: &str) -> Option<String> {
-    let record = store.get(SYSTEM, &format!("key:{uuid}")).ok()?.value?;
+pub async fn verify(store: &dyn Store, uuid: &str, key: &str) -> Option<String> {
+    let record = store.get(SYSTEM, &format!("key:{uuid}")).await.ok()?.value?;
     let stored = record["hash"].as_str()?;
     let matches: bool = stored.as_bytes().ct_eq(hash(key).as_bytes()).into();
     (matches && record["revoked"] != Value::Bool(true)).then(|| record["namespace"].as_str().unwrap_or("").to_string())
 }
 
 /// Keys of `namespace`: (uuid, revoked).
-pub fn list(store: &dyn Store, namespace: &str) -> Result<Vec<(String, bool)>, String> {
-    let keys = store.scan(SYSTEM, "key:").map_err(|e| e.to_string())?;
+pub async fn list(store: &dyn Store, namespace: &str) -> Result<Vec<(String, bool)>, String> {
+    let keys = store.scan(SYSTEM, "key:").await.map_err(|e| e.to_string())?;
     Ok(keys
         .into_iter()
         .filter(|(_, v)| v["namespace"] == namespace)
@@ -62,15 +62,15 @@ pub fn list(store: &dyn Store, namespace: &str) -> Result<Vec<(String, bool)>, S
 }
 
 /// Revokes a key of `namespace`; whether it existed.
-pub fn revoke(store: &dyn Store, namespace: &str, uuid: &str) -> Result<bool, String> {
+pub async fn revoke(store: &dyn Store, namespace: &str, uuid: &str) -> Result<bool, String> {
     let id = format!("key:{uuid}");
-    let Some(mut record) = store.get(SYSTEM, &id).map_err(|e| e.to_string())?.value else { return Ok(false) };
+    let Some(mut record) = store.get(SYSTEM, &id).await.map_err(|e| e.to_string())?.value else { return Ok(false) };
     if record["namespace"] != namespace {
         return Ok(false);
     }
     record["revoked"] = json!(true);
     let batch =
         Batch { namespace: SYSTEM.into(), writes: vec![Write { key: id, op: Op::Put(record) }], expect: vec![] };
-    store.apply(&batch).map_err(|e| e.to_string())?;
+    store.apply(batch).await.map_err(|e| e.to_string())?;
     Ok(true)
 }

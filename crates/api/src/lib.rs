@@ -77,6 +77,8 @@ pub struct Running {
     pub first_key: Option<keys::Credential>,
     listener: tokio::net::TcpListener,
     router: Router,
+    /// Stopped once serving ends, so its record writer lets go of the store before `serve` returns.
+    platform: platform::Platform,
     /// The process runtime's files and sockets (a short path), removed when the server stops.
     _work: tempfile::TempDir,
 }
@@ -140,10 +142,10 @@ impl Server {
         let platform = platform::Platform::with_cache(store.clone(), work.path(), &cache, options.config)
             .map_err(|e| e.to_string())?;
         actions::restore(&platform, &*store).await;
-        workflows::restore(&platform, &*store);
+        workflows::restore(&platform, &*store).await;
         let mut first_key = None;
-        if keys::list(&*store, platform::DEFAULT_NAMESPACE)?.is_empty() {
-            let credential = keys::create(&*store, platform::DEFAULT_NAMESPACE)?;
+        if keys::list(&*store, platform::DEFAULT_NAMESPACE).await?.is_empty() {
+            let credential = keys::create(&*store, platform::DEFAULT_NAMESPACE).await?;
             let path = options.data_dir.join("auth");
             std::fs::write(&path, credential.auth()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
             first_key = Some(credential);
@@ -156,7 +158,7 @@ impl Server {
         let per_minute = std::num::NonZeroU32::new(options.limits.invocations_per_minute_max)
             .ok_or("invocations_per_minute_max must be at least 1")?;
         let app = App {
-            platform,
+            platform: platform.clone(),
             store,
             blocking_wait: options.blocking_wait,
             requests: Default::default(),
@@ -165,7 +167,7 @@ impl Server {
             in_flight: Default::default(),
         };
         let payload_max = options.config.payload_bytes_max;
-        Ok(Running { addr, first_key, listener, router: router(app, payload_max), _work: work })
+        Ok(Running { addr, first_key, listener, router: router(app, payload_max), platform, _work: work })
     }
 }
 
@@ -175,7 +177,12 @@ impl Running {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::result::Result<(), String> {
-        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await.map_err(|e| e.to_string())
+        let served =
+            axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await.map_err(|e| e.to_string());
+        // Outstanding activation records are persisted, and the writer's handle on the store is gone, once this
+        // returns: the data directory can be reopened at once.
+        self.platform.shutdown().await;
+        served
     }
 }
 
@@ -249,16 +256,17 @@ fn credential(headers: &HeaderMap) -> Result<(String, String)> {
 }
 
 /// The namespace the request's key belongs to: a namespace key, or a running activation's ephemeral key.
-fn authenticate(app: &App, headers: &HeaderMap) -> Result<String> {
+async fn authenticate(app: &App, headers: &HeaderMap) -> Result<String> {
     let (uuid, key) = credential(headers)?;
     keys::verify(&*app.store, &uuid, &key)
+        .await
         .or_else(|| app.platform.activation_key_namespace(&uuid, &key))
         .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "The supplied authentication is invalid."))
 }
 
 /// Resolves the path's namespace (`_` is the key's own) and checks the key may use it.
-fn namespace(app: &App, headers: &HeaderMap, ns: &str) -> Result<String> {
-    let own = authenticate(app, headers)?;
+async fn namespace(app: &App, headers: &HeaderMap, ns: &str) -> Result<String> {
+    let own = authenticate(app, headers).await?;
     if ns == "_" || ns == own {
         return Ok(own);
     }
@@ -266,7 +274,7 @@ fn namespace(app: &App, headers: &HeaderMap, ns: &str) -> Result<String> {
 }
 
 async fn namespaces(State(app): State<App>, headers: HeaderMap) -> Result<axum::Json<Value>> {
-    Ok(axum::Json(json!([authenticate(&app, &headers)?])))
+    Ok(axum::Json(json!([authenticate(&app, &headers).await?])))
 }
 
 async fn list_resource(
@@ -275,8 +283,8 @@ async fn list_resource(
     headers: HeaderMap,
     Path(ns): Path<String>,
 ) -> Result<axum::Json<Value>> {
-    let ns = namespace(&app, &headers, &ns)?;
-    Ok(axum::Json(Value::Array(kind.list(&*app.store, &ns)?)))
+    let ns = namespace(&app, &headers, &ns).await?;
+    Ok(axum::Json(Value::Array(kind.list(&*app.store, &ns).await?)))
 }
 
 async fn get_resource(
@@ -285,8 +293,8 @@ async fn get_resource(
     headers: HeaderMap,
     Path((ns, name)): Path<(String, String)>,
 ) -> Result<axum::Json<Value>> {
-    let ns = namespace(&app, &headers, &ns)?;
-    kind.get(&*app.store, &ns, &name)?.map(axum::Json).ok_or_else(not_found)
+    let ns = namespace(&app, &headers, &ns).await?;
+    kind.get(&*app.store, &ns, &name).await?.map(axum::Json).ok_or_else(not_found)
 }
 
 async fn put_resource(
@@ -297,7 +305,7 @@ async fn put_resource(
     Query(query): Query<std::collections::HashMap<String, String>>,
     body: Bytes,
 ) -> Result<axum::Json<Value>> {
-    let ns = namespace(&app, &headers, &ns)?;
+    let ns = namespace(&app, &headers, &ns).await?;
     let overwrite = query.get("overwrite").is_some_and(|v| v == "true");
     let body: Value = serde_json::from_slice(&body)
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("The request content was malformed: {e}")))?;
@@ -310,8 +318,8 @@ async fn delete_resource(
     headers: HeaderMap,
     Path((ns, name)): Path<(String, String)>,
 ) -> Result<axum::Json<Value>> {
-    let ns = namespace(&app, &headers, &ns)?;
-    kind.delete(&app.platform, &*app.store, &ns, &name)?.map(axum::Json).ok_or_else(not_found)
+    let ns = namespace(&app, &headers, &ns).await?;
+    kind.delete(&app.platform, &*app.store, &ns, &name).await?.map(axum::Json).ok_or_else(not_found)
 }
 
 async fn invoke_resource(
@@ -322,8 +330,8 @@ async fn invoke_resource(
     Query(query): Query<std::collections::HashMap<String, String>>,
     body: Bytes,
 ) -> Result<Response> {
-    let ns = namespace(&app, &headers, &ns)?;
-    if kind.get(&*app.store, &ns, &name)?.is_none() {
+    let ns = namespace(&app, &headers, &ns).await?;
+    if kind.get(&*app.store, &ns, &name).await?.is_none() {
         return Err(not_found());
     }
     // Made by a running activation with its ephemeral key: an implicit call of that activation.
@@ -437,7 +445,7 @@ async fn list_activations(
     Path(ns): Path<String>,
     Query(query): Query<std::collections::HashMap<String, String>>,
 ) -> Result<axum::Json<Value>> {
-    let ns = namespace(&app, &headers, &ns)?;
+    let ns = namespace(&app, &headers, &ns).await?;
     let number = |k: &str| -> Result<Option<u64>> {
         query
             .get(k)
@@ -453,8 +461,11 @@ async fn list_activations(
     };
     let docs = query.get("docs").is_some_and(|v| v == "true");
     app.platform.flush_records().await;
-    let list =
-        app.store.list_activations(&ns, &q).map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let list = app
+        .store
+        .list_activations(&ns, &q)
+        .await
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(axum::Json(Value::Array(
         list.into_iter()
             .map(|e| {
@@ -472,10 +483,11 @@ async fn list_activations(
 }
 
 async fn activation(app: &App, headers: &HeaderMap, ns: &str, id: &str) -> Result<Value> {
-    let ns = namespace(app, headers, ns)?;
+    let ns = namespace(app, headers, ns).await?;
     app.platform.flush_records().await;
     app.platform
         .activation(&ns, id)
+        .await
         .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .ok_or_else(not_found)
 }

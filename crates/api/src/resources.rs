@@ -38,26 +38,27 @@ impl Resource {
         format!("{}:{ns}/{name}", self.prefix())
     }
 
-    fn write(self, store: &dyn Store, ns: &str, name: &str, op: Op) -> Result<(), ApiError> {
+    async fn write(self, store: &dyn Store, ns: &str, name: &str, op: Op) -> Result<(), ApiError> {
         let batch =
             Batch { namespace: SYSTEM.into(), writes: vec![Write { key: self.key(ns, name), op }], expect: vec![] };
-        store.apply(&batch).map(|_| ()).map_err(internal)
+        store.apply(batch).await.map(|_| ()).map_err(internal)
     }
 
-    pub(crate) fn get(self, store: &dyn Store, ns: &str, name: &str) -> Result<Option<Value>, ApiError> {
-        Ok(store.get(SYSTEM, &self.key(ns, name)).map_err(internal)?.value)
+    pub(crate) async fn get(self, store: &dyn Store, ns: &str, name: &str) -> Result<Option<Value>, ApiError> {
+        Ok(store.get(SYSTEM, &self.key(ns, name)).await.map_err(internal)?.value)
     }
 
     /// Every stored record of this kind, all namespaces (to restore them at start).
-    pub(crate) fn all(self, store: &dyn Store) -> Vec<Value> {
+    pub(crate) async fn all(self, store: &dyn Store) -> Vec<Value> {
         store
             .scan(SYSTEM, &format!("{}:", self.prefix()))
+            .await
             .map(|v| v.into_iter().map(|(_, r)| r).collect())
             .unwrap_or_default()
     }
 
-    pub(crate) fn list(self, store: &dyn Store, ns: &str) -> Result<Vec<Value>, ApiError> {
-        let all = store.scan(SYSTEM, &format!("{}:{ns}/", self.prefix())).map_err(internal)?;
+    pub(crate) async fn list(self, store: &dyn Store, ns: &str) -> Result<Vec<Value>, ApiError> {
+        let all = store.scan(SYSTEM, &format!("{}:{ns}/", self.prefix())).await.map_err(internal)?;
         Ok(all
             .into_iter()
             .map(|(_, mut record)| {
@@ -87,10 +88,10 @@ impl Resource {
         overwrite: bool,
     ) -> Result<Value, ApiError> {
         model::check_name(name).map_err(|e| error(StatusCode::BAD_REQUEST, format!("{} name: {e}", self.prefix())))?;
-        if !overwrite && self.get(store, ns, name)?.is_some() {
+        if !overwrite && self.get(store, ns, name).await?.is_some() {
             return Err(error(StatusCode::CONFLICT, "resource already exists"));
         }
-        if self.other().get(store, ns, name)?.is_some() {
+        if self.other().get(store, ns, name).await?.is_some() {
             let other = self.other().prefix();
             return Err(error(StatusCode::CONFLICT, format!("a {other} named '{name}' exists; names are shared")));
         }
@@ -98,19 +99,19 @@ impl Resource {
             Resource::Action => crate::actions::build(platform, ns, name, body).await?,
             Resource::Workflow => crate::workflows::build(platform, ns, name, body)?,
         };
-        self.write(store, ns, name, Op::Put(record.clone()))?;
+        self.write(store, ns, name, Op::Put(record.clone())).await?;
         Ok(record)
     }
 
-    pub(crate) fn delete(
+    pub(crate) async fn delete(
         self,
         platform: &platform::Platform,
         store: &dyn Store,
         ns: &str,
         name: &str,
     ) -> Result<Option<Value>, ApiError> {
-        let Some(record) = self.get(store, ns, name)? else { return Ok(None) };
-        self.write(store, ns, name, Op::Delete)?;
+        let Some(record) = self.get(store, ns, name).await? else { return Ok(None) };
+        self.write(store, ns, name, Op::Delete).await?;
         platform.remove(ns, name);
         Ok(Some(record))
     }

@@ -39,8 +39,8 @@ pub(crate) fn build(platform: &platform::Platform, ns: &str, name: &str, body: &
 }
 
 /// Redeploys every stored workflow at start (after the actions they use).
-pub(crate) fn restore(platform: &platform::Platform, store: &dyn Store) {
-    for w in crate::resources::Resource::Workflow.all(store) {
+pub(crate) async fn restore(platform: &platform::Platform, store: &dyn Store) {
+    for w in crate::resources::Resource::Workflow.all(store).await {
         let (ns, name) = (w["namespace"].as_str().unwrap_or_default(), w["name"].as_str().unwrap_or_default());
         if let Err(ApiError(_, message)) = deploy(platform, ns, name, w["definition"].as_str().unwrap_or_default()) {
             eprintln!("specfaas: cannot restore workflow /{ns}/{name}: {message}");

@@ -74,7 +74,7 @@ pub async fn run(examples: &Path, iterations: usize) -> anyhow::Result<Report> {
                     let writes = [("seats:TGV-6601", 2), ("seats:TGV-6605", 40)]
                         .map(|(k, n)| storage::Write { key: k.into(), op: storage::Op::Put(json!(n)) });
                     let batch = storage::Batch { namespace: ns.into(), writes: writes.to_vec(), expect: vec![] };
-                    platform.store().apply(&batch)?;
+                    platform.store().apply(batch).await?;
                 }
                 if i >= warmup {
                     if speculation { on.push(ms) } else { off.push(ms) }

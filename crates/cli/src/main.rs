@@ -417,17 +417,17 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
             match command {
                 KeyCommand::Create { namespace, data_dir } => {
                     let store = open_store(&data_dir)?;
-                    println!("{}", api::keys::create(&*store, &namespace).map_err(anyhow::Error::msg)?.auth());
+                    println!("{}", api::keys::create(&*store, &namespace).await.map_err(anyhow::Error::msg)?.auth());
                 }
                 KeyCommand::List { namespace, data_dir } => {
                     let store = open_store(&data_dir)?;
-                    for (uuid, revoked) in api::keys::list(&*store, &namespace).map_err(anyhow::Error::msg)? {
+                    for (uuid, revoked) in api::keys::list(&*store, &namespace).await.map_err(anyhow::Error::msg)? {
                         println!("{uuid}{}", if revoked { " (revoked)" } else { "" });
                     }
                 }
                 KeyCommand::Revoke { namespace, uuid, data_dir } => {
                     let store = open_store(&data_dir)?;
-                    if !api::keys::revoke(&*store, &namespace, &uuid).map_err(anyhow::Error::msg)? {
+                    if !api::keys::revoke(&*store, &namespace, &uuid).await.map_err(anyhow::Error::msg)? {
                         bail!("namespace {namespace} has no key {uuid}");
                     }
                     println!("revoked {uuid}");
@@ -439,7 +439,7 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
             ActivationCommand::List { data_dir: Some(data_dir), name, limit, skip, .. } => {
                 let store = open_store(&data_dir)?;
                 let query = ActivationQuery { name, limit, skip, ..Default::default() };
-                let list = store.list_activations(platform::DEFAULT_NAMESPACE, &query)?;
+                let list = store.list_activations(platform::DEFAULT_NAMESPACE, &query).await?;
                 print(&Value::Array(list.into_iter().map(|e| e.record).collect()));
                 Ok(0)
             }
@@ -454,7 +454,7 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
             }
             ActivationCommand::Get { id, data_dir: Some(data_dir), .. } => {
                 let store = open_store(&data_dir)?;
-                match store.get_activation(platform::DEFAULT_NAMESPACE, &id)? {
+                match store.get_activation(platform::DEFAULT_NAMESPACE, &id).await? {
                     Some(e) => {
                         print(&e.record);
                         Ok(0)

@@ -163,7 +163,7 @@ pub(crate) async fn run(
                         }
                     }
                     Action::ReadStore { run, request, key } => {
-                        let event = match inner.store.get(&namespace, &key) {
+                        let event = match inner.store.get(&namespace, &key).await {
                             Ok(v) => Event::StoreRead { run, request, value: v.value, version: v.version },
                             // A broken store is the platform's failure, not the function's: the read is refused.
                             Err(e) => {
@@ -187,12 +187,9 @@ pub(crate) async fn run(
                                 .collect(),
                             expect,
                         };
-                        let store = inner.store.clone();
-                        let applied = tokio::task::spawn_blocking(move || store.apply(&batch)).await;
-                        events.push_back(match applied {
-                            Ok(Ok(_)) => Event::Committed { run },
-                            Ok(Err(storage::Error::Conflict { key, .. })) => Event::CommitConflict { run, key },
-                            Ok(Err(e)) => Event::CommitFailed { run, error: e.to_string() },
+                        events.push_back(match inner.store.apply(batch).await {
+                            Ok(_) => Event::Committed { run },
+                            Err(storage::Error::Conflict { key, .. }) => Event::CommitConflict { run, key },
                             Err(e) => Event::CommitFailed { run, error: e.to_string() },
                         });
                     }

@@ -180,9 +180,10 @@ async fn record_writer(store: Arc<dyn storage::Store>, mut rx: mpsc::UnboundedRe
                         Err(_) => break,
                     }
                 }
-                let store = store.clone();
-                let _ = tokio::task::spawn_blocking(move || {
-                    let entries: Vec<storage::ActivationEntry> = batch
+                // Serializing records is CPU work: it runs on the blocking pool, so it never holds up an async
+                // worker that an invocation's hand-off could use.
+                let entries = tokio::task::spawn_blocking(move || {
+                    batch
                         .iter()
                         .flat_map(|(namespace, records)| {
                             records.iter().map(|r| storage::ActivationEntry {
@@ -193,10 +194,12 @@ async fn record_writer(store: Arc<dyn storage::Store>, mut rx: mpsc::UnboundedRe
                                 record: r.to_json(),
                             })
                         })
-                        .collect();
-                    store.put_activations(&entries)
+                        .collect::<Vec<_>>()
                 })
                 .await;
+                if let Ok(entries) = entries {
+                    let _ = store.put_activations(entries).await;
+                }
             }
             RecorderMsg::Flush(done) => {
                 let _ = done.send(());
@@ -433,7 +436,7 @@ impl Platform {
                     writes: vec![storage::Write { key: key.clone(), op: storage::Op::Put(value) }],
                     expect: vec![(key, 0)],
                 };
-                match self.inner.store.apply(&batch) {
+                match self.inner.store.apply(batch).await {
                     Ok(_) => summary.seeded += 1,
                     Err(storage::Error::Conflict { .. }) => {} // already there: seeds never overwrite
                     Err(e) => return Err(e.into()),
@@ -529,7 +532,7 @@ impl Platform {
     }
 
     /// A stored activation record.
-    pub fn activation(&self, namespace: &str, id: &str) -> Result<Option<Value>, Error> {
-        Ok(self.inner.store.get_activation(namespace, id)?.map(|e| e.record))
+    pub async fn activation(&self, namespace: &str, id: &str) -> Result<Option<Value>, Error> {
+        Ok(self.inner.store.get_activation(namespace, id).await?.map(|e| e.record))
     }
 }

@@ -1,8 +1,9 @@
 //! Storage for functions and records, behind one [`Store`] trait.
 //!
 //! - [`Store`]: versioned key/value reads, atomic batch apply with optional read-set validation, and the
-//!   activation log. Keys are always addressed as `(namespace, key)`: the namespace is a separate component, never
-//!   concatenated with the user's key, so no user-chosen key can name another tenant's data.
+//!   activation log, all asynchronous (each method returns a [`BoxFuture`]). Keys are always addressed as
+//!   `(namespace, key)`: the namespace is a separate component, never concatenated with the user's key, so no
+//!   user-chosen key can name another tenant's data.
 //! - [`memory::MemoryStore`]: in-process, for tests and embedding.
 //! - [`redb_store::RedbStore`]: the embedded, durable default.
 //! - [`conformance`]: the suite every backend must pass; [`conformance_tests!`] instantiates it.
@@ -13,6 +14,9 @@
 pub mod conformance;
 pub mod memory;
 pub mod redb_store;
+
+use std::future::Future;
+use std::pin::Pin;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -92,43 +96,72 @@ pub enum Error {
     Backend(String),
 }
 
+/// A boxed, sendable future: what every [`Store`] method returns.
+///
+/// The trait is used as `Arc<dyn Store>` (the platform picks the backend at run time), so its methods cannot be
+/// `async fn`s, which are not dyn-compatible. A boxed future is the simplest dyn-compatible shape, the one the
+/// runtime crate's `Runtime::load` already uses, and it needs no macro crate. Its cost, one allocation per call, is
+/// small beside a store access.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
 /// Committed state, shared by every invocation. Implementations are internally synchronized.
+///
+/// Every method is asynchronous, so a network backend waits without holding a worker thread. **Architecture
+/// invariant:** a backend never blocks the async workers: one whose I/O is blocking (redb) runs it on tokio's
+/// blocking pool itself, so callers just `.await` and never wrap a call in `spawn_blocking`. Methods must be
+/// called inside a tokio runtime.
 pub trait Store: Send + Sync + 'static {
     /// Reads the committed state of `key` in `namespace`.
-    fn get(&self, namespace: &str, key: &str) -> Result<Versioned, Error>;
+    fn get<'a>(&'a self, namespace: &'a str, key: &'a str) -> BoxFuture<'a, Result<Versioned, Error>>;
 
     /// Applies `batch` atomically and durably (as durable as the backend is). Returns the commit's version. An
     /// empty batch with no expectations is a no-op that still returns the current version.
-    fn apply(&self, batch: &Batch) -> Result<Version, Error>;
+    fn apply(&self, batch: Batch) -> BoxFuture<'_, Result<Version, Error>>;
 
     /// Every existing key of `namespace` that starts with `prefix`, with its value, in key order.
-    fn scan(&self, namespace: &str, prefix: &str) -> Result<Vec<(String, serde_json::Value)>, Error>;
+    fn scan<'a>(&'a self, namespace: &'a str, prefix: &'a str) -> BoxFuture<'a, Result<Vec<(String, Value)>, Error>>;
 
-    /// Stores (or replaces) an activation record.
-    fn put_activations(&self, entries: &[ActivationEntry]) -> Result<(), Error>;
+    /// Stores (or replaces) activation records, all in one transaction.
+    fn put_activations(&self, entries: Vec<ActivationEntry>) -> BoxFuture<'_, Result<(), Error>>;
 
-    fn get_activation(&self, namespace: &str, id: &str) -> Result<Option<ActivationEntry>, Error>;
+    fn get_activation<'a>(
+        &'a self,
+        namespace: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ActivationEntry>, Error>>;
 
-    fn list_activations(&self, namespace: &str, query: &ActivationQuery) -> Result<Vec<ActivationEntry>, Error>;
+    fn list_activations<'a>(
+        &'a self,
+        namespace: &'a str,
+        query: &'a ActivationQuery,
+    ) -> BoxFuture<'a, Result<Vec<ActivationEntry>, Error>>;
 }
 
 impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
-    fn get(&self, namespace: &str, key: &str) -> Result<Versioned, Error> {
+    fn get<'a>(&'a self, namespace: &'a str, key: &'a str) -> BoxFuture<'a, Result<Versioned, Error>> {
         (**self).get(namespace, key)
     }
-    fn apply(&self, batch: &Batch) -> Result<Version, Error> {
+    fn apply(&self, batch: Batch) -> BoxFuture<'_, Result<Version, Error>> {
         (**self).apply(batch)
     }
-    fn scan(&self, namespace: &str, prefix: &str) -> Result<Vec<(String, serde_json::Value)>, Error> {
+    fn scan<'a>(&'a self, namespace: &'a str, prefix: &'a str) -> BoxFuture<'a, Result<Vec<(String, Value)>, Error>> {
         (**self).scan(namespace, prefix)
     }
-    fn put_activations(&self, entries: &[ActivationEntry]) -> Result<(), Error> {
+    fn put_activations(&self, entries: Vec<ActivationEntry>) -> BoxFuture<'_, Result<(), Error>> {
         (**self).put_activations(entries)
     }
-    fn get_activation(&self, namespace: &str, id: &str) -> Result<Option<ActivationEntry>, Error> {
+    fn get_activation<'a>(
+        &'a self,
+        namespace: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ActivationEntry>, Error>> {
         (**self).get_activation(namespace, id)
     }
-    fn list_activations(&self, namespace: &str, query: &ActivationQuery) -> Result<Vec<ActivationEntry>, Error> {
+    fn list_activations<'a>(
+        &'a self,
+        namespace: &'a str,
+        query: &'a ActivationQuery,
+    ) -> BoxFuture<'a, Result<Vec<ActivationEntry>, Error>> {
         (**self).list_activations(namespace, query)
     }
 }

@@ -1,9 +1,13 @@
 //! In-memory [`Store`]: a map behind a mutex. Not durable; for tests and embedding.
+//!
+//! Each call does its work at once, under the mutex (never held across an await), and returns a ready future.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use crate::{ActivationEntry, ActivationQuery, Batch, Error, Op, Store, Version, Versioned, filter_page};
+use std::future::ready;
+
+use crate::{ActivationEntry, ActivationQuery, Batch, BoxFuture, Error, Op, Store, Version, Versioned, filter_page};
 
 #[derive(Default)]
 pub struct MemoryStore {
@@ -26,8 +30,8 @@ impl MemoryStore {
     }
 }
 
-impl Store for MemoryStore {
-    fn get(&self, namespace: &str, key: &str) -> Result<Versioned, Error> {
+impl MemoryStore {
+    fn get_now(&self, namespace: &str, key: &str) -> Result<Versioned, Error> {
         let inner = self.inner.lock().expect("memory store poisoned");
         Ok(match inner.kv.get(&(namespace.to_string(), key.to_string())) {
             Some((value, version)) => Versioned { value: value.clone(), version: *version },
@@ -35,7 +39,7 @@ impl Store for MemoryStore {
         })
     }
 
-    fn apply(&self, batch: &Batch) -> Result<Version, Error> {
+    fn apply_now(&self, batch: &Batch) -> Result<Version, Error> {
         let mut inner = self.inner.lock().expect("memory store poisoned");
         for (key, expected) in &batch.expect {
             let found = inner.kv.get(&(batch.namespace.clone(), key.clone())).map_or(0, |(_, v)| *v);
@@ -58,7 +62,7 @@ impl Store for MemoryStore {
         Ok(version)
     }
 
-    fn scan(&self, namespace: &str, prefix: &str) -> Result<Vec<(String, serde_json::Value)>, Error> {
+    fn scan_now(&self, namespace: &str, prefix: &str) -> Result<Vec<(String, serde_json::Value)>, Error> {
         let inner = self.inner.lock().expect("memory store poisoned");
         let mut out: Vec<(String, serde_json::Value)> = inner
             .kv
@@ -70,7 +74,7 @@ impl Store for MemoryStore {
         Ok(out)
     }
 
-    fn put_activations(&self, entries: &[ActivationEntry]) -> Result<(), Error> {
+    fn put_activations_now(&self, entries: &[ActivationEntry]) -> Result<(), Error> {
         let mut inner = self.inner.lock().expect("memory store poisoned");
         for e in entries {
             let id = (e.namespace.clone(), e.id.clone());
@@ -82,7 +86,7 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn get_activation(&self, namespace: &str, id: &str) -> Result<Option<ActivationEntry>, Error> {
+    fn get_activation_now(&self, namespace: &str, id: &str) -> Result<Option<ActivationEntry>, Error> {
         let inner = self.inner.lock().expect("memory store poisoned");
         let Some(start) = inner.by_id.get(&(namespace.to_string(), id.to_string())) else {
             return Ok(None);
@@ -90,11 +94,44 @@ impl Store for MemoryStore {
         Ok(inner.activations.get(&(namespace.to_string(), *start, id.to_string())).cloned())
     }
 
-    fn list_activations(&self, namespace: &str, query: &ActivationQuery) -> Result<Vec<ActivationEntry>, Error> {
+    fn list_activations_now(&self, namespace: &str, query: &ActivationQuery) -> Result<Vec<ActivationEntry>, Error> {
         let inner = self.inner.lock().expect("memory store poisoned");
         let lo = (namespace.to_string(), 0, String::new());
         let hi = (namespace.to_string(), u64::MAX, String::from(char::MAX));
         Ok(filter_page(inner.activations.range(lo..=hi).rev().map(|(_, e)| e), query))
+    }
+}
+
+impl Store for MemoryStore {
+    fn get<'a>(&'a self, namespace: &'a str, key: &'a str) -> BoxFuture<'a, Result<Versioned, Error>> {
+        Box::pin(ready(self.get_now(namespace, key)))
+    }
+    fn apply(&self, batch: Batch) -> BoxFuture<'_, Result<Version, Error>> {
+        Box::pin(ready(self.apply_now(&batch)))
+    }
+    fn scan<'a>(
+        &'a self,
+        namespace: &'a str,
+        prefix: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(String, serde_json::Value)>, Error>> {
+        Box::pin(ready(self.scan_now(namespace, prefix)))
+    }
+    fn put_activations(&self, entries: Vec<ActivationEntry>) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(ready(self.put_activations_now(&entries)))
+    }
+    fn get_activation<'a>(
+        &'a self,
+        namespace: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ActivationEntry>, Error>> {
+        Box::pin(ready(self.get_activation_now(namespace, id)))
+    }
+    fn list_activations<'a>(
+        &'a self,
+        namespace: &'a str,
+        query: &'a ActivationQuery,
+    ) -> BoxFuture<'a, Result<Vec<ActivationEntry>, Error>> {
+        Box::pin(ready(self.list_activations_now(namespace, query)))
     }
 }
 

@@ -263,7 +263,7 @@ async fn keys_are_required_and_namespaces_are_isolated() {
     let data = s.stop().await;
     // Restart on the same data dir: the action survives; a key for another namespace is isolated.
     let store = storage::RedbStore::open(data.path().join("store.redb")).unwrap();
-    let bob = api::keys::create(&store, "bob").unwrap();
+    let bob = api::keys::create(&store, "bob").await.unwrap();
     drop(store);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let s = start_on(data, api::BLOCKING_WAIT).await;

@@ -50,8 +50,8 @@ fn fate(record: &platform::ActivationRecord) -> String {
     }
 }
 
-fn value(store: &Arc<dyn Store>, key: &str) -> Option<Value> {
-    store.get(NS, key).unwrap().value
+async fn value(store: &Arc<dyn Store>, key: &str) -> Option<Value> {
+    store.get(NS, key).await.unwrap().value
 }
 
 async fn sequence(p: &Platform, name: &str, functions: &[&str]) {
@@ -84,8 +84,8 @@ async fn a_failing_function_leaves_nothing_half_written() {
     assert_eq!(inv.status, Status::DeveloperError);
     assert_eq!(inv.result, json!({"error": "disk on fire"}));
     let store = p.store();
-    assert_eq!(value(store, "a"), Some(json!(1)), "the function before the failure committed");
-    assert_eq!((value(store, "b"), value(store, "c"), value(store, "d")), (None, None, None));
+    assert_eq!(value(store, "a").await, Some(json!(1)), "the function before the failure committed");
+    assert_eq!((value(store, "b").await, value(store, "c").await, value(store, "d").await), (None, None, None));
     // Runs that count (not squashed): `first`, then `breaks`, whose failure ends the application.
     let counted: Vec<_> = inv.runs.iter().filter(|r| fate(r) != "squashed").collect();
     assert_eq!(counted.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["first", "breaks"]);
@@ -131,7 +131,7 @@ async fn a_timeout_is_a_developer_error_and_commits_nothing() {
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(inv.status, Status::DeveloperError);
     assert_eq!(inv.result, json!({"error": "The action exceeded its time limits of 400 milliseconds."}));
-    assert_eq!(value(p.store(), "half"), None);
+    assert_eq!(value(p.store(), "half").await, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,7 +163,7 @@ async function main(p) {\n\
     let inv = p.invoke(NS, "front", json!({"n": 21})).await.unwrap();
     assert_eq!(inv.status, Status::Success, "{}", inv.result);
     assert_eq!(inv.result, json!({"r": {"doubled": 42, "leaf": {"leaf": true}}, "trail": ["py", "js", "rust"]}));
-    assert_eq!(value(p.store(), "trail"), Some(json!(["py", "js", "rust"])));
+    assert_eq!(value(p.store(), "trail").await, Some(json!(["py", "js", "rust"])));
     // The direct invocation's record is the entry function's; callees point at their callers.
     assert_eq!(inv.record.name, "front");
     assert_eq!(inv.runs.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["middle", "leaf"]);
@@ -182,7 +182,7 @@ async fn records_are_stored_queryable_and_carry_logs() {
     sequence(p, "hello", &["greet"]).await;
     let inv = p.invoke(NS, "hello", json!({"who": "ada"})).await.unwrap();
     p.flush_records().await;
-    let app = p.activation(NS, &inv.record.activation_id).unwrap().expect("app record stored");
+    let app = p.activation(NS, &inv.record.activation_id).await.unwrap().expect("app record stored");
     assert_eq!(app["name"], "hello");
     assert_eq!(app["response"]["result"], json!({"greeted": "ada"}));
     assert_eq!(app["logs"], json!([inv.runs[0].activation_id]));
@@ -190,13 +190,12 @@ async fn records_are_stored_queryable_and_carry_logs() {
         app["annotations"].as_array().unwrap().iter().find(|a| a["key"] == "path").unwrap()["value"],
         json!(["0:greet"])
     );
-    let run = p.activation(NS, &inv.runs[0].activation_id).unwrap().expect("run record stored");
+    let run = p.activation(NS, &inv.runs[0].activation_id).await.unwrap().expect("run record stored");
     assert_eq!(run["response"]["status"], "success");
     assert!(run["logs"][0].as_str().unwrap().ends_with("stdout: hello ada"), "{}", run["logs"]);
-    assert!(p.activation("other", &inv.record.activation_id).unwrap().is_none(), "records are per namespace");
-    let listed =
-        p.store().list_activations(NS, &storage::ActivationQuery { name: Some("greet".into()), ..Default::default() });
-    assert_eq!(listed.unwrap().len(), 1);
+    assert!(p.activation("other", &inv.record.activation_id).await.unwrap().is_none(), "records are per namespace");
+    let query = storage::ActivationQuery { name: Some("greet".into()), ..Default::default() };
+    assert_eq!(p.store().list_activations(NS, &query).await.unwrap().len(), 1);
 }
 
 /// Records queue behind a slow disk and are written in batches: after a burst of concurrent invocations and a
@@ -222,10 +221,10 @@ async fn a_burst_of_invocations_loses_no_record() {
     p.flush_records().await;
     assert_eq!(ids.len(), 200 * 4);
     for id in &ids {
-        assert!(p.activation(NS, id).unwrap().is_some(), "record {id} was lost");
+        assert!(p.activation(NS, id).await.unwrap().is_some(), "record {id} was lost");
     }
     let query = storage::ActivationQuery { limit: 10_000, ..Default::default() };
-    assert_eq!(p.store().list_activations(NS, &query).unwrap().len(), ids.len());
+    assert_eq!(p.store().list_activations(NS, &query).await.unwrap().len(), ids.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,7 +266,7 @@ async fn a_result_over_the_limit_fails_and_commits_nothing() {
     let inv = p.invoke(NS, "big", json!({})).await.unwrap();
     assert_eq!(inv.status, Status::DeveloperError);
     assert!(inv.result["error"].as_str().unwrap().contains("exceeded the allowed length"), "{}", inv.result);
-    assert_eq!(value(p.store(), "k"), None);
+    assert_eq!(value(p.store(), "k").await, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,7 +288,7 @@ async fn committed_writes_survive_a_restart_on_the_embedded_store() {
         f.platform.shutdown().await;
     }
     let store = RedbStore::open(&path).unwrap();
-    assert_eq!(store.get(NS, "n").unwrap().value, Some(json!(3)));
+    assert_eq!(store.get(NS, "n").await.unwrap().value, Some(json!(3)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -329,10 +328,10 @@ async fn the_examples_deploy_and_seed_without_overwriting() {
     assert_eq!(summary.seeded, 5);
     let inv = p.invoke(NS, "travel", json!({"from": "paris", "to": "lyon", "rider": "ada"})).await.unwrap();
     assert_eq!(inv.result["train"], "TGV-6601");
-    assert_eq!(value(p.store(), "seats:TGV-6601"), Some(json!(1)));
+    assert_eq!(value(p.store(), "seats:TGV-6601").await, Some(json!(1)));
     let again = p.deploy_project(NS, &root).await.unwrap();
     assert_eq!(again.seeded, 0, "seeds never overwrite");
-    assert_eq!(value(p.store(), "seats:TGV-6601"), Some(json!(1)));
+    assert_eq!(value(p.store(), "seats:TGV-6601").await, Some(json!(1)));
 }
 
 /// The smart-home workflow, many times with repeating inputs, on two platforms: speculation off and on. Results
@@ -361,7 +360,10 @@ async fn speculation_changes_nothing_a_user_can_see_on_the_smart_home_example() 
             }
         }
         let keys = ["ac:living", "ac:cellar", "user:alice", "temp:living"];
-        let store: Vec<Option<Value>> = keys.iter().map(|k| value(p.store(), k)).collect();
+        let mut store: Vec<Option<Value>> = Vec::new();
+        for k in keys {
+            store.push(value(p.store(), k).await);
+        }
         outcomes.push((results, store, p.metrics()));
     }
     let (off, on) = (&outcomes[0], &outcomes[1]);

@@ -68,7 +68,7 @@ async fn a_wasm_functions_storage_goes_through_the_engine() {
     sequence(p, "app", &["w1", "w2"]).await;
     let inv = p.invoke(NS, "app", json!({"x": 1})).await.unwrap();
     assert_eq!((inv.status, inv.result), (Status::Success, json!({"x": 1})));
-    assert_eq!(store.get(NS, "trail").unwrap().value, Some(json!(["w2", ["w1", null]])));
+    assert_eq!(store.get(NS, "trail").await.unwrap().value, Some(json!(["w2", ["w1", null]])));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,13 +99,13 @@ async fn a_squashed_speculative_wasm_write_never_lands() {
         let inv = p.invoke(NS, "gated", json!({"open": true, "i": i})).await.unwrap();
         assert_eq!(inv.status, Status::Success);
     }
-    let before = store.get(NS, "trail").unwrap();
+    let before = store.get(NS, "trail").await.unwrap();
     let inv = p.invoke(NS, "gated", json!({"open": false, "i": 99})).await.unwrap();
     assert_eq!(inv.result, json!({"closed": true}));
     let writer: Vec<_> = inv.runs.iter().filter(|r| r.name == "writer").collect();
     assert!(!writer.is_empty(), "the writer must have started on the predicted branch: {:?}", inv.runs);
     assert!(writer.iter().all(|r| fate(r) == "squashed"), "{writer:?}");
-    assert_eq!(store.get(NS, "trail").unwrap(), before, "the squashed write never reached the store");
+    assert_eq!(store.get(NS, "trail").await.unwrap(), before, "the squashed write never reached the store");
 }
 
 /// A predictor that is wrong on purpose, over the real tables (which it trains): every branch prediction is a
@@ -229,7 +229,7 @@ async fn speculation_with_wasm_functions_in_the_mix_equals_sequential_execution(
                 let inv = p.invoke_with(NS, "mix", input, options).await.unwrap();
                 results.push((inv.status, inv.result));
             }
-            let trail: Value = store.get(NS, "trail").unwrap().value.unwrap_or(Value::Null);
+            let trail: Value = store.get(NS, "trail").await.unwrap().value.unwrap_or(Value::Null);
             total.add(&p.metrics());
             sides.push((results, trail));
         }
