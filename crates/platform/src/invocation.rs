@@ -46,7 +46,10 @@ enum Incoming {
     EffectDone { run: RunId, request: RequestId, result: Result<Value, String> },
 }
 
-struct Slot {
+/// What the driver keeps about one run the engine launched, indexed by its `RunId`: the activation record in the
+/// making, the handle that kills it, and its report once it finishes. (Not the engine's pipeline slot, a position
+/// in program order: this is the platform's bookkeeping of one run.)
+struct TrackedRun {
     function: String,
     caller: Option<usize>,
     record: ActivationRecord,
@@ -121,7 +124,7 @@ pub(crate) async fn run(
     let direct = matches!(app.form, model::app::Form::Function) && !deployments.apps.contains_key(&app.name);
     let mut engine = engine::engine(app.clone(), deployments.catalog.clone(), config, oracle);
     let (tx, mut rx) = mpsc::unbounded_channel::<Incoming>();
-    let mut slots: Vec<Slot> = Vec::new();
+    let mut tracked: Vec<TrackedRun> = Vec::new();
     let mut replies: HashMap<RequestId, ReplyTo> = HashMap::new();
     let mut next_request: RequestId = 0;
     let mut load = inner.load.load(Ordering::Relaxed);
@@ -133,10 +136,10 @@ pub(crate) async fn run(
             for action in engine.step(event) {
                 match action {
                     Action::Launch { run, function, input, caller, speculative } => {
-                        debug_assert_eq!(run as usize, slots.len());
+                        debug_assert_eq!(run as usize, tracked.len());
                         let id =
                             if direct && caller.is_none() && run == 0 { app_id.clone() } else { new_activation_id() };
-                        let parent = caller.map(|c| slots[c as usize].record.activation_id.clone());
+                        let parent = caller.map(|c| tracked[c as usize].record.activation_id.clone());
                         let ctx = LaunchCtx {
                             inner: &inner,
                             namespace: &namespace,
@@ -145,13 +148,13 @@ pub(crate) async fn run(
                             app_id: &app_id,
                             direct,
                         };
-                        let slot = launch(&ctx, run, &function, input, id, parent, speculative);
-                        if let Err(outcome) = &slot.1 {
+                        let track = launch(&ctx, run, &function, input, id, parent, speculative);
+                        if let Err(outcome) = &track.1 {
                             events.push_back(Event::Finished { run, outcome: outcome.clone() });
                         }
-                        let mut slot = slot.0;
-                        slot.caller = caller.map(|c| c as usize);
-                        slots.push(slot);
+                        let mut track = track.0;
+                        track.caller = caller.map(|c| c as usize);
+                        tracked.push(track);
                     }
                     Action::Reply { request, reply, .. } => {
                         if let Some(reply_to) = replies.remove(&request) {
@@ -194,11 +197,11 @@ pub(crate) async fn run(
                         });
                     }
                     Action::Kill { run, .. } => {
-                        if let Some(slot) = slots.get_mut(run as usize) {
-                            if let Some(k) = slot.killer.as_ref() {
+                        if let Some(track) = tracked.get_mut(run as usize) {
+                            if let Some(k) = track.killer.as_ref() {
                                 k.kill();
                             }
-                            slot.killed = Some(Instant::now());
+                            track.killed = Some(Instant::now());
                         }
                     }
                     Action::Effect { run, request, effect } => {
@@ -220,7 +223,7 @@ pub(crate) async fn run(
                 }
             }
         }
-        let outstanding = slots.iter().any(|s| s.report.is_none() && s.killer.is_some());
+        let outstanding = tracked.iter().any(|s| s.report.is_none() && s.killer.is_some());
         if completion.is_some() && !outstanding {
             break;
         }
@@ -240,13 +243,13 @@ pub(crate) async fn run(
                 events.push_back(Event::EffectDone { run, request, result });
             }
             Incoming::Finished { run, report } => {
-                if let Some(uuid) = slots[run as usize].api_key.take() {
+                if let Some(uuid) = tracked[run as usize].api_key.take() {
                     inner.activation_keys.lock().unwrap_or_else(|e| e.into_inner()).remove(&uuid);
                 }
-                let slot = &mut slots[run as usize];
+                let track = &mut tracked[run as usize];
                 let payload_max = inner.config.payload_bytes_max as u64;
                 events.push_back(Event::Finished { run, outcome: to_outcome(&report, payload_max) });
-                slot.report = Some((report, Instant::now(), SystemTime::now()));
+                track.report = Some((report, Instant::now(), SystemTime::now()));
             }
         }
     }
@@ -258,7 +261,7 @@ pub(crate) async fn run(
         runs: Vec::new(),
         stats: Default::default(),
     });
-    finish(&inner, namespace, app, app_id, direct, started, slots, completion)
+    finish(&inner, namespace, app, app_id, direct, started, tracked, completion)
 }
 
 /// What every launch of one invocation shares.
@@ -280,7 +283,7 @@ fn launch(
     id: String,
     parent: Option<String>,
     speculative: bool,
-) -> (Slot, Result<(), Outcome>) {
+) -> (TrackedRun, Result<(), Outcome>) {
     let LaunchCtx { namespace, deployments, tx, app_id, direct, .. } = *ctx;
     let started = SystemTime::now();
     let launched = Instant::now();
@@ -298,7 +301,7 @@ fn launch(
         annotations: Vec::new(),
         publish: false,
     };
-    let mut slot = Slot {
+    let mut track = TrackedRun {
         function: function.to_string(),
         caller: None,
         record: record.clone(),
@@ -311,7 +314,7 @@ fn launch(
     };
     let Some(deployed) = deployments.functions.get(function) else {
         let error = json!(format!("function \"{function}\" does not exist in namespace \"{namespace}\""));
-        return (slot, Err(Outcome::Failure { status: Status::InternalError, error }));
+        return (track, Err(Outcome::Failure { status: Status::InternalError, error }));
     };
     let spec = &deployed.spec;
     record.version = spec.version.clone();
@@ -327,7 +330,7 @@ fn launch(
     } else if !direct {
         record.annotate("causedBy", json!(app_id));
     }
-    slot.record = record;
+    track.record = record;
     // Bound parameters are defaults; invocation parameters override them (OpenWhisk semantics).
     let input = match input {
         Value::Object(map) if !spec.parameters.is_empty() => {
@@ -341,7 +344,7 @@ fn launch(
     if size > spec.limits.payload_bytes_max {
         let error =
             json!(format!("The input of {size} bytes exceeds the limit of {} bytes.", spec.limits.payload_bytes_max));
-        return (slot, Err(Outcome::Failure { status: Status::ApplicationError, error }));
+        return (track, Err(Outcome::Failure { status: Status::ApplicationError, error }));
     }
     let env = BTreeMap::from([
         ("__OW_ACTIVATION_ID".to_string(), id.clone()),
@@ -362,14 +365,14 @@ fn launch(
         env.insert("__OW_API_KEY".into(), format!("{uuid}:{key}"));
         let entry = crate::ActivationKey { key, namespace: namespace.to_string(), host: host.clone() };
         ctx.inner.activation_keys.lock().unwrap_or_else(|e| e.into_inner()).insert(uuid.clone(), entry);
-        slot.api_key = Some(uuid);
+        track.api_key = Some(uuid);
     }
     let finished = tx.clone();
     let done: Done = Box::new(move |report| {
         let _ = finished.send(Incoming::Finished { run, report });
     });
-    slot.killer = Some(deployed.warm.start(Activation { id, input, env, speculative }, host, done));
-    (slot, Ok(()))
+    track.killer = Some(deployed.warm.start(Activation { id, input, env, speculative }, host, done));
+    (track, Ok(()))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -380,37 +383,37 @@ fn finish(
     app_id: String,
     direct: bool,
     started: SystemTime,
-    slots: Vec<Slot>,
+    tracked: Vec<TrackedRun>,
     completion: Completion,
 ) -> Invocation {
     let payload_max = inner.config.payload_bytes_max as u64;
     let mut timings = Vec::new();
-    let mut runs = Vec::with_capacity(slots.len());
+    let mut runs = Vec::with_capacity(tracked.len());
     let mut squashed_us = 0u64;
     let mut squashed_cpu_us = 0u64;
     let mut squashed_ids = Vec::new();
-    for (i, slot) in slots.into_iter().enumerate() {
-        let mut record = slot.record;
+    for (i, track) in tracked.into_iter().enumerate() {
+        let mut record = track.record;
         let summary = completion.runs.get(i);
         let squashed = matches!(summary.map(|s| s.fate), Some(engine::Fate::Squashed(_)));
-        let (end, finished) = match (&slot.report, slot.killed) {
+        let (end, finished) = match (&track.report, track.killed) {
             (_, Some(at)) if squashed => (epoch_ms(SystemTime::now()), at),
             (Some((_, at, wall)), _) => (epoch_ms(*wall), *at),
             (None, _) => (epoch_ms(SystemTime::now()), Instant::now()),
         };
         record.end = end;
-        record.duration = end.saturating_sub(epoch_ms(slot.started));
+        record.duration = end.saturating_sub(epoch_ms(track.started));
         if squashed {
             // Nothing a squashed run produced is shown: no result, no logs, no error.
-            squashed_us += finished.saturating_duration_since(slot.launched).as_micros() as u64;
-            if let Some(cpu) = slot.report.as_ref().and_then(|(r, _, _)| r.cpu_us) {
+            squashed_us += finished.saturating_duration_since(track.launched).as_micros() as u64;
+            if let Some(cpu) = track.report.as_ref().and_then(|(r, _, _)| r.cpu_us) {
                 squashed_cpu_us += cpu;
                 record.annotate("cpu_us", json!(cpu));
             }
             record.response = Response::new(Status::Success, json!({}));
             squashed_ids.push(record.activation_id.clone());
         } else {
-            match slot.report {
+            match track.report {
                 Some((report, _, _)) => {
                     let (status, result) = match to_outcome(&report, payload_max) {
                         Outcome::Success(v) => (Status::Success, v),
@@ -432,7 +435,7 @@ fn finish(
                 json!({"speculative": s.speculative, "fate": s.fate, "memo_hit": s.memo_hit, "branches": s.branches}),
             );
         }
-        timings.push(RunTiming { function: slot.function, caller: slot.caller, launched: slot.launched, finished });
+        timings.push(RunTiming { function: track.function, caller: track.caller, launched: track.launched, finished });
         runs.push(record);
     }
     inner.metrics.record(completion.status, &completion.stats, squashed_us, squashed_cpu_us);
