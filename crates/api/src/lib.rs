@@ -133,14 +133,11 @@ impl Server {
     /// Opens the store, restores deployed actions, creates the `guest` key on first start (written to
     /// `DATA_DIR/auth`), and binds the listener.
     pub async fn start(options: Options) -> std::result::Result<Running, String> {
-        std::fs::create_dir_all(&options.data_dir)
-            .map_err(|e| format!("cannot create {}: {e}", options.data_dir.display()))?;
-        let store: Arc<dyn Store> =
-            Arc::new(storage::RedbStore::open(options.data_dir.join("store.redb")).map_err(|e| e.to_string())?);
         let work = tempfile::Builder::new().prefix("sfs").tempdir_in("/tmp").map_err(|e| e.to_string())?;
-        let cache = options.data_dir.join("wasm-cache");
-        let platform = platform::Platform::with_cache(store.clone(), work.path(), &cache, options.config)
+        let platform = platform::Platform::embedded(&options.data_dir)
+            .and_then(|b| b.work_dir(work.path()).config(options.config).build())
             .map_err(|e| e.to_string())?;
+        let store = platform.store().clone();
         actions::restore(&platform, &*store).await;
         workflows::restore(&platform, &*store).await;
         let mut first_key = None;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
-use storage::{ActivationQuery, RedbStore, Store};
+use storage::{ActivationQuery, Store};
 
 #[derive(Parser)]
 #[command(
@@ -340,9 +340,9 @@ enum BenchCommand {
     },
 }
 
+/// The store `serve` and `run` use in `data_dir`, for the admin and activation commands.
 fn open_store(data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
-    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
-    Ok(Arc::new(RedbStore::open(data_dir.join("store.redb"))?))
+    Ok(platform::embedded_store(data_dir)?)
 }
 
 fn print(value: &Value) {
@@ -367,10 +367,9 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
             let input: Value =
                 serde_json::from_str(&input).with_context(|| format!("--input is not valid JSON: {input}"))?;
             let data_dir = data_dir.unwrap_or_else(|| dir.join(".specfaas"));
-            let store = open_store(&data_dir)?;
             let work = tempfile::Builder::new().prefix("specfaas").tempdir_in("/tmp")?;
             let config = read_config(config)?;
-            let platform = platform::Platform::with_cache(store, work.path(), &data_dir.join("wasm-cache"), config)?;
+            let platform = platform::Platform::embedded(&data_dir)?.work_dir(work.path()).config(config).build()?;
             let ns = platform::DEFAULT_NAMESPACE;
             platform.deploy_project(ns, &dir).await?;
             let options =

@@ -1,5 +1,7 @@
 //! The platform: the async shell around the engine.
 //!
+//! - [`Builder`] (`builder`): assembles a platform from a store, runtimes and settings; the one way every
+//!   platform is made ([`Platform::builder`], [`Platform::embedded`]).
 //! - [`Platform`]: a cheap, cloneable handle. It deploys functions (making them warm on their runtime) and
 //!   applications per namespace, and invokes them.
 //! - `invocation`: drives one [`engine::Engine`] — feeds it events from running functions and the store, executes
@@ -13,6 +15,7 @@
 //! **Architecture invariant:** no speculation or scheduling decision is made here; the engine decides, the
 //! platform executes. **API boundary:** callers see [`Platform`], [`Invocation`] and records, never channels.
 
+mod builder;
 pub mod effects;
 mod invocation;
 mod load;
@@ -27,12 +30,12 @@ use std::sync::{Arc, RwLock};
 use engine::{Catalog, FunctionInfo};
 use model::{Application, FunctionSpec};
 use runtime::native::NativeRuntime;
-use runtime::process::ProcessRuntime;
 use runtime::{Runtime, Warm};
 use serde_json::Value;
 use storage::Store;
 use tokio::sync::mpsc;
 
+pub use builder::{Builder, default_runtimes, embedded_store};
 pub use engine::Status;
 pub use invocation::{Invocation, RunTiming};
 pub use record::ActivationRecord;
@@ -61,6 +64,9 @@ pub enum Error {
     PayloadTooLarge { size: usize, limit: usize },
     #[error("the input must be a JSON object, got {0}")]
     InputNotObject(&'static str),
+    /// The platform was built without something it needs.
+    #[error("cannot build the platform: {0}")]
+    Setup(String),
 }
 
 /// Platform-wide settings; each has a documented default.
@@ -220,50 +226,6 @@ pub struct Platform {
 }
 
 impl Platform {
-    /// Starts a platform on `store`. `work_dir` holds the process runtime's files and sockets; keep its path short
-    /// (Unix socket paths are limited to about 100 bytes). Must be called inside a tokio runtime.
-    pub fn new(store: Arc<dyn Store>, work_dir: &Path, config: Config) -> Result<Platform, Error> {
-        Platform::with_cache(store, work_dir, &work_dir.join("wasm-cache"), config)
-    }
-
-    /// [`Platform::new`], keeping compiled WebAssembly modules in `cache_dir`, which may outlive the platform
-    /// (`specfaas serve` and `run` use their data directory, so a restart does not recompile).
-    pub fn with_cache(
-        store: Arc<dyn Store>,
-        work_dir: &Path,
-        cache_dir: &Path,
-        config: Config,
-    ) -> Result<Platform, Error> {
-        let native = Arc::new(NativeRuntime::new());
-        let wasm = runtime::wasm::Options {
-            cache_dir: Some(cache_dir.to_path_buf()),
-            fuel: config.wasm_fuel,
-            ..Default::default()
-        };
-        let runtimes: Vec<Arc<dyn Runtime>> = vec![
-            native.clone(),
-            Arc::new(ProcessRuntime::new(work_dir)?),
-            Arc::new(runtime::wasm::WasmRuntime::new(wasm)?),
-        ];
-        let (recorder, rx) = mpsc::unbounded_channel::<RecorderMsg>();
-        let writer_store = store.clone();
-        tokio::spawn(record_writer(writer_store, rx));
-        let inner = Inner {
-            store,
-            native,
-            runtimes,
-            config,
-            namespaces: RwLock::new(HashMap::new()),
-            recorder,
-            oracles: RwLock::new(HashMap::new()),
-            metrics: metrics::Metrics::default(),
-            load: load::sampler(),
-            api_host: RwLock::new(None),
-            activation_keys: Default::default(),
-        };
-        Ok(Platform { inner: Arc::new(inner) })
-    }
-
     /// The registry of native functions: register a closure here, then deploy a `native` function of that name.
     pub fn native(&self) -> &NativeRuntime {
         &self.inner.native

@@ -9,6 +9,7 @@ use platform::{Platform, Status};
 use serde_json::{Value, json};
 use storage::{MemoryStore, RedbStore, Store};
 
+mod builder;
 mod wasm;
 
 const NS: &str = "guest";
