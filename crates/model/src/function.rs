@@ -66,13 +66,30 @@ pub struct Limits {
 }
 
 impl Limits {
+    pub const TIMEOUT_MS_MIN: u64 = 1;
+    /// OpenWhisk's maximum: five minutes.
     pub const TIMEOUT_MS_MAX: u64 = 5 * 60 * 1000;
     pub const MEMORY_MB_MIN: u64 = 128;
     pub const MEMORY_MB_MAX: u64 = 2048;
+    /// OpenWhisk's maximum, and the default: every activation's logs are kept in its record, so a larger limit
+    /// would let one activation grow the store and the server by as much.
+    pub const LOGS_BYTES_MAX: u64 = 10 * 1024 * 1024;
 
     pub fn validate(&self) -> Result<(), String> {
-        if self.timeout_ms == 0 || self.timeout_ms > Self::TIMEOUT_MS_MAX {
-            return Err(format!("timeout_ms must be 1..={}, got {}", Self::TIMEOUT_MS_MAX, self.timeout_ms));
+        if !(Self::TIMEOUT_MS_MIN..=Self::TIMEOUT_MS_MAX).contains(&self.timeout_ms) {
+            return Err(format!(
+                "timeout_ms must be {}..={}, got {}",
+                Self::TIMEOUT_MS_MIN,
+                Self::TIMEOUT_MS_MAX,
+                self.timeout_ms
+            ));
+        }
+        if self.logs_bytes_max > Self::LOGS_BYTES_MAX {
+            return Err(format!(
+                "logs_bytes_max must be at most {}, got {}",
+                Self::LOGS_BYTES_MAX,
+                self.logs_bytes_max
+            ));
         }
         if !(Self::MEMORY_MB_MIN..=Self::MEMORY_MB_MAX).contains(&self.memory_mb) {
             return Err(format!(
@@ -91,7 +108,12 @@ impl Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { timeout_ms: 60_000, memory_mb: 256, logs_bytes_max: 10 * 1024 * 1024, payload_bytes_max: 1024 * 1024 }
+        Limits {
+            timeout_ms: 60_000,
+            memory_mb: 256,
+            logs_bytes_max: Self::LOGS_BYTES_MAX,
+            payload_bytes_max: 1024 * 1024,
+        }
     }
 }
 
@@ -229,6 +251,10 @@ mod tests {
         let limits = Limits { timeout_ms: 0, ..Limits::default() };
         let err = FunctionSpec::new("a", Kind::Python, code, limits, Default::default()).unwrap_err();
         assert!(err.to_string().contains("timeout_ms"), "{err}");
+        let code = Code::Source { text: "x".into(), main: "main".into() };
+        let limits = Limits { logs_bytes_max: Limits::LOGS_BYTES_MAX + 1, ..Limits::default() };
+        let err = FunctionSpec::new("a", Kind::Python, code, limits, Default::default()).unwrap_err();
+        assert!(err.to_string().contains("logs_bytes_max"), "{err}");
     }
 
     #[test]
