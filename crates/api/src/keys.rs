@@ -7,6 +7,8 @@ use sha2::{Digest, Sha256};
 use storage::{Batch, Op, Store, Write};
 use subtle::ConstantTimeEq;
 
+use crate::error::{Error, Result};
+
 /// The store namespace holding keys and deployed actions.
 pub const SYSTEM: &str = "\u{0}system";
 
@@ -29,8 +31,8 @@ fn hash(key: &str) -> String {
 }
 
 /// Creates a key for `namespace`.
-pub async fn create(store: &dyn Store, namespace: &str) -> Result<Credential, String> {
-    model::check_name(namespace).map_err(|e| format!("namespace: {e}"))?;
+pub async fn create(store: &dyn Store, namespace: &str) -> Result<Credential> {
+    model::check_name(namespace).map_err(|e| Error::Invalid(format!("namespace: {e}")))?;
     let uuid = uuid::Uuid::new_v4().to_string();
     let key = hex::encode(uuid::Uuid::new_v4().as_bytes()) + &hex::encode(uuid::Uuid::new_v4().as_bytes());
     let record = json!({"namespace": namespace, "hash": hash(&key), "revoked": false});
@@ -39,7 +41,7 @@ pub async fn create(store: &dyn Store, namespace: &str) -> Result<Credential, St
         writes: vec![Write { key: format!("key:{uuid}"), op: Op::Put(record) }],
         expect: vec![],
     };
-    store.apply(batch).await.map_err(|e| e.to_string())?;
+    store.apply(batch).await?;
     Ok(Credential { uuid, key, namespace: namespace.into() })
 }
 
@@ -52,8 +54,8 @@ pub async fn verify(store: &dyn Store, uuid: &str, key: &str) -> Option<String> 
 }
 
 /// Keys of `namespace`: (uuid, revoked).
-pub async fn list(store: &dyn Store, namespace: &str) -> Result<Vec<(String, bool)>, String> {
-    let keys = store.scan(SYSTEM, "key:").await.map_err(|e| e.to_string())?;
+pub async fn list(store: &dyn Store, namespace: &str) -> Result<Vec<(String, bool)>> {
+    let keys = store.scan(SYSTEM, "key:").await?;
     Ok(keys
         .into_iter()
         .filter(|(_, v)| v["namespace"] == namespace)
@@ -62,15 +64,15 @@ pub async fn list(store: &dyn Store, namespace: &str) -> Result<Vec<(String, boo
 }
 
 /// Revokes a key of `namespace`; whether it existed.
-pub async fn revoke(store: &dyn Store, namespace: &str, uuid: &str) -> Result<bool, String> {
+pub async fn revoke(store: &dyn Store, namespace: &str, uuid: &str) -> Result<bool> {
     let id = format!("key:{uuid}");
-    let Some(mut record) = store.get(SYSTEM, &id).await.map_err(|e| e.to_string())?.value else { return Ok(false) };
+    let Some(mut record) = store.get(SYSTEM, &id).await?.value else { return Ok(false) };
     if record["namespace"] != namespace {
         return Ok(false);
     }
     record["revoked"] = json!(true);
     let batch =
         Batch { namespace: SYSTEM.into(), writes: vec![Write { key: id, op: Op::Put(record) }], expect: vec![] };
-    store.apply(batch).await.map_err(|e| e.to_string())?;
+    store.apply(batch).await?;
     Ok(true)
 }

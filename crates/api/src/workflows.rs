@@ -1,49 +1,60 @@
 //! Workflows: our extension, in OpenWhisk's style. An ASL document (JSON, or YAML as text) is validated against
 //! the namespace's actions and deployed as an application; it is invoked like an action and its activations appear
-//! in the same activations API. Storing, listing and deleting are `resources`'.
+//! in the same activations API. Storing, listing and deleting are `resources`'; redeploying at start is
+//! `restore`'s.
 
-use axum::http::StatusCode;
 use model::Application;
-use serde_json::{Value, json};
-use storage::Store;
+use serde_json::Value;
 
-use crate::{ApiError, error};
+use crate::documents::Workflow;
+use crate::error::{Error, Result};
 
 /// The ASL text of a request body: a JSON document, or `{"definition": "<JSON or YAML text>"}`.
-fn asl_text(body: &Value) -> Result<String, ApiError> {
+fn asl_text(body: &[u8]) -> Result<String> {
+    let body: Value =
+        serde_json::from_slice(body).map_err(|e| Error::Malformed { at: None, message: e.to_string() })?;
     match body.get("definition") {
         Some(Value::String(text)) => Ok(text.clone()),
         Some(doc @ Value::Object(_)) => Ok(doc.to_string()),
-        Some(_) => Err(error(StatusCode::BAD_REQUEST, "'definition' must be an ASL document or its text")),
+        Some(_) => Err(Error::Invalid("'definition' must be an ASL document or its text".into())),
         None if body.is_object() => Ok(body.to_string()),
-        None => Err(error(StatusCode::BAD_REQUEST, "the request content must be an ASL document")),
+        None => Err(Error::Invalid("the request content must be an ASL document".into())),
     }
 }
 
-fn deploy(platform: &platform::Platform, ns: &str, name: &str, text: &str) -> Result<(), ApiError> {
+/// Validates a stored workflow against the namespace's actions and deploys it, in place of any deployed version.
+/// `restoring` tells which names of `ns` are stored but not redeployed yet since the server started.
+pub(crate) fn deploy(
+    platform: &platform::Platform,
+    workflow: &Workflow,
+    restoring: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<()> {
+    let (ns, name) = (workflow.namespace.as_str(), workflow.name.as_str());
     let file = format!("workflow {name}");
-    let graph = model::asl::parse(&file, text, &|f| platform.has_function(ns, f))
-        .map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))?;
-    let app = Application::workflow(name, graph).map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let waiting = std::cell::RefCell::new(None);
+    let known = |f: &str| {
+        if restoring(f) {
+            waiting.borrow_mut().get_or_insert_with(|| f.to_string());
+            return true;
+        }
+        crate::actions::is_function(platform, ns, f)
+    };
+    let graph = model::asl::parse(&file, &workflow.definition, &known);
+    if let Some(f) = waiting.into_inner() {
+        return Err(Error::Restoring { what: "action", name: f });
+    }
+    let graph = graph.map_err(|e| Error::Invalid(e.to_string()))?;
+    let app = Application::workflow(name, graph).map_err(|e| Error::Invalid(e.to_string()))?;
     platform.deploy_app(ns, app);
     Ok(())
 }
 
-/// Validates an ASL document and deploys it: the record to store.
-pub(crate) fn build(platform: &platform::Platform, ns: &str, name: &str, body: &Value) -> Result<Value, ApiError> {
-    let text = asl_text(body)?;
-    deploy(platform, ns, name, &text)?;
-    let updated =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-    Ok(json!({"namespace": ns, "name": name, "definition": text, "updated": updated}))
-}
-
-/// Redeploys every stored workflow at start (after the actions they use).
-pub(crate) async fn restore(platform: &platform::Platform, store: &dyn Store) {
-    for w in crate::resources::Resource::Workflow.all(store).await {
-        let (ns, name) = (w["namespace"].as_str().unwrap_or_default(), w["name"].as_str().unwrap_or_default());
-        if let Err(ApiError(_, message)) = deploy(platform, ns, name, w["definition"].as_str().unwrap_or_default()) {
-            eprintln!("specfaas: cannot restore workflow /{ns}/{name}: {message}");
-        }
-    }
+/// Checks a `PUT` body and builds the workflow to store.
+pub(crate) fn definition(ns: &str, name: &str, body: &[u8]) -> Result<Workflow> {
+    Ok(Workflow {
+        namespace: ns.to_string(),
+        name: name.to_string(),
+        definition: asl_text(body)?,
+        updated: crate::actions::epoch_ms(),
+    })
 }

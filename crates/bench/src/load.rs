@@ -58,14 +58,9 @@ pub async fn run(clients: usize, per_client: usize) -> anyhow::Result<Report> {
     let mut config = platform::Config::default();
     config.engine.runs_max = 10_000;
     let limits = api::NamespaceLimits { concurrent_invocations_max: 1000, invocations_per_minute_max: 1_000_000 };
-    let options = api::Options {
-        listen: "127.0.0.1:0".parse()?,
-        data_dir: data.path().to_path_buf(),
-        config,
-        blocking_wait: api::BLOCKING_WAIT,
-        limits,
-    };
-    let server = api::Server::start(options).await.map_err(anyhow::Error::msg)?;
+    let options =
+        api::Options { config, limits, ..api::Options::new("127.0.0.1:0".parse()?, data.path().to_path_buf()) };
+    let server = api::Server::start(options).await?;
     let base = format!("http://{}/api/v1/namespaces/_", server.addr);
     let auth = std::fs::read_to_string(data.path().join("auth"))?;
     tokio::spawn(server.serve(std::future::pending()));

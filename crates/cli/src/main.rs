@@ -392,9 +392,8 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
                 None => "127.0.0.1:3233".parse()?,
             };
             let data_dir = data_dir.or(server.data_dir).unwrap_or_else(|| PathBuf::from(".specfaas"));
-            let options =
-                api::Options { listen, data_dir: data_dir.clone(), config, blocking_wait: api::BLOCKING_WAIT, limits };
-            let server = api::Server::start(options).await.map_err(anyhow::Error::msg)?;
+            let options = api::Options { config, limits, ..api::Options::new(listen, data_dir.clone()) };
+            let server = api::Server::start(options).await?;
             if let Some(key) = &server.first_key {
                 println!(
                     "created namespace {} with key {} (written to {})",
@@ -408,25 +407,24 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
                 .serve(async {
                     let _ = tokio::signal::ctrl_c().await;
                 })
-                .await
-                .map_err(anyhow::Error::msg)?;
+                .await?;
             Ok(0)
         }
         Command::Admin { command: AdminCommand::Key { command } } => {
             match command {
                 KeyCommand::Create { namespace, data_dir } => {
                     let store = open_store(&data_dir)?;
-                    println!("{}", api::keys::create(&*store, &namespace).await.map_err(anyhow::Error::msg)?.auth());
+                    println!("{}", api::keys::create(&*store, &namespace).await?.auth());
                 }
                 KeyCommand::List { namespace, data_dir } => {
                     let store = open_store(&data_dir)?;
-                    for (uuid, revoked) in api::keys::list(&*store, &namespace).await.map_err(anyhow::Error::msg)? {
+                    for (uuid, revoked) in api::keys::list(&*store, &namespace).await? {
                         println!("{uuid}{}", if revoked { " (revoked)" } else { "" });
                     }
                 }
                 KeyCommand::Revoke { namespace, uuid, data_dir } => {
                     let store = open_store(&data_dir)?;
-                    if !api::keys::revoke(&*store, &namespace, &uuid).await.map_err(anyhow::Error::msg)? {
+                    if !api::keys::revoke(&*store, &namespace, &uuid).await? {
                         bail!("namespace {namespace} has no key {uuid}");
                     }
                     println!("revoked {uuid}");

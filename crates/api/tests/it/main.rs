@@ -1,5 +1,8 @@
 //! The API against a real server on 127.0.0.1:0, driven over HTTP.
 
+mod deploy;
+mod restore;
+
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -18,9 +21,17 @@ async fn start_on(data: tempfile::TempDir, blocking_wait: Duration) -> Server {
 }
 
 async fn start_with(data: tempfile::TempDir, blocking_wait: Duration, limits: api::NamespaceLimits) -> Server {
+    start_gated(data, blocking_wait, limits, None).await
+}
+
+/// A server whose restore of stored resources takes a permit from `restore_gate` for each, when there is one.
+async fn start_gated(
+    data: tempfile::TempDir,
+    blocking_wait: Duration,
+    limits: api::NamespaceLimits,
+    restore_gate: Option<std::sync::Arc<tokio::sync::Semaphore>>,
+) -> Server {
     let options = api::Options {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: data.path().to_path_buf(),
         // Speculation must not pause when parallel tests saturate the machine: some tests check what it does.
         config: platform::Config {
             engine: engine::Config { pause_percent: 101, ..Default::default() },
@@ -28,9 +39,16 @@ async fn start_with(data: tempfile::TempDir, blocking_wait: Duration, limits: ap
         },
         blocking_wait,
         limits,
+        restore_gate: restore_gate.clone(),
+        ..api::Options::new("127.0.0.1:0".parse().unwrap(), data.path().to_path_buf())
     };
-    let running = api::Server::start(options).await.unwrap();
+    // Bounded: a start that waited for the restore would never return while the gate is shut.
+    let running = tokio::time::timeout(Duration::from_secs(20), api::Server::start(options))
+        .await
+        .expect("the server starts without waiting for the restore")
+        .unwrap();
     let base = format!("http://{}", running.addr);
+    let restored = running.restored();
     let auth = std::fs::read_to_string(data.path().join("auth")).unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -41,6 +59,10 @@ async fn start_with(data: tempfile::TempDir, blocking_wait: Duration, limits: ap
             .await
             .unwrap();
     });
+    if restore_gate.is_none() {
+        // The tests that restart a server invoke what it restores: wait for that, as a client would retry 503s.
+        restored.await;
+    }
     Server { base, auth, data, stop: Some(stop), task: Some(task) }
 }
 
@@ -62,6 +84,18 @@ impl Server {
     }
 
     async fn raw(&self, method: &str, path: &str, auth: Option<&str>, body: Option<String>) -> (u16, Value) {
+        let (status, _, body) = self.exchange(method, path, auth, body).await;
+        (status, body)
+    }
+
+    /// [`Server::raw`], with the response's headers.
+    async fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<String>,
+    ) -> (u16, ureq::http::HeaderMap, Value) {
         let url = format!("{}{path}", self.base);
         let auth = auth.map(|a| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(a)));
         let method = method.to_string();
@@ -75,8 +109,9 @@ impl Server {
             let request = builder.body(body.unwrap_or_default().into_bytes()).unwrap();
             let mut response = agent.run(request).unwrap();
             let status = response.status().as_u16();
+            let headers = response.headers().clone();
             let text = response.body_mut().with_config().limit(16 << 20).read_to_string().unwrap();
-            (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+            (status, headers, serde_json::from_str(&text).unwrap_or(Value::String(text)))
         })
         .await
         .unwrap()
