@@ -403,9 +403,15 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
                 );
             }
             println!("specfaas serving on http://{}", server.addr);
+            // SIGINT (Ctrl-C) and SIGTERM (what service managers and `kill` send) both stop the server cleanly,
+            // which removes its work directory.
+            let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             server
-                .serve(async {
-                    let _ = tokio::signal::ctrl_c().await;
+                .serve(async move {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = terminate.recv() => {}
+                    }
                 })
                 .await?;
             Ok(0)

@@ -293,3 +293,105 @@ fn the_client_commands_drive_a_server() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// A `specfaas serve` process on a data directory, with the address it listens on.
+struct Serve {
+    child: std::process::Child,
+    listen: String,
+}
+
+impl Serve {
+    fn start(data_dir: &Path) -> Serve {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let listen = format!("127.0.0.1:{port}");
+        let child = Command::new(env!("CARGO_BIN_EXE_specfaas"))
+            .args(["serve", "--listen", &listen, "--data-dir", data_dir.to_str().unwrap()])
+            .env_remove("SPECFAAS_CONFIG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let serve = Serve { child, listen };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(&serve.listen).is_ok() && data_dir.join("auth").exists() {
+                return serve;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("specfaas serve did not start on {}", serve.listen);
+    }
+
+    /// Deploys a Python action through the client, and returns the work directory its interpreter runs from: the
+    /// directory holding every tenant's code and sockets.
+    fn work_dir(&self, data_dir: &Path) -> PathBuf {
+        let code = data_dir.parent().unwrap().join("hello.py");
+        std::fs::write(&code, "def main(args):\n    return {'hi': 1}\n").unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_specfaas"))
+            .args(["action", "update", "hello", code.to_str().unwrap()])
+            .env("SPECFAAS_APIHOST", format!("http://{}", self.listen))
+            .env("SPECFAAS_AUTH", std::fs::read_to_string(data_dir.join("auth")).unwrap())
+            .env("HOME", data_dir.parent().unwrap())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        // The server's children (of any of its threads) include the action's interpreter, whose first argument is
+        // WORK/py/runner.py.
+        let pid = self.child.id();
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+            let children = std::fs::read_to_string(task.unwrap().path().join("children")).unwrap_or_default();
+            for child in children.split_whitespace() {
+                let cmdline = std::fs::read(format!("/proc/{child}/cmdline")).unwrap_or_default();
+                for arg in cmdline.split(|b| *b == 0).map(String::from_utf8_lossy) {
+                    if let Some(work) = arg.strip_suffix("/py/runner.py") {
+                        return PathBuf::from(work);
+                    }
+                }
+            }
+        }
+        panic!("no interpreter of the action runs under the server (pid {pid})");
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let sent = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(sent.success());
+        for _ in 0..200 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("specfaas serve did not stop on SIGTERM");
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Bug 5: SIGTERM removes the work directory, as SIGINT does; one left by a killed server is cleaned at the next
+/// start.
+#[test]
+fn the_work_directory_goes_on_sigterm_and_a_stale_one_at_the_next_start() {
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().join("server");
+    let serve = Serve::start(&data_dir);
+    let work = serve.work_dir(&data_dir);
+    assert!(work.is_dir(), "{}", work.display());
+    let status = serve.terminate();
+    assert!(!work.exists(), "{} is left behind after SIGTERM", work.display());
+    assert!(status.success(), "SIGTERM is a clean shutdown: {status}");
+
+    // A server killed outright leaves its work directory; the next start on the same data directory cleans it.
+    let mut serve = Serve::start(&data_dir);
+    let stale = serve.work_dir(&data_dir);
+    serve.child.kill().unwrap();
+    serve.child.wait().unwrap();
+    assert!(stale.is_dir());
+    std::fs::write(stale.join("left-over"), "from a killed server").unwrap();
+    let serve = Serve::start(&data_dir);
+    assert!(!stale.join("left-over").exists(), "{} was not cleaned at start", stale.display());
+    assert!(serve.terminate().success());
+}
