@@ -34,10 +34,10 @@ pub(crate) async fn invoke_resource(
     body: Bytes,
 ) -> Result<Response> {
     let ns = namespace(&app, &headers, &ns).await?;
-    app.restore.check(kind, &ns, &name)?;
     if kind.get(&*app.store, &ns, &name).await?.is_none() {
         return Err(Error::NotFound);
     }
+    app.restore.check(kind, &ns, &name)?;
     // Made by a running activation with its ephemeral key: an implicit call of that activation.
     let (uuid, key) = credential(&headers)?;
     if app.platform.activation_key_namespace(&uuid, &key).is_some() {
