@@ -7,7 +7,7 @@ use axum::body::Bytes;
 use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use runtime::HostReply;
+use runtime::Reply;
 use serde_json::{Value, json};
 
 use crate::App;
@@ -59,9 +59,9 @@ async fn invoke_as_activation(
     let input = input(body)?;
     let reply = app.platform.invoke_as_activation(uuid, key, name, input).await.ok_or(Error::Unauthenticated)?;
     let (status, state, result) = match reply {
-        HostReply::Ok(v) => (StatusCode::OK, "success", v),
-        HostReply::FunctionFailed(e) => (StatusCode::BAD_GATEWAY, "application error", json!({"error": e})),
-        HostReply::Refused(m) => return Err(Error::Invalid(m)),
+        Reply::Ok(v) => (StatusCode::OK, "success", v),
+        Reply::FunctionFailed(e) => (StatusCode::BAD_GATEWAY, "application error", json!({"error": e})),
+        Reply::Refused(m) => return Err(Error::Invalid(m)),
     };
     let body = if query.result {
         result

@@ -544,7 +544,10 @@ fn emit(report: &dyn bench::Report, json: Option<PathBuf>) -> anyhow::Result<i32
 fn read_config(path: Option<PathBuf>) -> anyhow::Result<platform::Config> {
     let Some(path) = path else { return Ok(platform::Config::default()) };
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("{} is not a valid config", path.display()))
+    let config: platform::Config =
+        toml::from_str(&text).with_context(|| format!("{} is not a valid config", path.display()))?;
+    config.tables.check().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(config)
 }
 
 /// The `[server]` table of `serve`'s config file.
@@ -570,8 +573,9 @@ fn read_serve_config(path: Option<PathBuf>) -> anyhow::Result<(platform::Config,
         Some(v) => v.try_into().with_context(|| format!("{}: invalid [server] table", path.display()))?,
         None => ServerTable::default(),
     };
-    let config =
+    let config: platform::Config =
         toml::Value::Table(table).try_into().with_context(|| format!("{} is not a valid config", path.display()))?;
+    config.tables.check().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok((config, limits, server))
 }
 

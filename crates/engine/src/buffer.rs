@@ -66,14 +66,14 @@ mod tests {
     #[test]
     fn reads_forward_through_the_caller_chain_and_merge_on_return() {
         let mut b = DataBuffer::default();
-        b.write(1, "k".into(), Some(json!(1)));
-        assert_eq!(b.read([2, 1], "k"), Some(&Some(json!(1))), "a callee sees its caller's write");
-        assert_eq!(b.read([2, 1], "other"), None);
-        b.write(2, "k".into(), None);
-        assert_eq!(b.read([2, 1], "k"), Some(&None), "a buffered delete hides the older write");
-        b.merge_into(2, 1);
-        assert_eq!(b.read([1], "k"), Some(&None));
-        assert_eq!(b.take(1), vec![("k".to_string(), None)]);
-        assert_eq!(b.read([1], "k"), None);
+        b.write(RunId(1), "k".into(), Some(json!(1)));
+        assert_eq!(b.read([RunId(2), RunId(1)], "k"), Some(&Some(json!(1))), "a callee sees its caller's write");
+        assert_eq!(b.read([RunId(2), RunId(1)], "other"), None);
+        b.write(RunId(2), "k".into(), None);
+        assert_eq!(b.read([RunId(2), RunId(1)], "k"), Some(&None), "a buffered delete hides the older write");
+        b.merge_into(RunId(2), RunId(1));
+        assert_eq!(b.read([RunId(1)], "k"), Some(&None));
+        assert_eq!(b.take(RunId(1)), vec![("k".to_string(), None)]);
+        assert_eq!(b.read([RunId(1)], "k"), None);
     }
 }

@@ -6,43 +6,77 @@
 //! reads a clock, spawns a task or touches a socket; given the same events and the same [`Oracle`] answers it
 //! returns the same actions, so it can be replayed and tested against a sequential reference.
 //!
-//! - [`Engine`] (`pipeline.rs`): the **function execution pipeline**. Functions of the invocation are kept as
+//! - [`Engine`] (`pipeline/`): the **function execution pipeline**. Functions of the invocation are kept as
 //!   slots in program order; the oldest is non-speculative, younger ones are speculative. Younger slots are
-//!   derived by walking the workflow ahead on predicted data: memoized outputs ([`Oracle::memo`]) and, where the
-//!   data is unknown, a path-indexed branch predictor ([`Oracle::branch`]). When the oldest slot finishes, the
+//!   derived by walking the workflow ahead on predicted data: memoized outputs ([`oracle::Memo`]) and, where the
+//!   data is unknown, a path-indexed branch predictor ([`oracle::BranchPredictor`]). When the oldest slot finishes, the
 //!   next one is re-derived from its real output; a slot whose function or input differs is squashed. Slots
 //!   commit in program order.
 //! - `walk.rs`: walking the graph, concretely (the application's semantics) or speculatively.
 //! - [`buffer::DataBuffer`]: uncommitted writes by run. A read is forwarded from the nearest older writer in
 //!   program order once that writer has finished, waits while it runs, or else reads committed state; an older
 //!   write to a key a younger slot already read squashes that slot (and whoever read from it).
-//! - [`tables`]: bounded memo and branch tables, the [`Oracle`] the platform uses.
+//! - [`oracle`]: the four predictors the engine asks (branches, memoized outputs, callees, dependences), one small
+//!   trait each, bundled as an [`Oracle`].
+//! - [`tables`]: bounded, learning implementations of the four, which the platform uses.
+//! - `harness` (feature `harness`): a deterministic driver for tests and benchmarks.
 //!
 //! With speculation off ([`Config::speculation`]) the pipeline holds one slot and the engine runs functions
 //! strictly one after another, committing each before the next starts: the baseline every speedup is measured
 //! against.
 //!
+//! The vocabulary of the boundary lives here: [`Event`] in, [`Action`] out, [`Call`] and [`Reply`] (shared with the
+//! runtimes through `model::call`), [`Outcome`] and [`Failure`] with an [`ErrorName`], [`Completion`]. Time reaches
+//! the engine only as events: it asks for a timer with [`Action::SetTimer`] and hears [`Event::TimerFired`].
+//!
 //! **Architecture invariant:** no I/O, no clocks, no threads, no randomness. Mispredictions, squashes and failed
 //! functions are ordinary outcomes, not Rust errors.
 
 pub mod buffer;
+#[cfg(feature = "harness")]
+pub mod harness;
+pub mod oracle;
 mod pipeline;
 pub mod tables;
 mod walk;
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::Arc;
 
 use model::{Annotations, Application};
 use serde::Serialize;
 use serde_json::Value;
 
+pub use model::call::{Call, Reply};
+pub use oracle::Oracle;
 pub use pipeline::Engine;
 
-/// Identifies one function run within an invocation. Runs are numbered in launch order.
-pub type RunId = u32;
+/// Identifies one function run within an invocation. Runs are numbered from 0 in launch order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct RunId(pub u32);
+
+impl RunId {
+    /// The run's position in launch order.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 /// Identifies one call a running function made; assigned by the platform, echoed back in the reply.
 pub type RequestId = u64;
+
+/// Identifies a timer the engine asked for ([`Action::SetTimer`]); echoed back in [`Event::TimerFired`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct TimerId(pub u32);
 
 /// What the engine knows about deployed functions: enough to validate an `invoke` and to honour annotations.
 #[derive(Debug, Clone, Default)]
@@ -52,6 +86,8 @@ pub struct Catalog {
 
 #[derive(Debug, Clone)]
 pub struct FunctionInfo {
+    /// What memo rows and callee predictions are keyed on besides the input: it changes whenever what the function
+    /// computes can change (its code, and the parameters bound to it).
     pub version: String,
     pub annotations: Annotations,
 }
@@ -127,54 +163,6 @@ impl Config {
     }
 }
 
-/// Predictions, learned across invocations. The engine asks; it trains only with non-speculative outcomes: branch
-/// targets from concrete walks, memo rows at commit.
-pub trait Oracle: Send + Sync {
-    /// The most likely of `targets` for the `Choice` named `choice` after a path whose history hashes to
-    /// `history`, with its probability.
-    fn branch(&self, choice: &str, history: u64, targets: &[usize]) -> Option<(usize, f64)>;
-    fn train_branch(&self, choice: &str, history: u64, target: usize);
-    /// The output `function` (at code `version`) gave last for this input. For most functions this is a
-    /// prediction, checked when the function finishes; for a `pure` function it is trusted and the function is not
-    /// run, which is sound because the engine trains the table with committed outputs only.
-    fn memo(&self, function: &str, version: &str, input: &Value) -> Option<Value>;
-    fn train_memo(&self, function: &str, version: &str, input: &Value, output: &Value);
-    /// The functions (with arguments) `function` (at code `version`) called, in order, the last time it ran on
-    /// this input: the callees to launch early.
-    fn callees(&self, function: &str, version: &str, input: &Value) -> Option<Vec<(String, Value)>>;
-    fn train_callees(&self, function: &str, version: &str, input: &Value, callees: &[(String, Value)]);
-    /// Consecutive times a write by `producer` to `key` squashed `consumer` for reading it too early.
-    fn dependence(&self, producer: &str, consumer: &str, key: &str) -> u32;
-    /// `producer`'s write to `key` squashed `consumer` once more.
-    fn train_squash(&self, producer: &str, consumer: &str, key: &str);
-    /// `consumer` committed having read `key` from committed state, with no older function writing it: the
-    /// dependences predicted on it did not materialize, and their streaks end.
-    fn train_clean_read(&self, consumer: &str, key: &str);
-}
-
-/// Predicts nothing and learns nothing.
-pub struct NoOracle;
-
-impl Oracle for NoOracle {
-    fn branch(&self, _: &str, _: u64, _: &[usize]) -> Option<(usize, f64)> {
-        None
-    }
-    fn train_branch(&self, _: &str, _: u64, _: usize) {}
-    fn memo(&self, _: &str, _: &str, _: &Value) -> Option<Value> {
-        None
-    }
-    fn train_memo(&self, _: &str, _: &str, _: &Value, _: &Value) {}
-    fn callees(&self, _: &str, _: &str, _: &Value) -> Option<Vec<(String, Value)>> {
-        None
-    }
-    fn train_callees(&self, _: &str, _: &str, _: &Value, _: &[(String, Value)]) {}
-    fn dependence(&self, _: &str, _: &str, _: &str) -> u32 {
-        0
-    }
-    fn train_squash(&self, _: &str, _: &str, _: &str) {}
-    fn train_clean_read(&self, _: &str, _: &str) {}
-}
-
 /// Why a run was squashed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -191,6 +179,8 @@ pub enum Cause {
     CrossInvocationConflict,
     /// It was past the end of the invocation (which ended, or failed, first).
     Abandoned,
+    /// A callee launched early on a prediction that its caller finished without calling.
+    UncalledCallee,
 }
 
 /// What happened to a run in the end.
@@ -252,37 +242,6 @@ pub struct Stats {
     pub callees_used: u32,
 }
 
-/// A storage access or call made by running code.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Call {
-    Get {
-        key: String,
-    },
-    Put {
-        key: String,
-        value: Value,
-    },
-    Delete {
-        key: String,
-    },
-    Invoke {
-        function: String,
-        args: Value,
-    },
-    /// An external effect (outbound HTTP, described as JSON): performed only once the run is non-speculative.
-    Effect {
-        effect: Value,
-    },
-}
-
-/// The engine's answer to a [`Call`].
-#[derive(Debug, Clone, PartialEq)]
-pub enum Reply {
-    Ok(Value),
-    Refused(String),
-    FunctionFailed(Value),
-}
-
 /// OpenWhisk's activation statuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Status {
@@ -316,11 +275,67 @@ impl Status {
     }
 }
 
+/// The name of an error, as the Amazon States Language names errors: what `Retry` and `Catch` will match on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(into = "String")]
+pub enum ErrorName {
+    /// `States.Timeout`: the function ran past its timeout. Kept apart from every other failure.
+    Timeout,
+    /// `States.TaskFailed`: the function failed: it returned an error, threw, crashed or ran out of memory.
+    TaskFailed,
+    /// `States.Runtime`: the workflow could not go on (a path matched nothing, a limit was reached).
+    Runtime,
+    /// `States.NoChoiceMatched`: no rule of a `Choice` matched and it has no `Default`.
+    NoChoiceMatched,
+    /// A name chosen by the application: a `Fail` state's `Error`.
+    Custom(String),
+}
+
+impl ErrorName {
+    pub fn as_str(&self) -> &str {
+        match self {
+            ErrorName::Timeout => "States.Timeout",
+            ErrorName::TaskFailed => "States.TaskFailed",
+            ErrorName::Runtime => "States.Runtime",
+            ErrorName::NoChoiceMatched => "States.NoChoiceMatched",
+            ErrorName::Custom(name) => name,
+        }
+    }
+}
+
+impl From<ErrorName> for String {
+    fn from(name: ErrorName) -> String {
+        name.as_str().to_string()
+    }
+}
+
+impl fmt::Display for ErrorName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How a function run ended, as the platform reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     Success(Value),
-    Failure { status: Status, error: Value },
+    Failure(Failure),
+}
+
+impl Outcome {
+    /// A failure named `States.TaskFailed`: the function returned an error, threw or crashed.
+    pub fn failed(status: Status, error: Value) -> Outcome {
+        Outcome::Failure(Failure { status, name: ErrorName::TaskFailed, error })
+    }
+}
+
+/// A failed run: OpenWhisk's status, the error's name, and the error value (its cause) the function produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub status: Status,
+    pub name: ErrorName,
+    /// What the activation record shows as `{"error": ...}`.
+    pub error: Value,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -343,6 +358,8 @@ pub enum Event {
     CommitConflict { run: RunId, key: String },
     /// An [`Action::Effect`] was performed: its result, or why it failed.
     EffectDone { run: RunId, request: RequestId, result: Result<Value, String> },
+    /// A timer set with [`Action::SetTimer`] went off. The engine's only notion of time.
+    TimerFired { timer: TimerId },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -356,8 +373,12 @@ pub enum Action {
     /// Apply these writes atomically (`None` deletes), provided every `expect`ed key still has the version the
     /// run read; answer with [`Event::Committed`], [`Event::CommitConflict`] or [`Event::CommitFailed`].
     Commit { run: RunId, writes: Vec<(String, Option<Value>)>, expect: Vec<(String, u64)> },
-    /// Perform an external effect for a non-speculative run; answer with [`Event::EffectDone`].
-    Effect { run: RunId, request: RequestId, effect: Value },
+    /// Perform an external effect (a [`Call`] for which [`Call::is_effect`] holds) for a non-speculative run;
+    /// answer with [`Event::EffectDone`].
+    Effect { run: RunId, request: RequestId, effect: Call },
+    /// Answer with [`Event::TimerFired`] once `delay_ms` milliseconds have passed. The platform owns the clock;
+    /// a timer that fires after the invocation is over changes nothing.
+    SetTimer { timer: TimerId, delay_ms: u64 },
     /// Stop a run now and discard everything it produced; no [`Event::Finished`] is expected for it any more.
     Kill { run: RunId, cause: Cause },
     /// The invocation is over.
@@ -369,6 +390,8 @@ pub struct Completion {
     pub status: Status,
     /// The application's result: its output, or `{"error": ...}`.
     pub result: Value,
+    /// The failure's name, when the invocation failed.
+    pub error: Option<ErrorName>,
     /// The states (workflows) or functions (implicit chains) taken, in program order.
     pub path: Vec<String>,
     /// Every run, in launch order, with its fate.
@@ -377,6 +400,6 @@ pub struct Completion {
 }
 
 /// Builds an engine for one invocation of `app`, predicting with `oracle`.
-pub fn engine(app: Arc<Application>, catalog: Arc<Catalog>, config: Config, oracle: Arc<dyn Oracle>) -> Engine {
+pub fn engine(app: Arc<Application>, catalog: Arc<Catalog>, config: Config, oracle: Oracle) -> Engine {
     Engine::new(app, catalog, config, oracle)
 }

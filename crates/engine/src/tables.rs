@@ -1,4 +1,5 @@
-//! The platform's [`Oracle`]: a branch predictor and memo tables, bounded and evicting least-recently-used rows.
+//! The platform's predictors (see [`crate::oracle`]): four bounded tables, each evicting least-recently-used rows
+//! and each sized by its own setting in [`Sizes`]; [`learning`] bundles them as an [`Oracle`].
 //!
 //! - **Branch table**: `(choice, path-history hash)` → counts per target. The prediction is the most-taken target
 //!   and its share of the counts. Counts are halved when they reach [`COUNT_MAX`], so old behaviour fades.
@@ -11,88 +12,109 @@
 //!   the consumer for reading the key too early. A commit of the consumer that read the key from committed state
 //!   (no older function wrote it) ends the streaks.
 //!
-//! One `Tables` serves one namespace (tenant): rows are never shared between tenants. Both tables learn only what
+//! One set of tables serves one namespace (tenant): rows are never shared between tenants. The tables learn only what
 //! the engine trains them with, which is non-speculative outcomes.
 
+use std::collections::HashSet;
 use std::num::NonZeroUsize;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 use serde_json::Value;
 
 use crate::Oracle;
+use crate::oracle::{BranchPredictor, CalleePredictor, DependencePredictor, Memo};
 
 /// Per-target counts are halved once one reaches this, so the predictor follows a change of behaviour.
 const COUNT_MAX: u32 = 64;
+/// The most rows any one table may be configured with (each row holds JSON values, so this bounds memory).
+pub const ENTRIES_MAX: usize = 1 << 20;
 
-/// Table sizes; each has a documented default.
+/// Table sizes, one per table; each has a documented default, and none may exceed [`ENTRIES_MAX`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Sizes {
-    /// Branch predictor entries (a choice after one path history).
+    /// Branch predictor entries (a choice after one path history). Default 4096.
     pub branch_entries: usize,
-    /// Memo rows, all functions of the namespace together.
+    /// Memo rows, all functions of the namespace together. Default 4096.
     pub memo_entries: usize,
+    /// Callee rows (a function on one input). Default 4096.
+    pub callee_entries: usize,
+    /// Dependence rows (a consumer reading one key). Default 4096.
+    pub dependence_entries: usize,
 }
 
 impl Default for Sizes {
     fn default() -> Self {
-        Sizes { branch_entries: 4096, memo_entries: 4096 }
+        Sizes { branch_entries: 4096, memo_entries: 4096, callee_entries: 4096, dependence_entries: 4096 }
     }
 }
 
-/// (choice, path-history hash) → how often each target was taken.
-type BranchTable = LruCache<(String, u64), Vec<(usize, u32)>>;
-/// (function, code version, canonical input) → output.
-type MemoTable = LruCache<(String, String, String), Value>;
-
-/// (consumer, key) → (producer, consecutive squashes).
-type DependenceTable = LruCache<(String, String), Vec<(String, u32)>>;
-/// (function, code version, canonical input) → the calls it made: (callee, arguments).
-type CalleeTable = LruCache<(String, String, String), Vec<(String, Value)>>;
-
-pub struct Tables {
-    branches: Mutex<BranchTable>,
-    memo: Mutex<MemoTable>,
-    callees: Mutex<CalleeTable>,
-    /// Functions that ever made a call: only they are looked up in the callee table (a lookup canonicalizes the
-    /// input, which every launch would otherwise pay for).
-    callers: Mutex<std::collections::HashSet<String>>,
-    dependences: Mutex<DependenceTable>,
+impl Sizes {
+    /// Checks every size against [`ENTRIES_MAX`]; the error names the setting.
+    pub fn check(&self) -> Result<(), String> {
+        for (name, n) in [
+            ("branch_entries", self.branch_entries),
+            ("memo_entries", self.memo_entries),
+            ("callee_entries", self.callee_entries),
+            ("dependence_entries", self.dependence_entries),
+        ] {
+            if n > ENTRIES_MAX {
+                return Err(format!("tables.{name} is {n}, over the maximum of {ENTRIES_MAX}"));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl Tables {
-    pub fn new(sizes: Sizes) -> Self {
-        let cap = |n: usize| NonZeroUsize::new(n.max(1)).expect("at least one entry");
-        Tables {
-            branches: Mutex::new(LruCache::new(cap(sizes.branch_entries))),
-            memo: Mutex::new(LruCache::new(cap(sizes.memo_entries))),
-            callees: Mutex::new(LruCache::new(cap(sizes.memo_entries))),
-            callers: Mutex::new(Default::default()),
-            dependences: Mutex::new(LruCache::new(cap(sizes.branch_entries))),
-        }
-    }
+fn cache<K: std::hash::Hash + Eq, V>(n: usize) -> Mutex<LruCache<K, V>> {
+    Mutex::new(LruCache::new(NonZeroUsize::new(n.clamp(1, ENTRIES_MAX)).expect("at least one entry")))
+}
 
-    pub fn memo_len(&self) -> usize {
-        lock(&self.memo).len()
+/// (function, code version, canonical input): the key of memo and callee rows.
+type FunctionKey = (String, String, String);
+
+fn function_key(function: &str, version: &str, input: &Value) -> FunctionKey {
+    (function.to_string(), version.to_string(), model::json::canonical(input))
+}
+
+/// Learning tables for every predictor, sized by `sizes`.
+pub fn learning(sizes: Sizes) -> Oracle {
+    Oracle {
+        branches: Arc::new(BranchTable::new(sizes.branch_entries)),
+        memo: Arc::new(MemoTable::new(sizes.memo_entries)),
+        callees: Arc::new(CalleeTable::new(sizes.callee_entries)),
+        dependences: Arc::new(DependenceTable::new(sizes.dependence_entries)),
     }
 }
 
-impl Oracle for Tables {
-    fn branch(&self, choice: &str, history: u64, _targets: &[usize]) -> Option<(usize, f64)> {
-        let mut branches = lock(&self.branches);
+/// (choice, path-history hash) → how often each target was taken.
+pub struct BranchTable(Mutex<LruCache<(String, u64), Counts>>);
+
+/// How often each target was taken.
+type Counts = Vec<(usize, u32)>;
+
+impl BranchTable {
+    pub fn new(entries: usize) -> Self {
+        BranchTable(cache(entries))
+    }
+}
+
+impl BranchPredictor for BranchTable {
+    fn predict(&self, choice: &str, history: u64, _targets: &[usize]) -> Option<(usize, f64)> {
+        let mut branches = lock(&self.0);
         let counts = branches.get(&(choice.to_string(), history))?;
         let total: u32 = counts.iter().map(|(_, n)| n).sum();
         let (target, n) = counts.iter().max_by_key(|(_, n)| *n)?;
         Some((*target, *n as f64 / total.max(1) as f64))
     }
 
-    fn train_branch(&self, choice: &str, history: u64, target: usize) {
-        let mut branches = lock(&self.branches);
+    fn train(&self, choice: &str, history: u64, target: usize) {
+        let mut branches = lock(&self.0);
         let counts = branches.get_or_insert_mut((choice.to_string(), history), Vec::new);
         match counts.iter_mut().find(|(t, _)| *t == target) {
             Some((_, n)) => *n += 1,
@@ -102,45 +124,90 @@ impl Oracle for Tables {
             counts.iter_mut().for_each(|(_, n)| *n = (*n).div_ceil(2));
         }
     }
+}
 
-    fn memo(&self, function: &str, version: &str, input: &Value) -> Option<Value> {
-        let key = (function.to_string(), version.to_string(), model::json::canonical(input));
-        lock(&self.memo).get(&key).cloned()
+/// (function, code version, canonical input) → output.
+pub struct MemoTable(Mutex<LruCache<FunctionKey, Value>>);
+
+impl MemoTable {
+    pub fn new(entries: usize) -> Self {
+        MemoTable(cache(entries))
     }
 
-    fn train_memo(&self, function: &str, version: &str, input: &Value, output: &Value) {
-        let key = (function.to_string(), version.to_string(), model::json::canonical(input));
-        lock(&self.memo).put(key, output.clone());
+    pub fn len(&self) -> usize {
+        lock(&self.0).len()
     }
 
-    fn callees(&self, function: &str, version: &str, input: &Value) -> Option<Vec<(String, Value)>> {
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Memo for MemoTable {
+    fn lookup(&self, function: &str, version: &str, input: &Value) -> Option<Value> {
+        lock(&self.0).get(&function_key(function, version, input)).cloned()
+    }
+
+    fn train(&self, function: &str, version: &str, input: &Value, output: &Value) {
+        lock(&self.0).put(function_key(function, version, input), output.clone());
+    }
+}
+
+/// (function, code version, canonical input) → the calls it made: (callee, arguments).
+pub struct CalleeTable {
+    rows: Mutex<LruCache<FunctionKey, Vec<(String, Value)>>>,
+    /// Functions that ever made a call: only they are looked up (a lookup canonicalizes the input, which every
+    /// launch would otherwise pay for).
+    callers: Mutex<HashSet<String>>,
+}
+
+impl CalleeTable {
+    pub fn new(entries: usize) -> Self {
+        CalleeTable { rows: cache(entries), callers: Mutex::new(HashSet::new()) }
+    }
+}
+
+impl CalleePredictor for CalleeTable {
+    fn predict(&self, function: &str, version: &str, input: &Value) -> Option<Vec<(String, Value)>> {
         if !lock(&self.callers).contains(function) {
             return None;
         }
-        let key = (function.to_string(), version.to_string(), model::json::canonical(input));
-        lock(&self.callees).get(&key).cloned()
+        lock(&self.rows).get(&function_key(function, version, input)).cloned()
     }
 
-    fn train_callees(&self, function: &str, version: &str, input: &Value, callees: &[(String, Value)]) {
-        let key = (function.to_string(), version.to_string(), model::json::canonical(input));
+    fn train(&self, function: &str, version: &str, input: &Value, callees: &[(String, Value)]) {
         if callees.is_empty() {
             if lock(&self.callers).contains(function) {
-                lock(&self.callees).pop(&key);
+                lock(&self.rows).pop(&function_key(function, version, input));
             }
         } else {
             lock(&self.callers).insert(function.to_string());
-            lock(&self.callees).put(key, callees.to_vec());
+            lock(&self.rows).put(function_key(function, version, input), callees.to_vec());
         }
     }
+}
 
-    fn dependence(&self, producer: &str, consumer: &str, key: &str) -> u32 {
-        let mut table = lock(&self.dependences);
+/// (consumer, key) → (producer, consecutive squashes).
+pub struct DependenceTable(Mutex<LruCache<(String, String), Streaks>>);
+
+/// Per producer, consecutive squashes.
+type Streaks = Vec<(String, u32)>;
+
+impl DependenceTable {
+    pub fn new(entries: usize) -> Self {
+        DependenceTable(cache(entries))
+    }
+}
+
+impl DependencePredictor for DependenceTable {
+    fn streak(&self, producer: &str, consumer: &str, key: &str) -> u32 {
+        let mut table = lock(&self.0);
         let entry = table.get(&(consumer.to_string(), key.to_string()));
         entry.and_then(|e| e.iter().find(|(p, _)| p == producer)).map_or(0, |(_, n)| *n)
     }
 
     fn train_squash(&self, producer: &str, consumer: &str, key: &str) {
-        let mut table = lock(&self.dependences);
+        let mut table = lock(&self.0);
         let entry = table.get_or_insert_mut((consumer.to_string(), key.to_string()), Vec::new);
         match entry.iter_mut().find(|(p, _)| p == producer) {
             Some((_, n)) => *n += 1,
@@ -149,7 +216,7 @@ impl Oracle for Tables {
     }
 
     fn train_clean_read(&self, consumer: &str, key: &str) {
-        let mut table = lock(&self.dependences);
+        let mut table = lock(&self.0);
         if let Some(entry) = table.get_mut(&(consumer.to_string(), key.to_string())) {
             entry.iter_mut().for_each(|(_, n)| *n = 0);
         }
@@ -163,43 +230,55 @@ mod tests {
 
     #[test]
     fn branch_prediction_follows_counts_and_fades() {
-        let t = Tables::new(Sizes::default());
-        assert_eq!(t.branch("c", 1, &[3, 4]), None);
+        let t = BranchTable::new(4096);
+        assert_eq!(t.predict("c", 1, &[3, 4]), None);
         for _ in 0..9 {
-            t.train_branch("c", 1, 3);
+            t.train("c", 1, 3);
         }
-        t.train_branch("c", 1, 4);
-        assert_eq!(t.branch("c", 1, &[3, 4]), Some((3, 0.9)));
-        assert_eq!(t.branch("c", 2, &[3, 4]), None, "another path history is another entry");
+        t.train("c", 1, 4);
+        assert_eq!(t.predict("c", 1, &[3, 4]), Some((3, 0.9)));
+        assert_eq!(t.predict("c", 2, &[3, 4]), None, "another path history is another entry");
         for _ in 0..200 {
-            t.train_branch("c", 1, 4);
+            t.train("c", 1, 4);
         }
-        assert_eq!(t.branch("c", 1, &[3, 4]).unwrap().0, 4, "old behaviour fades");
+        assert_eq!(t.predict("c", 1, &[3, 4]).unwrap().0, 4, "old behaviour fades");
     }
 
     #[test]
     fn dependence_streaks_count_squashes_and_end_on_a_clean_read() {
-        let t = Tables::new(Sizes::default());
+        let t = DependenceTable::new(4096);
         for _ in 0..3 {
             t.train_squash("producer", "consumer", "k");
         }
         t.train_squash("other", "consumer", "k");
-        assert_eq!(t.dependence("producer", "consumer", "k"), 3);
-        assert_eq!(t.dependence("other", "consumer", "k"), 1);
-        assert_eq!(t.dependence("producer", "consumer", "j"), 0);
+        assert_eq!(t.streak("producer", "consumer", "k"), 3);
+        assert_eq!(t.streak("other", "consumer", "k"), 1);
+        assert_eq!(t.streak("producer", "consumer", "j"), 0);
         t.train_clean_read("consumer", "k");
-        assert_eq!(t.dependence("producer", "consumer", "k"), 0);
+        assert_eq!(t.streak("producer", "consumer", "k"), 0);
     }
 
     #[test]
     fn memo_is_keyed_by_version_and_canonical_input_and_bounded() {
-        let t = Tables::new(Sizes { branch_entries: 1, memo_entries: 2 });
-        t.train_memo("f", "v1", &json!({"a": 1, "b": 2}), &json!("out"));
-        assert_eq!(t.memo("f", "v1", &serde_json::from_str(r#"{"b":2,"a":1}"#).unwrap()), Some(json!("out")));
-        assert_eq!(t.memo("f", "v2", &json!({"a": 1, "b": 2})), None);
-        t.train_memo("f", "v1", &json!(2), &json!(2));
-        t.train_memo("f", "v1", &json!(3), &json!(3));
-        assert_eq!(t.memo_len(), 2);
-        assert_eq!(t.memo("f", "v1", &json!({"a": 1, "b": 2})), None, "the least recently used row was evicted");
+        let t = MemoTable::new(2);
+        t.train("f", "v1", &json!({"a": 1, "b": 2}), &json!("out"));
+        assert_eq!(t.lookup("f", "v1", &serde_json::from_str(r#"{"b":2,"a":1}"#).unwrap()), Some(json!("out")));
+        assert_eq!(t.lookup("f", "v2", &json!({"a": 1, "b": 2})), None);
+        t.train("f", "v1", &json!(2), &json!(2));
+        t.train("f", "v1", &json!(3), &json!(3));
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.lookup("f", "v1", &json!({"a": 1, "b": 2})), None, "the least recently used row was evicted");
+    }
+
+    #[test]
+    fn each_table_has_its_own_size() {
+        let t = CalleeTable::new(1);
+        t.train("f", "v", &json!(1), &[("g".into(), json!(1))]);
+        t.train("f", "v", &json!(2), &[("g".into(), json!(2))]);
+        assert_eq!(t.predict("f", "v", &json!(1)), None, "one callee row: the older one was evicted");
+        assert_eq!(t.predict("f", "v", &json!(2)), Some(vec![("g".into(), json!(2))]));
+        let sizes = Sizes { dependence_entries: ENTRIES_MAX + 1, ..Sizes::default() };
+        assert!(sizes.check().unwrap_err().contains("tables.dependence_entries"));
+        assert!(Sizes::default().check().is_ok());
     }
 }

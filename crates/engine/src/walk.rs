@@ -15,7 +15,8 @@ use model::path::Path;
 use model::workflow::{Graph, Io, Next, PathField, StateId, StateKind, select_path};
 use serde_json::{Value, json};
 
-use crate::{Oracle, Status};
+use crate::oracle::BranchPredictor;
+use crate::{ErrorName, Status};
 
 /// Stands for a value that is not known yet, in speculative walks only. Concrete walks never interpret it.
 pub(crate) const UNKNOWN: &str = "\u{0}specfaas:unknown\u{0}";
@@ -83,8 +84,8 @@ pub(crate) struct Cursor {
 pub(crate) enum Stop {
     /// At a Task state: `function` must run on `input` (never holds an unknown value).
     Task { function: String, input: Value },
-    /// The program ended.
-    Complete { status: Status, result: Value },
+    /// The program ended; `error` names the failure, if it failed.
+    Complete { status: Status, result: Value, error: Option<ErrorName> },
     /// Speculative walks only: the next function cannot be predicted yet.
     Blocked,
 }
@@ -105,14 +106,31 @@ pub(crate) enum Mode<'a> {
     },
 }
 
-/// A `Choice` decided during a walk: (choice key, history hash, target), whether the branch predictor made it (the
-/// data it reads was not known), and the target state's name.
-pub(crate) type Decision = ((String, u64, StateId), bool, String);
+/// A `Choice` decided during a walk.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Decision {
+    /// The `Choice` (application and qualified state name).
+    pub choice: String,
+    /// The path history the branch predictor is indexed by.
+    pub history: u64,
+    pub target: StateId,
+    /// The branch predictor made it: the data the rules read was not known.
+    pub predicted: bool,
+    /// The target state's name.
+    pub target_name: String,
+}
+
+impl Decision {
+    /// The same `Choice` after the same history.
+    pub fn same_choice(&self, other: &Decision) -> bool {
+        self.choice == other.choice && self.history == other.history
+    }
+}
 
 pub(crate) struct Walker<'a> {
     pub root: &'a Graph,
     pub app: &'a str,
-    pub oracle: &'a dyn Oracle,
+    pub branches: &'a dyn BranchPredictor,
     pub history_len: usize,
 }
 
@@ -142,6 +160,7 @@ fn runtime_error(message: String) -> Stop {
     Stop::Complete {
         status: Status::ApplicationError,
         result: json!({ "error": format!("States.Runtime: {message}") }),
+        error: Some(ErrorName::Runtime),
     }
 }
 
@@ -246,7 +265,7 @@ impl Walker<'_> {
     fn finish_frame(&self, cursor: &mut Cursor, output: Value, mode: &mut Mode) -> Option<Stop> {
         cursor.frames.pop();
         match cursor.frames.last_mut() {
-            None => Some(Stop::Complete { status: Status::Success, result: output }),
+            None => Some(Stop::Complete { status: Status::Success, result: output, error: None }),
             Some(Frame::Parallel { results, effective, .. }) => {
                 results.push(output);
                 let done = results.len();
@@ -316,11 +335,11 @@ impl Walker<'_> {
                 c.path.push(qualified(self.root, &path, state));
             }
             let in_state = |e: Stop| match e {
-                Stop::Complete { status, result: Value::Object(mut m) } => {
+                Stop::Complete { status, result: Value::Object(mut m), error } => {
                     if let Some(Value::String(s)) = m.get_mut("error") {
                         s.push_str(&format!(" (state \"{}\")", st.name));
                     }
-                    Stop::Complete { status, result: Value::Object(m) }
+                    Stop::Complete { status, result: Value::Object(m), error }
                 }
                 other => other,
             };
@@ -345,7 +364,7 @@ impl Walker<'_> {
                     let target = if unknown_data {
                         let Mode::Speculative { high, .. } = mode else { unreachable!() };
                         let targets = successors_of(rules, default);
-                        match self.oracle.branch(&key, history, &targets) {
+                        match self.branches.predict(&key, history, &targets) {
                             Some((target, p)) if p >= *high && targets.contains(&target) => target,
                             _ => return Stop::Blocked,
                         }
@@ -376,14 +395,21 @@ impl Walker<'_> {
                                 return Stop::Complete {
                                     status: Status::ApplicationError,
                                     result: json!({ "error": error }),
+                                    error: Some(ErrorName::NoChoiceMatched),
                                 };
                             }
                         }
                     };
                     if let Mode::Concrete(_) = mode {
-                        self.oracle.train_branch(&key, history, target);
+                        self.branches.train(&key, history, target);
                     }
-                    decisions.push(((key, history, target), unknown_data, graph.states[target].name.clone()));
+                    decisions.push(Decision {
+                        choice: key,
+                        history,
+                        target,
+                        predicted: unknown_data,
+                        target_name: graph.states[target].name.clone(),
+                    });
                     match self.select(output_path, &effective, "OutputPath", mode) {
                         Ok(output) => {
                             if let Some(stop) = self.goto(cursor, Next::State(target), output, mode) {
@@ -438,6 +464,7 @@ impl Walker<'_> {
                     return Stop::Complete {
                         status: Status::ApplicationError,
                         result: json!({ "error": error, "cause": cause }),
+                        error: Some(ErrorName::Custom(error.clone())),
                     };
                 }
             }

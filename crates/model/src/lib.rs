@@ -4,6 +4,8 @@
 //! - [`path`]: ASL reference paths (`$.a.b[0]`) and `Parameters` templates, the data-flow primitives.
 //! - [`choice`]: `Choice` rules (all comparison operators, `And`/`Or`/`Not`) and their evaluation.
 //! - [`workflow`]: the validated workflow graph that the engine walks, and the data flow of one state.
+//! - [`call`]: the calls running code makes to the platform, and their replies: one vocabulary for runtimes,
+//!   the engine and the platform.
 //! - [`asl`]: the Amazon States Language parser and validator (JSON or YAML) that produces a [`workflow::Graph`].
 //! - [`app`]: applications — OpenWhisk sequences, ASL workflows and implicit chains — lowered to one [`app::Program`].
 //! - [`manifest`]: the `specfaas.toml` project manifest.
@@ -13,6 +15,7 @@
 
 pub mod app;
 pub mod asl;
+pub mod call;
 pub mod choice;
 pub mod function;
 pub mod json;

@@ -2,7 +2,7 @@
 //! The engine only ever asks for a non-speculative run's effects, and journals the results so a re-run of the
 //! same function does not repeat them.
 //!
-//! One kind today: outbound HTTP, `{"kind": "http", "method", "url", "headers", "body"}`, answered with
+//! One kind today: outbound HTTP ([`engine::Call::Http`]), `{"method", "url", "headers", "body"}`, answered with
 //! `{"status", "headers", "body"}`. Requests time out after [`HTTP_TIMEOUT`]; response bodies are read up to the
 //! payload limit.
 

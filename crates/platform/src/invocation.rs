@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime};
 
-use engine::{Action, Call, Completion, Event, Outcome, Reply, RequestId, RunId, Status};
+use engine::{Action, Call, Completion, ErrorName, Event, Failure, Outcome, RequestId, RunId, Status};
 use model::Application;
-use runtime::{Activation, Done, Host, HostCall, HostReply, HostRequest, Killer, ReplyTo, Report};
+use runtime::{Activation, Done, Host, HostRequest, Killer, Reply, ReplyTo, Report};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -44,6 +44,7 @@ enum Incoming {
     Call { run: RunId, request: HostRequest },
     Finished { run: RunId, report: Report },
     EffectDone { run: RunId, request: RequestId, result: Result<Value, String> },
+    TimerFired { timer: engine::TimerId },
 }
 
 /// What the driver keeps about one run the engine launched, indexed by its `RunId`: the activation record in the
@@ -63,25 +64,10 @@ struct TrackedRun {
     report: Option<(Report, Instant, SystemTime)>,
 }
 
-fn to_call(call: HostCall) -> Call {
-    match call {
-        HostCall::KvGet { key } => Call::Get { key },
-        HostCall::KvPut { key, value } => Call::Put { key, value },
-        HostCall::KvDelete { key } => Call::Delete { key },
-        HostCall::Invoke { function, args } => Call::Invoke { function, args },
-        HostCall::Http { request } => {
-            let mut effect = serde_json::Map::new();
-            effect.insert("kind".into(), json!("http"));
-            if let Value::Object(fields) = request {
-                effect.extend(fields);
-            }
-            Call::Effect { effect: Value::Object(effect) }
-        }
-    }
-}
-
+/// How a runtime's report reaches the engine: OpenWhisk's status, and the error's name, with a timeout kept apart.
 fn to_outcome(report: &Report, payload_bytes_max: u64) -> Outcome {
     use runtime::Outcome as R;
+    let failed = |status, name, error| Outcome::Failure(Failure { status, name, error });
     match &report.outcome {
         R::Success(v) => {
             let size = serde_json::to_vec(v).map_or(0, |b| b.len()) as u64;
@@ -89,17 +75,18 @@ fn to_outcome(report: &Report, payload_bytes_max: u64) -> Outcome {
                 let error = format!(
                     "The action produced a response that exceeded the allowed length: {size} > {payload_bytes_max} bytes."
                 );
-                return Outcome::Failure { status: Status::DeveloperError, error: json!(error) };
+                return failed(Status::DeveloperError, ErrorName::TaskFailed, json!(error));
             }
             Outcome::Success(v.clone())
         }
-        R::ApplicationError(e) => Outcome::Failure { status: Status::ApplicationError, error: e.clone() },
-        R::DeveloperError(m) => Outcome::Failure { status: Status::DeveloperError, error: json!(m) },
-        R::Timeout { timeout_ms } => Outcome::Failure {
-            status: Status::DeveloperError,
-            error: json!(format!("The action exceeded its time limits of {timeout_ms} milliseconds.")),
-        },
-        R::Killed => Outcome::Failure { status: Status::InternalError, error: json!("The activation was killed.") },
+        R::ApplicationError(e) => failed(Status::ApplicationError, ErrorName::TaskFailed, e.clone()),
+        R::DeveloperError(m) => failed(Status::DeveloperError, ErrorName::TaskFailed, json!(m)),
+        R::Timeout { timeout_ms } => failed(
+            Status::DeveloperError,
+            ErrorName::Timeout,
+            json!(format!("The action exceeded its time limits of {timeout_ms} milliseconds.")),
+        ),
+        R::Killed => failed(Status::InternalError, ErrorName::TaskFailed, json!("The activation was killed.")),
     }
 }
 
@@ -108,7 +95,7 @@ pub(crate) struct Request {
     pub app: Arc<Application>,
     pub input: Value,
     pub config: engine::Config,
-    pub oracle: Arc<dyn engine::Oracle>,
+    pub oracle: engine::Oracle,
     /// The invocation's activation id (the application's record, or a directly invoked function's).
     pub activation_id: String,
 }
@@ -136,10 +123,10 @@ pub(crate) async fn run(
             for action in engine.step(event) {
                 match action {
                     Action::Launch { run, function, input, caller, speculative } => {
-                        debug_assert_eq!(run as usize, tracked.len());
+                        debug_assert_eq!(run.index(), tracked.len());
                         let id =
-                            if direct && caller.is_none() && run == 0 { app_id.clone() } else { new_activation_id() };
-                        let parent = caller.map(|c| tracked[c as usize].record.activation_id.clone());
+                            if direct && caller.is_none() && run == RunId(0) { app_id.clone() } else { new_activation_id() };
+                        let parent = caller.map(|c| tracked[c.index()].record.activation_id.clone());
                         let ctx = LaunchCtx {
                             inner: &inner,
                             namespace: &namespace,
@@ -153,16 +140,12 @@ pub(crate) async fn run(
                             events.push_back(Event::Finished { run, outcome: outcome.clone() });
                         }
                         let mut track = track.0;
-                        track.caller = caller.map(|c| c as usize);
+                        track.caller = caller.map(RunId::index);
                         tracked.push(track);
                     }
                     Action::Reply { request, reply, .. } => {
                         if let Some(reply_to) = replies.remove(&request) {
-                            reply_to(match reply {
-                                Reply::Ok(v) => HostReply::Ok(v),
-                                Reply::Refused(m) => HostReply::Refused(m),
-                                Reply::FunctionFailed(e) => HostReply::FunctionFailed(e),
-                            });
+                            reply_to(reply);
                         }
                     }
                     Action::ReadStore { run, request, key } => {
@@ -171,7 +154,7 @@ pub(crate) async fn run(
                             // A broken store is the platform's failure, not the function's: the read is refused.
                             Err(e) => {
                                 if let Some(reply_to) = replies.remove(&request) {
-                                    reply_to(HostReply::Refused(format!("storage is unavailable: {e}")));
+                                    reply_to(Reply::Refused(format!("storage is unavailable: {e}")));
                                 }
                                 continue;
                             }
@@ -197,7 +180,7 @@ pub(crate) async fn run(
                         });
                     }
                     Action::Kill { run, .. } => {
-                        if let Some(track) = tracked.get_mut(run as usize) {
+                        if let Some(track) = tracked.get_mut(run.index()) {
                             if let Some(k) = track.killer.as_ref() {
                                 k.kill();
                             }
@@ -208,15 +191,23 @@ pub(crate) async fn run(
                         let done = tx.clone();
                         let body_max = inner.config.payload_bytes_max as u64;
                         tokio::spawn(async move {
-                            let result = match effect["kind"].as_str() {
-                                Some("http") => {
-                                    tokio::task::spawn_blocking(move || crate::effects::http(&effect, body_max))
+                            let result = match effect {
+                                Call::Http { request } => {
+                                    tokio::task::spawn_blocking(move || crate::effects::http(&request, body_max))
                                         .await
                                         .unwrap_or_else(|e| Err(format!("http: {e}")))
                                 }
-                                other => Err(format!("unknown effect kind {other:?}")),
+                                other => Err(format!("{other:?} is no external effect")),
                             };
                             let _ = done.send(Incoming::EffectDone { run, request, result });
+                        });
+                    }
+                    Action::SetTimer { timer, delay_ms } => {
+                        // The platform owns the clock: the engine hears that the time passed as an event.
+                        let done = tx.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+                            let _ = done.send(Incoming::TimerFired { timer });
                         });
                     }
                     Action::Complete(c) => completion = Some(c),
@@ -237,16 +228,17 @@ pub(crate) async fn run(
             Incoming::Call { run, request } => {
                 next_request += 1;
                 replies.insert(next_request, request.reply);
-                events.push_back(Event::Call { run, request: next_request, call: to_call(request.call) });
+                events.push_back(Event::Call { run, request: next_request, call: request.call });
             }
             Incoming::EffectDone { run, request, result } => {
                 events.push_back(Event::EffectDone { run, request, result });
             }
+            Incoming::TimerFired { timer } => events.push_back(Event::TimerFired { timer }),
             Incoming::Finished { run, report } => {
-                if let Some(uuid) = tracked[run as usize].api_key.take() {
+                if let Some(uuid) = tracked[run.index()].api_key.take() {
                     inner.activation_keys.lock().unwrap_or_else(|e| e.into_inner()).remove(&uuid);
                 }
-                let track = &mut tracked[run as usize];
+                let track = &mut tracked[run.index()];
                 let payload_max = inner.config.payload_bytes_max as u64;
                 events.push_back(Event::Finished { run, outcome: to_outcome(&report, payload_max) });
                 track.report = Some((report, Instant::now(), SystemTime::now()));
@@ -257,6 +249,7 @@ pub(crate) async fn run(
     let completion = completion.unwrap_or_else(|| Completion {
         status: Status::InternalError,
         result: json!({"error": "the invocation stopped without completing"}),
+        error: None,
         path: Vec::new(),
         runs: Vec::new(),
         stats: Default::default(),
@@ -314,7 +307,7 @@ fn launch(
     };
     let Some(deployed) = deployments.functions.get(function) else {
         let error = json!(format!("function \"{function}\" does not exist in namespace \"{namespace}\""));
-        return (track, Err(Outcome::Failure { status: Status::InternalError, error }));
+        return (track, Err(Outcome::failed(Status::InternalError, error)));
     };
     let spec = &deployed.spec;
     record.version = spec.version.clone();
@@ -344,7 +337,7 @@ fn launch(
     if size > spec.limits.payload_bytes_max {
         let error =
             json!(format!("The input of {size} bytes exceeds the limit of {} bytes.", spec.limits.payload_bytes_max));
-        return (track, Err(Outcome::Failure { status: Status::ApplicationError, error }));
+        return (track, Err(Outcome::failed(Status::ApplicationError, error)));
     }
     let env = BTreeMap::from([
         ("__OW_ACTIVATION_ID".to_string(), id.clone()),
@@ -417,7 +410,7 @@ fn finish(
                 Some((report, _, _)) => {
                     let (status, result) = match to_outcome(&report, payload_max) {
                         Outcome::Success(v) => (Status::Success, v),
-                        Outcome::Failure { status, error } => (status, json!({ "error": error })),
+                        Outcome::Failure(f) => (f.status, json!({ "error": f.error })),
                     };
                     record.response = Response::new(status, result);
                     record.logs = report.logs;

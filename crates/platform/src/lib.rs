@@ -129,7 +129,7 @@ pub(crate) struct Inner {
     /// Activation records are persisted off the invocation's path, in order, by one writer task.
     pub recorder: mpsc::UnboundedSender<RecorderMsg>,
     /// Each namespace's predictor (learning tables unless `set_oracle` replaced them): never shared between tenants.
-    pub oracles: RwLock<HashMap<String, Arc<dyn engine::Oracle>>>,
+    pub oracles: RwLock<HashMap<String, engine::Oracle>>,
     pub metrics: metrics::Metrics,
     /// The machine's CPU load in percent, kept fresh by a sampler task.
     pub load: Arc<std::sync::atomic::AtomicU8>,
@@ -316,7 +316,7 @@ impl Platform {
         key: &str,
         function: &str,
         args: Value,
-    ) -> Option<runtime::HostReply> {
+    ) -> Option<runtime::Reply> {
         let host = {
             let keys = self.inner.activation_keys.lock().unwrap_or_else(|e| e.into_inner());
             let entry = keys.get(uuid)?;
@@ -329,8 +329,8 @@ impl Platform {
         let reply = Box::new(move |r| {
             let _ = tx.send(r);
         });
-        host(runtime::HostRequest { call: runtime::HostCall::Invoke { function: function.to_string(), args }, reply });
-        Some(rx.await.unwrap_or(runtime::HostReply::Refused("the calling activation is over".into())))
+        host(runtime::HostRequest { call: runtime::Call::Invoke { function: function.to_string(), args }, reply });
+        Some(rx.await.unwrap_or(runtime::Reply::Refused("the calling activation is over".into())))
     }
 
     /// The deployed function `name`, if any.
@@ -453,21 +453,19 @@ impl Platform {
         Ok(tokio::spawn(driver).await.expect("the invocation driver does not panic"))
     }
 
-    /// The namespace's branch predictor and memo table.
-    fn oracle(&self, namespace: &str) -> Arc<dyn engine::Oracle> {
+    /// The namespace's predictors.
+    fn oracle(&self, namespace: &str) -> engine::Oracle {
         if let Some(t) = self.inner.oracles.read().expect("poisoned").get(namespace) {
             return t.clone();
         }
         let mut all = self.inner.oracles.write().expect("poisoned");
-        all.entry(namespace.to_string())
-            .or_insert_with(|| Arc::new(engine::tables::Tables::new(self.inner.config.tables)))
-            .clone()
+        all.entry(namespace.to_string()).or_insert_with(|| engine::tables::learning(self.inner.config.tables)).clone()
     }
 
     /// Replaces the namespace's predictor (by default, learning tables sized by `Config::tables`) for invocations
     /// that start from now on. Speculation stays sound under any predictor, however wrong: this is how tests hold
     /// it to that with adversarial ones, and how an embedder plugs in its own.
-    pub fn set_oracle(&self, namespace: &str, oracle: Arc<dyn engine::Oracle>) {
+    pub fn set_oracle(&self, namespace: &str, oracle: engine::Oracle) {
         self.inner.oracles.write().expect("poisoned").insert(namespace.to_string(), oracle);
     }
 

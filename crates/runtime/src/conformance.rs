@@ -13,7 +13,7 @@ use model::{FunctionSpec, Limits};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{Activation, HostCall, HostReply, Killer, Outcome, Report, Runtime, Warm};
+use crate::{Activation, Call, Killer, Outcome, Reply, Report, Runtime, Warm};
 
 /// A WebAssembly function whose output is its input, in WAT: the wasm no-op of the benchmarks and API tests.
 pub const WASM_ECHO: &str = r#"(module
@@ -53,7 +53,7 @@ pub trait Fixture: Send + Sync {
 /// A host that serves storage from a map and answers invokes; it records every call.
 #[derive(Clone, Default)]
 pub struct MockHost {
-    pub calls: Arc<Mutex<Vec<HostCall>>>,
+    pub calls: Arc<Mutex<Vec<Call>>>,
     store: Arc<Mutex<BTreeMap<String, Value>>>,
 }
 
@@ -67,20 +67,20 @@ impl MockHost {
                 me.calls.lock().unwrap().push(req.call.clone());
                 let mut store = me.store.lock().unwrap();
                 let reply = match req.call {
-                    HostCall::KvGet { key } => HostReply::Ok(store.get(&key).cloned().unwrap_or(Value::Null)),
-                    HostCall::KvPut { key, value } => {
+                    Call::Get { key } => Reply::Ok(store.get(&key).cloned().unwrap_or(Value::Null)),
+                    Call::Put { key, value } => {
                         store.insert(key, value);
-                        HostReply::Ok(Value::Null)
+                        Reply::Ok(Value::Null)
                     }
-                    HostCall::KvDelete { key } => {
+                    Call::Delete { key } => {
                         store.remove(&key);
-                        HostReply::Ok(Value::Null)
+                        Reply::Ok(Value::Null)
                     }
-                    HostCall::Invoke { function, .. } if function == "failing" => {
-                        HostReply::FunctionFailed(json!("callee broke"))
+                    Call::Invoke { function, .. } if function == "failing" => {
+                        Reply::FunctionFailed(json!("callee broke"))
                     }
-                    HostCall::Invoke { function, args } => HostReply::Ok(json!({"from": function, "args": args})),
-                    HostCall::Http { request } => HostReply::Ok(json!({"status": 200, "echo": request})),
+                    Call::Invoke { function, args } => Reply::Ok(json!({"from": function, "args": args})),
+                    Call::Http { request } => Reply::Ok(json!({"status": 200, "echo": request})),
                 };
                 (req.reply)(reply);
             }
@@ -174,10 +174,10 @@ pub async fn storage_calls_go_through_the_host(f: &dyn Fixture) {
     assert_eq!(
         calls,
         vec![
-            HostCall::KvPut { key: "k".into(), value: json!({"v": 7}) },
-            HostCall::KvGet { key: "k".into() },
-            HostCall::KvGet { key: "nope".into() },
-            HostCall::KvDelete { key: "k".into() },
+            Call::Put { key: "k".into(), value: json!({"v": 7}) },
+            Call::Get { key: "k".into() },
+            Call::Get { key: "nope".into() },
+            Call::Delete { key: "k".into() },
         ]
     );
 }

@@ -42,49 +42,17 @@ pub struct Activation {
     pub speculative: bool,
 }
 
-/// A request from running code to the platform.
-#[derive(Debug, Clone, PartialEq)]
-pub enum HostCall {
-    KvGet {
-        key: String,
-    },
-    KvPut {
-        key: String,
-        value: Value,
-    },
-    KvDelete {
-        key: String,
-    },
-    Invoke {
-        function: String,
-        args: Value,
-    },
-    /// Outbound HTTP: `{"method", "url", "headers", "body"}`. An external effect: the platform performs it only
-    /// once the calling function is non-speculative, and answers `{"status", "headers", "body"}`.
-    Http {
-        request: Value,
-    },
-}
+pub use model::call::{Call, Reply};
 
-/// The platform's answer to a [`HostCall`].
-#[derive(Debug, Clone, PartialEq)]
-pub enum HostReply {
-    /// The call succeeded: the value read (`null` when absent), the callee's result, or `null`.
-    Ok(Value),
-    /// The call was refused (bad key, limit exceeded, unknown function, ...).
-    Refused(String),
-    /// The invoked function failed; this is its error value.
-    FunctionFailed(Value),
-}
-
+/// A call from running code, with where its answer goes.
 pub struct HostRequest {
-    pub call: HostCall,
+    pub call: Call,
     /// Called once with the answer; must not block.
     pub reply: ReplyTo,
 }
 
-/// Delivers the platform's answer to a [`HostCall`].
-pub type ReplyTo = Box<dyn FnOnce(HostReply) + Send>;
+/// Delivers the platform's answer to a [`Call`].
+pub type ReplyTo = Box<dyn FnOnce(Reply) + Send>;
 
 /// How a running function reaches the platform: each call is handed to this callback, which must not block.
 pub type Host = Arc<dyn Fn(HostRequest) + Send + Sync>;

@@ -15,8 +15,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use crate::{
-    Activation, BoxFuture, Done, Error, Host, HostCall, HostReply, HostRequest, Killer, LogSink, Outcome, Report,
-    Runtime, Warm,
+    Activation, BoxFuture, Call, Done, Error, Host, HostRequest, Killer, LogSink, Outcome, Reply, Report, Runtime, Warm,
 };
 
 pub type NativeFn = Arc<dyn Fn(Context, Value) -> BoxFuture<'static, Result<Value, String>> + Send + Sync>;
@@ -43,38 +42,38 @@ impl Context {
         &self.activation_id
     }
 
-    async fn call(&self, call: HostCall) -> Result<Value, CallError> {
+    async fn call(&self, call: Call) -> Result<Value, CallError> {
         let (tx, rx) = oneshot::channel();
         let reply = Box::new(move |r| {
             let _ = tx.send(r);
         });
         (self.host)(HostRequest { call, reply });
         match rx.await {
-            Ok(HostReply::Ok(v)) => Ok(v),
-            Ok(HostReply::Refused(m)) => Err(CallError::Refused(m)),
-            Ok(HostReply::FunctionFailed(e)) => Err(CallError::FunctionFailed(e)),
+            Ok(Reply::Ok(v)) => Ok(v),
+            Ok(Reply::Refused(m)) => Err(CallError::Refused(m)),
+            Ok(Reply::FunctionFailed(e)) => Err(CallError::FunctionFailed(e)),
             Err(_) => Err(CallError::Refused("the platform dropped the call".into())),
         }
     }
 
     /// The committed (or, later, speculatively forwarded) value of `key`; `null` when absent.
     pub async fn kv_get(&self, key: &str) -> Result<Value, CallError> {
-        self.call(HostCall::KvGet { key: key.into() }).await
+        self.call(Call::Get { key: key.into() }).await
     }
     pub async fn kv_put(&self, key: &str, value: Value) -> Result<(), CallError> {
-        self.call(HostCall::KvPut { key: key.into(), value }).await.map(|_| ())
+        self.call(Call::Put { key: key.into(), value }).await.map(|_| ())
     }
     pub async fn kv_delete(&self, key: &str) -> Result<(), CallError> {
-        self.call(HostCall::KvDelete { key: key.into() }).await.map(|_| ())
+        self.call(Call::Delete { key: key.into() }).await.map(|_| ())
     }
     /// Invokes another function and waits for its result.
     pub async fn invoke(&self, function: &str, args: Value) -> Result<Value, CallError> {
-        self.call(HostCall::Invoke { function: function.into(), args }).await
+        self.call(Call::Invoke { function: function.into(), args }).await
     }
     /// Outbound HTTP, `{"method", "url", "headers", "body"}`: an external effect, performed once this function is
     /// non-speculative. Resolves to `{"status", "headers", "body"}`.
     pub async fn http(&self, request: Value) -> Result<Value, CallError> {
-        self.call(HostCall::Http { request }).await
+        self.call(Call::Http { request }).await
     }
 
     /// Appends a line to the activation's logs (as stdout).

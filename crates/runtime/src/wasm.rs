@@ -54,7 +54,7 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtxBuilder};
 
-use crate::{Activation, BoxFuture, Done, Error, Host, HostCall, HostReply, HostRequest, Killer, LogSink, Outcome};
+use crate::{Activation, BoxFuture, Call, Done, Error, Host, HostRequest, Killer, LogSink, Outcome, Reply};
 use crate::{Report, Runtime, Warm};
 
 /// How the wasm runtime is set up; every field has a documented default.
@@ -337,15 +337,15 @@ fn add_specfaas(linker: &mut Linker<State>) -> wasmtime::Result<()> {
                     // meanwhile: see `Job::run`).
                     match rx.await {
                         Ok(reply) => reply,
-                        Err(_) => HostReply::Refused("the platform dropped the call unanswered".into()),
+                        Err(_) => Reply::Refused("the platform dropped the call unanswered".into()),
                     }
                 }
-                Err(message) => HostReply::Refused(message),
+                Err(message) => Reply::Refused(message),
             };
             let reply = match reply {
-                HostReply::Ok(value) => json!({"ok": true, "value": value}),
-                HostReply::Refused(error) => json!({"ok": false, "error": error}),
-                HostReply::FunctionFailed(error) => json!({"ok": false, "error": error, "kind": "function"}),
+                Reply::Ok(value) => json!({"ok": true, "value": value}),
+                Reply::Refused(error) => json!({"ok": false, "error": error}),
+                Reply::FunctionFailed(error) => json!({"ok": false, "error": error, "kind": "function"}),
             };
             let bytes = serde_json::to_vec(&reply).expect("JSON serializes");
             let n = bytes.len() as i32;
@@ -422,17 +422,17 @@ async fn poll_oneoff(
     Ok(0)
 }
 
-fn to_host_call(request: Value) -> Result<HostCall, String> {
+fn to_host_call(request: Value) -> Result<Call, String> {
     let key = || request["key"].as_str().map(str::to_string).ok_or_else(|| "the call needs a string key".to_string());
     Ok(match request["call"].as_str().unwrap_or_default() {
-        "kv.get" => HostCall::KvGet { key: key()? },
-        "kv.put" => HostCall::KvPut { key: key()?, value: request["value"].clone() },
-        "kv.delete" => HostCall::KvDelete { key: key()? },
-        "invoke" => HostCall::Invoke {
+        "kv.get" => Call::Get { key: key()? },
+        "kv.put" => Call::Put { key: key()?, value: request["value"].clone() },
+        "kv.delete" => Call::Delete { key: key()? },
+        "invoke" => Call::Invoke {
             function: request["function"].as_str().ok_or("invoke needs a function name")?.to_string(),
             args: if request["args"].is_null() { json!({}) } else { request["args"].clone() },
         },
-        "http" => HostCall::Http { request: request["request"].clone() },
+        "http" => Call::Http { request: request["request"].clone() },
         other => return Err(format!("unknown platform call \"{other}\"")),
     })
 }

@@ -8,35 +8,15 @@
 //! and the sequence of committed write sets must be identical. Every failure prints its seed; rerun one case with
 //! `SPECFAAS_SEED=<seed>`, or more cases with `SPECFAAS_CASES=<n>`.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use engine::tables::{Sizes, Tables};
-use engine::{Action, Call, Catalog, Cause, Config, Event, FunctionInfo, Oracle, Outcome, Reply, RunId, Status};
+use engine::harness::{self, Function, Rng, Schedule, Step};
+use engine::oracle::{BranchPredictor, CalleePredictor, DependencePredictor, Memo};
+use engine::tables::{self, BranchTable, CalleeTable, MemoTable, Sizes};
+use engine::{Call, Catalog, Cause, Config, FunctionInfo, Oracle, Outcome, Reply, Status};
 use model::Annotations;
 use serde_json::{Value, json};
-
-/// xorshift64*: a tiny seeded generator, so every case is reproducible from its seed.
-#[derive(Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E3779B97F4A7C15) | 1)
-    }
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545F4914F6CDD1D)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    pub fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
 
 const KEYS: [&str; 4] = ["k0", "k1", "k2", "k3"];
 
@@ -233,64 +213,53 @@ pub fn gen_implicit_case(seed: u64) -> Case {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Oracles.
+// Oracles: each liar replaces one predictor (or more) and learns with the platform's tables for the rest.
 
-/// Learns like the platform's tables, but its branch predictions are always a wrong target, with certainty.
-pub struct AlwaysWrong(pub Tables);
+/// A branch predictor that always names a wrong target, with certainty (it learns what is right to avoid it).
+pub struct AlwaysWrong(pub BranchTable);
 
-impl Oracle for AlwaysWrong {
-    fn branch(&self, choice: &str, history: u64, targets: &[usize]) -> Option<(usize, f64)> {
-        let learned = self.0.branch(choice, history, targets).map(|(t, _)| t);
+impl BranchPredictor for AlwaysWrong {
+    fn predict(&self, choice: &str, history: u64, targets: &[usize]) -> Option<(usize, f64)> {
+        let learned = self.0.predict(choice, history, targets).map(|(t, _)| t);
         targets.iter().find(|t| Some(**t) != learned).map(|t| (*t, 1.0))
     }
-    fn train_branch(&self, choice: &str, history: u64, target: usize) {
-        self.0.train_branch(choice, history, target)
-    }
-    fn memo(&self, f: &str, v: &str, input: &Value) -> Option<Value> {
-        self.0.memo(f, v, input)
-    }
-    fn train_memo(&self, f: &str, v: &str, input: &Value, output: &Value) {
-        self.0.train_memo(f, v, input, output)
-    }
-    fn callees(&self, f: &str, v: &str, input: &Value) -> Option<Vec<(String, Value)>> {
-        self.0.callees(f, v, input)
-    }
-    fn train_callees(&self, f: &str, v: &str, input: &Value, callees: &[(String, Value)]) {
-        self.0.train_callees(f, v, input, callees)
-    }
-    fn dependence(&self, p: &str, c: &str, k: &str) -> u32 {
-        self.0.dependence(p, c, k)
-    }
-    fn train_squash(&self, p: &str, c: &str, k: &str) {
-        self.0.train_squash(p, c, k)
-    }
-    fn train_clean_read(&self, c: &str, k: &str) {
-        self.0.train_clean_read(c, k)
+    fn train(&self, choice: &str, history: u64, target: usize) {
+        self.0.train(choice, history, target)
     }
 }
 
-/// Answers at random: any target with any confidence, and memo outputs that are random (often wrong).
+/// Answers at random: any target with any confidence, memo outputs that are random (often wrong), random callees
+/// and random dependences.
 pub struct Random(pub Mutex<Rng>);
 
-impl Oracle for Random {
-    fn branch(&self, _: &str, _: u64, targets: &[usize]) -> Option<(usize, f64)> {
+impl BranchPredictor for Random {
+    fn predict(&self, _: &str, _: u64, targets: &[usize]) -> Option<(usize, f64)> {
         let mut rng = self.0.lock().unwrap();
         let t = targets[rng.below(targets.len() as u64) as usize];
         Some((t, rng.below(100) as f64 / 100.0))
     }
-    fn train_branch(&self, _: &str, _: u64, _: usize) {}
-    fn memo(&self, _: &str, _: &str, _: &Value) -> Option<Value> {
+    fn train(&self, _: &str, _: u64, _: usize) {}
+}
+
+impl Memo for Random {
+    fn lookup(&self, _: &str, _: &str, _: &Value) -> Option<Value> {
         let mut rng = self.0.lock().unwrap();
         rng.chance(70).then(|| json!({"x": rng.below(4), "b": rng.chance(50)}))
     }
-    fn train_memo(&self, _: &str, _: &str, _: &Value, _: &Value) {}
-    fn callees(&self, _: &str, _: &str, _: &Value) -> Option<Vec<(String, Value)>> {
+    fn train(&self, _: &str, _: &str, _: &Value, _: &Value) {}
+}
+
+impl CalleePredictor for Random {
+    fn predict(&self, _: &str, _: &str, _: &Value) -> Option<Vec<(String, Value)>> {
         let mut rng = self.0.lock().unwrap();
         let n = rng.below(4);
         Some((0..n).map(|_| (format!("f{}", rng.below(5)), json!({"x": rng.below(3)}))).collect())
     }
-    fn train_callees(&self, _: &str, _: &str, _: &Value, _: &[(String, Value)]) {}
-    fn dependence(&self, _: &str, _: &str, _: &str) -> u32 {
+    fn train(&self, _: &str, _: &str, _: &Value, _: &[(String, Value)]) {}
+}
+
+impl DependencePredictor for Random {
+    fn streak(&self, _: &str, _: &str, _: &str) -> u32 {
         let mut rng = self.0.lock().unwrap();
         rng.below(5) as u32
     }
@@ -299,59 +268,92 @@ impl Oracle for Random {
 }
 
 /// Memo tables seeded with wrong outputs: every lookup hits, with a value the function does not return.
-pub struct WrongMemo(pub Tables);
+pub struct WrongMemo(pub MemoTable);
 
-impl Oracle for WrongMemo {
-    fn branch(&self, choice: &str, history: u64, targets: &[usize]) -> Option<(usize, f64)> {
-        self.0.branch(choice, history, targets)
-    }
-    fn train_branch(&self, choice: &str, history: u64, target: usize) {
-        self.0.train_branch(choice, history, target)
-    }
-    fn memo(&self, f: &str, v: &str, input: &Value) -> Option<Value> {
-        let right = self.0.memo(f, v, input);
+impl Memo for WrongMemo {
+    fn lookup(&self, f: &str, v: &str, input: &Value) -> Option<Value> {
+        let right = self.0.lookup(f, v, input);
         let x = right.as_ref().and_then(|r| r["x"].as_i64()).unwrap_or(0);
         Some(json!({"x": x + 1, "b": right.is_none()}))
     }
-    fn train_memo(&self, f: &str, v: &str, input: &Value, output: &Value) {
-        self.0.train_memo(f, v, input, output)
+    fn train(&self, f: &str, v: &str, input: &Value, output: &Value) {
+        self.0.train(f, v, input, output)
     }
-    fn callees(&self, f: &str, v: &str, input: &Value) -> Option<Vec<(String, Value)>> {
-        // The right callees with the wrong arguments: every predicted callee is a mismatch.
-        let right = self.0.callees(f, v, input)?;
+}
+
+/// The right callees with the wrong arguments: every predicted callee is a mismatch.
+pub struct WrongCallees(pub CalleeTable);
+
+impl CalleePredictor for WrongCallees {
+    fn predict(&self, f: &str, v: &str, input: &Value) -> Option<Vec<(String, Value)>> {
+        let right = self.0.predict(f, v, input)?;
         Some(right.into_iter().map(|(c, a)| (c, json!({"x": a["x"].as_i64().unwrap_or(0) + 1}))).collect())
     }
-    fn train_callees(&self, f: &str, v: &str, input: &Value, callees: &[(String, Value)]) {
-        self.0.train_callees(f, v, input, callees)
-    }
-    fn dependence(&self, p: &str, c: &str, k: &str) -> u32 {
-        self.0.dependence(p, c, k)
-    }
-    fn train_squash(&self, p: &str, c: &str, k: &str) {
-        self.0.train_squash(p, c, k)
-    }
-    fn train_clean_read(&self, c: &str, k: &str) {
-        self.0.train_clean_read(c, k)
+    fn train(&self, f: &str, v: &str, input: &Value, callees: &[(String, Value)]) {
+        self.0.train(f, v, input, callees)
     }
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// The world: runs functions concurrently, in an order the seed picks.
+// The world: the engine's harness, running generated functions in an order the seed picks.
 
-struct Active {
+/// A running generated function: reads, its effect, its calls, its writes, then its result.
+struct Running {
     def: FnDef,
     x: i64,
-    /// Values read so far.
+    /// Values read so far (replies to reads, calls and the effect).
     read: Vec<Value>,
-    /// Next step: reads, then writes, then the result.
+    /// Next step.
     step: usize,
-    waiting: bool,
+    /// The last call's reply is a value it reads.
+    reading: bool,
+}
+
+impl Function for Running {
+    fn next(&mut self, reply: Option<Reply>) -> Step {
+        if let Some(reply) = reply {
+            match reply {
+                Reply::Ok(v) if self.reading => self.read.push(v),
+                Reply::Ok(_) => {}
+                // A failed callee is a value the caller goes on with, the same in every execution.
+                Reply::FunctionFailed(_) if self.reading => self.read.push(json!(-1)),
+                // A refused call (a limit) is a value too; sequential runs meet the same limits.
+                Reply::Refused(_) if self.reading => self.read.push(json!(-2)),
+                other => panic!("unexpected reply {other:?}"),
+            }
+        }
+        let a = self;
+        let (nr, nw) = (a.def.reads.len() + a.def.effect as usize + a.def.calls.len(), a.def.writes.len());
+        let first_call = a.def.reads.len() + a.def.effect as usize;
+        a.reading = a.step < nr;
+        let call = if a.step >= first_call && a.step < nr {
+            let callee = format!("f{}", a.def.calls[a.step - first_call]);
+            let acc = a.read.iter().fold(mix(a.def.salt + 11, a.x), |h, v| mix(h, FnDef::value_of(v)));
+            Call::Invoke { function: callee, args: json!({"x": acc.rem_euclid(3)}) }
+        } else if a.def.effect && a.step == first_call - 1 {
+            Call::Http { request: json!({"from": a.def.name, "x": a.x, "read": a.read}) }
+        } else if a.step < a.def.reads.len() {
+            Call::Get { key: KEYS[a.def.reads[a.step]].to_string() }
+        } else if a.step < nr + nw {
+            let i = a.step - nr;
+            Call::Put { key: KEYS[a.def.writes[i]].to_string(), value: a.def.written(a.x, &a.read, i) }
+        } else {
+            return Step::Finish(match a.def.output(a.x, &a.read) {
+                Ok(v) => Outcome::Success(v),
+                Err(e) => {
+                    // Half the functions return their error, half crash: speculation treats the two apart.
+                    let status = if a.def.salt % 2 == 0 { Status::ApplicationError } else { Status::DeveloperError };
+                    Outcome::failed(status, e)
+                }
+            });
+        };
+        a.step += 1;
+        Step::Call(call)
+    }
 }
 
 /// One commit's writes: key → value, `None` for a delete.
-pub type WriteSet = Vec<(String, Option<Value>)>;
-/// The versions a commit expects the keys it read to still have.
-pub type Expect = Vec<(String, u64)>;
+pub type WriteSet = harness::WriteSet;
 
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Observed {
@@ -361,7 +363,7 @@ pub struct Observed {
     /// Non-empty committed write sets, in commit order, with the committing function.
     pub commits: Vec<(String, WriteSet)>,
     /// Effects performed, in order (S4: exactly those of the sequential execution, never from a squashed run).
-    pub effects: Vec<Value>,
+    pub effects: Vec<Call>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -379,17 +381,13 @@ pub struct Counters {
 pub struct World {
     /// Every value every run read, squashed runs included: (function, values in read order).
     pub reads_log: Vec<(String, Vec<Value>)>,
-    /// Machine load to report to the engine before the invocation starts.
-    pub load: Option<u8>,
     /// The most runs that were in flight at once.
     pub max_active: usize,
     pub defs: HashMap<String, FnDef>,
     /// Whether functions keep their `pure` annotation. A pure function's memoized output is trusted, not checked,
     /// so that is only sound with memo tables trained on committed outputs: off for the lying oracles.
     pub trust_pure: bool,
-    pub store: BTreeMap<String, (Value, u64)>,
-    pub clock: u64,
-    pub rng: Rng,
+    pub world: harness::World,
 }
 
 impl World {
@@ -397,13 +395,10 @@ impl World {
     pub fn new(defs: HashMap<String, FnDef>, store: BTreeMap<String, (Value, u64)>, seed: u64) -> World {
         World {
             reads_log: Vec::new(),
-            load: None,
             max_active: 0,
             defs,
             trust_pure: true,
-            store,
-            clock: 1,
-            rng: Rng::new(seed),
+            world: harness::World::new(store, Schedule::Seeded(Rng::new(seed))),
         }
     }
 
@@ -412,7 +407,7 @@ impl World {
         app: &Arc<model::Application>,
         input: Value,
         config: Config,
-        oracle: Arc<dyn Oracle>,
+        oracle: Oracle,
         observed: &mut Observed,
         counters: &mut Counters,
     ) {
@@ -426,165 +421,51 @@ impl World {
                 })
                 .collect(),
         };
-        let mut engine = engine::engine(app.clone(), Arc::new(catalog), config, oracle);
-        let mut active: BTreeMap<RunId, Active> = BTreeMap::new();
-        let mut queue: VecDeque<Event> = VecDeque::from([Event::Start { input }]);
-        if let Some(cpu_percent) = self.load {
-            queue.push_front(Event::Load { cpu_percent });
+        let defs = &self.defs;
+        let make = |name: &str, input: &Value| -> Box<dyn Function> {
+            let x = input["x"].as_i64().unwrap_or(0);
+            Box::new(Running { def: defs[name].clone(), x, read: Vec::new(), step: 0, reading: false })
+        };
+        let seen = self.world.run(app.clone(), Arc::new(catalog), config, oracle, &make, input);
+        self.max_active = self.max_active.max(seen.max_active);
+        self.reads_log.extend(seen.answers);
+        let c = seen.completion;
+        observed.status = Some(c.status);
+        observed.result = c.result;
+        observed.store = self.world.store.iter().map(|(k, (v, _))| (k.clone(), v.clone())).collect();
+        observed.commits.extend(seen.commits.into_iter().filter(|(_, w)| !w.is_empty()));
+        observed.effects.extend(seen.effects);
+        for (cause, n) in c.stats.squashes {
+            *counters.squashes.entry(cause).or_insert(0) += n;
         }
-        let mut request = 0u64;
-        let mut pending_reads: HashMap<u64, (RunId, String)> = HashMap::new();
-        let mut names: HashMap<RunId, String> = HashMap::new();
-        // Commits in flight: (run, writes, expected versions).
-        let mut commits: Vec<(RunId, WriteSet, Expect)> = Vec::new();
-        let trace = std::env::var("SPECFAAS_TRACE").is_ok();
-        loop {
-            while let Some(event) = queue.pop_front() {
-                if trace {
-                    eprintln!("event  {event:?}");
-                }
-                for action in engine.step(event) {
-                    if trace {
-                        eprintln!("action {action:?}");
-                    }
-                    match action {
-                        Action::Launch { run, function, input, .. } => {
-                            let def = self.defs[&function].clone();
-                            names.insert(run, function.clone());
-                            let x = input["x"].as_i64().unwrap_or(0);
-                            active.insert(run, Active { def, x, read: Vec::new(), step: 0, waiting: false });
-                        }
-                        Action::Reply { run, request, reply } => {
-                            let Some(a) = active.get_mut(&run) else { continue };
-                            let is_read = pending_reads.remove(&request).is_some();
-                            match reply {
-                                Reply::Ok(v) if is_read => a.read.push(v),
-                                Reply::Ok(_) => {}
-                                // A failed callee is a value the caller goes on with, the same in every execution.
-                                Reply::FunctionFailed(_) if is_read => a.read.push(json!(-1)),
-                                // A refused call (a limit) is a value too; sequential runs meet the same limits.
-                                Reply::Refused(_) if is_read => a.read.push(json!(-2)),
-                                other => panic!("unexpected reply {other:?}"),
-                            }
-                            a.waiting = false;
-                        }
-                        Action::ReadStore { run, request, key } => {
-                            let (value, version) =
-                                self.store.get(&key).map_or((None, 0), |(v, n)| (Some(v.clone()), *n));
-                            queue.push_back(Event::StoreRead { run, request, value, version });
-                        }
-                        Action::Commit { run, writes, expect } => {
-                            // The commit lands later, at a moment the seed picks.
-                            commits.push((run, writes, expect));
-                        }
-                        Action::Effect { run, request, effect } => {
-                            observed.effects.push(effect.clone());
-                            let result = json!({"status": 200, "n": observed.effects.len()});
-                            queue.push_back(Event::EffectDone { run, request, result: Ok(result) });
-                        }
-                        Action::Kill { run, .. } => {
-                            if let Some(a) = active.remove(&run) {
-                                self.reads_log.push((a.def.name.clone(), a.read));
-                            }
-                        }
-                        Action::Complete(c) => {
-                            observed.status = Some(c.status);
-                            observed.result = c.result;
-                            observed.store = self.store.iter().map(|(k, (v, _))| (k.clone(), v.clone())).collect();
-                            for (cause, n) in c.stats.squashes {
-                                *counters.squashes.entry(cause).or_insert(0) += n;
-                            }
-                            counters.memo_hits += c.stats.memo_hits;
-                            counters.skipped += c.stats.skipped;
-                            counters.speculative_launches += c.stats.speculative_launches;
-                            counters.branch_predictions += c.stats.branch_predictions;
-                            counters.effects_suspended += c.stats.effects_suspended;
-                            counters.callees_predicted += c.stats.callees_predicted;
-                            counters.callees_used += c.stats.callees_used;
-                            return;
-                        }
-                    }
-                }
-            }
-            self.max_active = self.max_active.max(active.len());
-            // Land the commit in flight, or advance one run that is not waiting for a reply, as the seed picks.
-            let ready: Vec<RunId> = active.iter().filter(|(_, a)| !a.waiting).map(|(r, _)| *r).collect();
-            assert!(!ready.is_empty() || !commits.is_empty(), "the engine waits while nothing can move: a deadlock");
-            if !commits.is_empty() && (ready.is_empty() || self.rng.chance(30)) {
-                let (run, writes, expect) = commits.remove(0);
-                let conflict = expect.iter().find(|(k, v)| self.store.get(k).map_or(0, |(_, n)| *n) != *v);
-                if let Some((key, _)) = conflict {
-                    queue.push_back(Event::CommitConflict { run, key: key.clone() });
-                    continue;
-                }
-                if !writes.is_empty() {
-                    self.clock += 1;
-                    for (k, v) in &writes {
-                        match v {
-                            Some(v) => self.store.insert(k.clone(), (v.clone(), self.clock)),
-                            None => self.store.remove(k),
-                        };
-                    }
-                    observed.commits.push((names.get(&run).cloned().unwrap_or_default(), writes));
-                }
-                queue.push_back(Event::Committed { run });
-                continue;
-            }
-            let run = ready[self.rng.below(ready.len() as u64) as usize];
-            let a = active.get_mut(&run).unwrap();
-            request += 1;
-            let (nr, nw) = (a.def.reads.len() + a.def.effect as usize + a.def.calls.len(), a.def.writes.len());
-            let first_call = a.def.reads.len() + a.def.effect as usize;
-            let event = if a.step >= first_call && a.step < nr {
-                let callee = format!("f{}", a.def.calls[a.step - first_call]);
-                let acc = a.read.iter().fold(mix(a.def.salt + 11, a.x), |h, v| mix(h, FnDef::value_of(v)));
-                let args = json!({"x": acc.rem_euclid(3)});
-                pending_reads.insert(request, (run, "call".into()));
-                Event::Call { run, request, call: Call::Invoke { function: callee, args } }
-            } else if a.def.effect && a.step == first_call - 1 {
-                let effect = json!({"from": a.def.name, "x": a.x, "read": a.read});
-                pending_reads.insert(request, (run, "effect".into()));
-                Event::Call { run, request, call: Call::Effect { effect } }
-            } else if a.step < a.def.reads.len() {
-                let key = KEYS[a.def.reads[a.step]].to_string();
-                pending_reads.insert(request, (run, key.clone()));
-                Event::Call { run, request, call: Call::Get { key } }
-            } else if a.step < nr + nw {
-                let i = a.step - nr;
-                let key = KEYS[a.def.writes[i]].to_string();
-                let value = a.def.written(a.x, &a.read, i);
-                Event::Call { run, request, call: Call::Put { key, value } }
-            } else {
-                let outcome = match a.def.output(a.x, &a.read) {
-                    Ok(v) => Outcome::Success(v),
-                    Err(e) => {
-                        // Half the functions return their error, half crash: speculation treats the two apart.
-                        let status =
-                            if a.def.salt % 2 == 0 { Status::ApplicationError } else { Status::DeveloperError };
-                        Outcome::Failure { status, error: e }
-                    }
-                };
-                let a = active.remove(&run).unwrap();
-                self.reads_log.push((a.def.name.clone(), a.read));
-                queue.push_back(Event::Finished { run, outcome });
-                continue;
-            };
-            a.step += 1;
-            a.waiting = true;
-            queue.push_back(event);
-        }
+        counters.memo_hits += c.stats.memo_hits;
+        counters.skipped += c.stats.skipped;
+        counters.speculative_launches += c.stats.speculative_launches;
+        counters.branch_predictions += c.stats.branch_predictions;
+        counters.effects_suspended += c.stats.effects_suspended;
+        counters.callees_predicted += c.stats.callees_predicted;
+        counters.callees_used += c.stats.callees_used;
     }
 }
 
-pub fn oracle_named(name: &str, seed: u64) -> Arc<dyn Oracle> {
-    let tables = || Tables::new(Sizes::default());
+pub fn oracle_named(name: &str, seed: u64) -> Oracle {
+    let sizes = Sizes::default();
+    let mut oracle = tables::learning(sizes);
     match name {
-        "learning" => Arc::new(tables()),
-        "always-wrong" => Arc::new(AlwaysWrong(tables())),
-        "random" => Arc::new(Random(Mutex::new(Rng::new(seed ^ 0xabcdef)))),
-        "wrong-memo" => Arc::new(WrongMemo(tables())),
+        "learning" => {}
+        "always-wrong" => oracle.branches = Arc::new(AlwaysWrong(BranchTable::new(sizes.branch_entries))),
+        "random" => {
+            let random = Arc::new(Random(Mutex::new(Rng::new(seed ^ 0xabcdef))));
+            oracle =
+                Oracle { branches: random.clone(), memo: random.clone(), callees: random.clone(), dependences: random };
+        }
+        "wrong-memo" => {
+            oracle.memo = Arc::new(WrongMemo(MemoTable::new(sizes.memo_entries)));
+            oracle.callees = Arc::new(WrongCallees(CalleeTable::new(sizes.callee_entries)));
+        }
         other => panic!("no oracle {other}"),
     }
+    oracle
 }
 
 pub const ORACLES: [&str; 4] = ["learning", "always-wrong", "random", "wrong-memo"];
@@ -603,18 +484,9 @@ pub fn check_case(seed: u64, oracle: &str, counters: &mut Counters) {
     let initial: BTreeMap<String, (Value, u64)> = case.store.iter().map(|(k, v)| (k.clone(), (v.clone(), 1))).collect();
     let mut rng = Rng::new(seed ^ 0x5eed);
     let trust_pure = matches!(oracle, "learning" | "always-wrong");
-    let world = |defs, store, rng| World {
-        reads_log: Vec::new(),
-        load: None,
-        max_active: 0,
-        defs,
-        trust_pure,
-        store,
-        clock: 1,
-        rng,
-    };
-    let mut reference = world(defs.clone(), initial.clone(), Rng::new(seed));
-    let mut speculative = world(defs, initial, Rng::new(seed ^ 0xfeed));
+    let world = |defs, store, seed| World { trust_pure, ..World::new(defs, store, seed) };
+    let mut reference = world(defs.clone(), initial.clone(), seed);
+    let mut speculative = world(defs, initial, seed ^ 0xfeed);
     let off = Config { speculation: false, ..Config::default() };
     let on = Config { depth_max: 1 + rng.below(8) as u32, budget: 8 + rng.below(64) as u32, ..Config::default() };
     let oracle_off = oracle_named("learning", seed);
@@ -669,7 +541,9 @@ fn speculation_equals_the_sequential_reference_under_every_oracle() {
             counters.effects_suspended > 0,
             "no effect ever waited for its run to be non-speculative: {counters:?}"
         );
-        for cause in [Cause::ControlMispredict, Cause::MemoMismatch, Cause::RawViolation, Cause::Opacity] {
+        for cause in
+            [Cause::ControlMispredict, Cause::MemoMismatch, Cause::RawViolation, Cause::Opacity, Cause::UncalledCallee]
+        {
             assert!(counters.squashes.get(&cause).copied().unwrap_or(0) > 0, "no {cause:?} squash: {counters:?}");
         }
     }
@@ -784,7 +658,8 @@ fn speculation_depth_follows_machine_load() {
     let app = Arc::new(model::Application::sequence("long", &chain, &|n| defs.contains_key(n)).unwrap());
     let oracle = oracle_named("learning", 1);
     let widest = |load: Option<u8>| {
-        let mut world = World { load, ..World::new(defs.clone(), BTreeMap::new(), 7) };
+        let mut world = World::new(defs.clone(), BTreeMap::new(), 7);
+        world.world.load = load;
         world.run(
             &app,
             json!({"x": 1}),

@@ -7,7 +7,7 @@ use model::asl;
 use serde_json::{Value, json};
 use sim::{Op, Sim};
 
-use engine::{Config, Status};
+use engine::{Config, ErrorName, Status};
 
 /// These tests pin the sequential semantics: speculation off.
 fn seq() -> Config {
@@ -67,6 +67,7 @@ fn fail_state_ends_the_invocation_with_its_error() {
     let done = sim.run(app, json!({"password": "nope"}), seq());
     assert_eq!(done.status, Status::ApplicationError);
     assert_eq!(done.result, json!({"error": "Denied", "cause": "wrong password"}));
+    assert_eq!(done.error, Some(ErrorName::Custom("Denied".into())), "a Fail state's Error names the failure");
     assert_eq!(done.path, ["Login", "Ok?", "Denied"]);
 }
 
@@ -92,6 +93,7 @@ fn a_failing_function_commits_nothing_and_stops_the_application() {
     let app = model::Application::sequence("s", &chain, &|f| sim.has(f)).unwrap();
     let done = sim.run(app, json!({}), seq());
     assert_eq!((done.status, done.result), (Status::DeveloperError, json!({"error": "crashed"})));
+    assert_eq!(done.error, Some(ErrorName::TaskFailed));
     assert_eq!(sim.store_value("a"), Some(json!(1)));
     assert_eq!(sim.store_value("b"), None, "the failing function's writes are discarded");
     assert_eq!(sim.launches(), ["ok", "bad"]);
@@ -159,11 +161,13 @@ fn runtime_data_errors_name_the_state() {
     let done = sim.run(workflow(&sim, text), json!({}), seq());
     let error = done.result["error"].as_str().unwrap().to_string();
     assert!(error.contains("$.missing") && error.contains("state \"C\""), "{error}");
+    assert_eq!(done.error, Some(ErrorName::Runtime));
     let text = r#"{"StartAt": "C", "States": {
       "C": {"Type": "Choice", "Choices": [{"Variable": "$.n", "NumericEquals": 1, "Next": "T"}]},
       "T": {"Type": "Task", "Resource": "f", "End": true}}}"#;
     let done = sim.run(workflow(&sim, text), json!({"n": 2}), seq());
     assert!(done.result["error"].as_str().unwrap().starts_with("States.NoChoiceMatched"), "{}", done.result);
+    assert_eq!(done.error, Some(ErrorName::NoChoiceMatched));
 }
 
 #[test]
@@ -202,4 +206,19 @@ fn recursion_is_bounded_by_call_depth() {
     assert_eq!(sim.launches().len(), 4);
     let innermost = &done.result["replies"][0]["replies"][0]["replies"][0]["replies"][0];
     assert!(innermost["refused"].as_str().unwrap().contains("call_depth_max"), "{}", done.result);
+}
+
+#[test]
+fn a_timeout_keeps_its_name_up_to_the_completion() {
+    let mut sim = Sim::new();
+    sim.func("ok", |_| vec![Op::Return(json!({}))]);
+    sim.func("slow", |_| vec![Op::TimeOut]);
+    let app = model::Application::sequence("s", &["ok".into(), "slow".into()], &|f| sim.has(f)).unwrap();
+    let done = sim.run(app.clone(), json!({}), seq());
+    assert_eq!(done.status, Status::DeveloperError);
+    assert_eq!(done.error, Some(ErrorName::Timeout), "a timeout is told apart from other failures");
+    assert_eq!(ErrorName::Timeout.to_string(), "States.Timeout");
+    // With speculation on, the name reaches the completion the same way.
+    let done = sim.run(app, json!({}), Config::default());
+    assert_eq!(done.error, Some(ErrorName::Timeout));
 }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use engine::oracle::{BranchPredictor, CalleePredictor, Memo};
 use model::{Annotations, Application, Code, FunctionSpec, Kind, Limits};
 use platform::{InvokeOptions, Status};
 use serde_json::{Value, json};
@@ -112,42 +113,56 @@ async fn a_squashed_speculative_wasm_write_never_lands() {
 /// target other than the learned one, with full confidence; every memoized output and callee argument it gives
 /// has a field that no run produces, except for `n1`, which it never predicts, so that the `Choice` after `n1`
 /// goes to the branch predictor. Speculation under it must still give what sequential execution gives.
-struct Liar(engine::tables::Tables);
+struct Liar {
+    branches: engine::tables::BranchTable,
+    memo: engine::tables::MemoTable,
+    callees: engine::tables::CalleeTable,
+}
 
-impl engine::Oracle for Liar {
-    fn branch(&self, choice: &str, history: u64, targets: &[usize]) -> Option<(usize, f64)> {
-        let learned = self.0.branch(choice, history, targets).map(|(t, _)| t);
+impl Liar {
+    /// The lying predictors, with the real dependence table.
+    fn oracle() -> engine::Oracle {
+        let sizes = engine::tables::Sizes::default();
+        let liar = Arc::new(Liar {
+            branches: engine::tables::BranchTable::new(sizes.branch_entries),
+            memo: engine::tables::MemoTable::new(sizes.memo_entries),
+            callees: engine::tables::CalleeTable::new(sizes.callee_entries),
+        });
+        engine::Oracle { branches: liar.clone(), memo: liar.clone(), callees: liar, ..engine::tables::learning(sizes) }
+    }
+}
+
+impl BranchPredictor for Liar {
+    fn predict(&self, choice: &str, history: u64, targets: &[usize]) -> Option<(usize, f64)> {
+        let learned = self.branches.predict(choice, history, targets).map(|(t, _)| t);
         targets.iter().find(|t| Some(**t) != learned).map(|t| (*t, 1.0))
     }
-    fn train_branch(&self, choice: &str, history: u64, target: usize) {
-        self.0.train_branch(choice, history, target)
+    fn train(&self, choice: &str, history: u64, target: usize) {
+        self.branches.train(choice, history, target)
     }
-    fn memo(&self, f: &str, v: &str, input: &Value) -> Option<Value> {
+}
+
+impl Memo for Liar {
+    fn lookup(&self, f: &str, v: &str, input: &Value) -> Option<Value> {
         if f == "n1" {
             return None;
         }
-        let mut lie = self.0.memo(f, v, input).unwrap_or_else(|| json!({}));
+        let mut lie = self.memo.lookup(f, v, input).unwrap_or_else(|| json!({}));
         lie["lie"] = json!(true);
         Some(lie)
     }
-    fn train_memo(&self, f: &str, v: &str, input: &Value, output: &Value) {
-        self.0.train_memo(f, v, input, output)
+    fn train(&self, f: &str, v: &str, input: &Value, output: &Value) {
+        self.memo.train(f, v, input, output)
     }
-    fn callees(&self, f: &str, v: &str, input: &Value) -> Option<Vec<(String, Value)>> {
-        let learned = self.0.callees(f, v, input)?;
+}
+
+impl CalleePredictor for Liar {
+    fn predict(&self, f: &str, v: &str, input: &Value) -> Option<Vec<(String, Value)>> {
+        let learned = self.callees.predict(f, v, input)?;
         Some(learned.into_iter().map(|(callee, args)| (callee, json!({"lie": args}))).collect())
     }
-    fn train_callees(&self, f: &str, v: &str, input: &Value, callees: &[(String, Value)]) {
-        self.0.train_callees(f, v, input, callees)
-    }
-    fn dependence(&self, p: &str, c: &str, k: &str) -> u32 {
-        self.0.dependence(p, c, k)
-    }
-    fn train_squash(&self, p: &str, c: &str, k: &str) {
-        self.0.train_squash(p, c, k)
-    }
-    fn train_clean_read(&self, c: &str, k: &str) {
-        self.0.train_clean_read(c, k)
+    fn train(&self, f: &str, v: &str, input: &Value, callees: &[(String, Value)]) {
+        self.callees.train(f, v, input, callees)
     }
 }
 
@@ -204,7 +219,7 @@ async fn speculation_with_wasm_functions_in_the_mix_equals_sequential_execution(
             let f = fixture_on(store.clone());
             let p = &f.platform;
             if liar {
-                p.set_oracle(NS, Arc::new(Liar(engine::tables::Tables::new(Default::default()))));
+                p.set_oracle(NS, Liar::oracle());
             }
             p.native().register("n1", |ctx, input| async move {
                 let old = ctx.kv_get("trail").await.map_err(|e| e.to_string())?;

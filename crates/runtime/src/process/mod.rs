@@ -35,10 +35,7 @@ use tokio::net::UnixListener;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::{
-    Activation, BoxFuture, Done, Error, Host, HostCall, HostReply, HostRequest, Killer, LogSink, Outcome, Report,
-    Runtime, Warm,
-};
+use crate::{Activation, BoxFuture, Done, Error, Host, HostRequest, Killer, LogSink, Outcome, Report, Runtime, Warm};
 use protocol::{FromHandler, FromInit, Hello, Reply, ToHandler, ToInit, line};
 
 const RUNNER_PY: &str = include_str!("../../assets/python/runner.py");
@@ -557,7 +554,7 @@ async fn run_activation(
         }
     }
     let run = line(&ToHandler::Run { id: &activation.id, args: &activation.input, env: &activation.env });
-    let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<(u64, HostReply)>();
+    let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<(u64, crate::Reply)>();
     let mut clean = false;
     let outcome = if handler.write.write_all(run.as_bytes()).await.is_err() {
         Outcome::DeveloperError("the handler went away before the activation started".into())
@@ -575,7 +572,7 @@ async fn run_activation(
                                     let reply = Box::new(move |r| { let _ = tx.send((rid, r)); });
                                     host(HostRequest { call, reply });
                                 }
-                                Err(m) => { let _ = reply_tx.send((rid, HostReply::Refused(m))); }
+                                Err(m) => { let _ = reply_tx.send((rid, crate::Reply::Refused(m))); }
                             }
                         }
                         Ok(FromHandler::Result { value }) => { clean = true; break Outcome::from_returned(value) }
@@ -624,29 +621,29 @@ async fn run_activation(
     Report { cpu_us: cpu, ..finish(outcome, logs) }
 }
 
-fn to_reply(rid: u64, reply: HostReply) -> Reply {
+fn to_reply(rid: u64, reply: crate::Reply) -> Reply {
     match reply {
-        HostReply::Ok(v) => Reply { op: "reply", rid, ok: true, value: Some(v), error: None, kind: None },
-        HostReply::Refused(m) => {
+        crate::Reply::Ok(v) => Reply { op: "reply", rid, ok: true, value: Some(v), error: None, kind: None },
+        crate::Reply::Refused(m) => {
             Reply { op: "reply", rid, ok: false, value: None, error: Some(Value::String(m)), kind: None }
         }
-        HostReply::FunctionFailed(e) => {
+        crate::Reply::FunctionFailed(e) => {
             Reply { op: "reply", rid, ok: false, value: None, error: Some(e), kind: Some("function") }
         }
     }
 }
 
-fn to_host_call(call: protocol::Call) -> Result<HostCall, String> {
+fn to_host_call(call: protocol::Call) -> Result<crate::Call, String> {
     let key = || call.key.clone().ok_or_else(|| format!("{} needs a string key", call.call));
     Ok(match call.call.as_str() {
-        "kv.get" => HostCall::KvGet { key: key()? },
-        "kv.put" => HostCall::KvPut { key: key()?, value: call.value.clone().unwrap_or(Value::Null) },
-        "kv.delete" => HostCall::KvDelete { key: key()? },
-        "invoke" => HostCall::Invoke {
+        "kv.get" => crate::Call::Get { key: key()? },
+        "kv.put" => crate::Call::Put { key: key()?, value: call.value.clone().unwrap_or(Value::Null) },
+        "kv.delete" => crate::Call::Delete { key: key()? },
+        "invoke" => crate::Call::Invoke {
             function: call.function.clone().ok_or("invoke needs a function name")?,
             args: call.args.clone().unwrap_or(Value::Object(Default::default())),
         },
-        "http" => HostCall::Http { request: call.request.clone().ok_or("http needs a request")? },
+        "http" => crate::Call::Http { request: call.request.clone().ok_or("http needs a request")? },
         other => return Err(format!("unknown platform call \"{other}\"")),
     })
 }

@@ -1,0 +1,136 @@
+//! External effects: held while their run is speculative, performed once it is the oldest, journaled per slot.
+//!
+//! An effect call ([`Call::is_effect`]) of a run of the oldest slot becomes [`Action::Effect`] at once; from any
+//! other run (a younger slot, or a predicted callee's tree) it is held, and dropped if the run is squashed. Each
+//! slot's [`Journal`] keeps the results of the effects its runs performed, in order, so a re-run of the slot that
+//! makes the same effect call gets the recorded result instead of performing it twice.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use super::Engine;
+use super::slots::SlotId;
+use crate::{Action, Call, Reply, RequestId, RunId};
+
+/// The effects one slot performed, in order, and how far its current run has got through them.
+#[derive(Debug, Default)]
+pub(super) struct Journal {
+    entries: Vec<(Call, Result<Value, String>)>,
+    /// How many effect calls the current run has made (its position in `entries`).
+    used: usize,
+}
+
+impl Journal {
+    /// A new run of the slot starts from the beginning of the journal.
+    pub fn restart(&mut self) {
+        self.used = 0;
+    }
+
+    /// The current run's next effect call: its recorded result if an earlier run made this very call at this
+    /// position, else `None` (perform it), forgetting what the earlier run did from here on.
+    pub fn replay(&mut self, effect: &Call) -> Option<Result<Value, String>> {
+        let i = self.used;
+        self.used += 1;
+        let (logged, result) = self.entries.get(i)?;
+        if logged == effect {
+            return Some(result.clone());
+        }
+        self.entries.truncate(i); // the re-run diverged: later entries no longer apply
+        None
+    }
+
+    pub fn record(&mut self, effect: Call, result: Result<Value, String>) {
+        self.entries.push((effect, result));
+    }
+}
+
+/// An effect call waiting for its run to become non-speculative.
+#[derive(Debug)]
+pub(super) struct Held {
+    pub run: RunId,
+    pub request: RequestId,
+    pub effect: Call,
+}
+
+/// Effects held and in flight.
+#[derive(Debug, Default)]
+pub(super) struct Effects {
+    /// In the order they were called.
+    pub held: Vec<Held>,
+    /// Being performed: request → (run, its slot, the effect).
+    pub in_flight: HashMap<RequestId, (RunId, SlotId, Call)>,
+}
+
+pub(super) fn reply_of(result: Result<Value, String>) -> Reply {
+    match result {
+        Ok(v) => Reply::Ok(v),
+        Err(e) => Reply::Refused(e),
+    }
+}
+
+impl Engine {
+    /// An effect call: performed now if its run is non-speculative, held otherwise.
+    pub(super) fn effect_call(&mut self, run: RunId, request: RequestId, effect: Call, out: &mut Vec<Action>) {
+        if self.is_non_speculative(run) {
+            self.perform(run, request, effect, out);
+        } else {
+            self.stats.effects_suspended += 1;
+            self.effects.held.push(Held { run, request, effect });
+        }
+    }
+
+    /// Whether `run` belongs to the oldest slot and to no predicted callee's tree.
+    fn is_non_speculative(&self, run: RunId) -> bool {
+        let slot = self.runs[run].slot;
+        self.slots.front().is_some_and(|s| s.id == slot) && !self.runs.in_predicted_tree(run)
+    }
+
+    /// Performs (or replays from the slot's journal) an effect of a run of the oldest slot.
+    fn perform(&mut self, run: RunId, request: RequestId, effect: Call, out: &mut Vec<Action>) {
+        let head = &mut self.slots[0];
+        if let Some(result) = head.journal.replay(&effect) {
+            // This slot ran before and performed this very effect: answer from the journal, never twice.
+            self.stats.effects_replayed += 1;
+            out.push(Action::Reply { run, request, reply: reply_of(result) });
+            return;
+        }
+        self.stats.effects += 1;
+        self.effects.in_flight.insert(request, (run, head.id, effect.clone()));
+        out.push(Action::Effect { run, request, effect });
+    }
+
+    /// An effect was performed: journal it, and answer its run if that still runs.
+    pub(super) fn effect_done(
+        &mut self,
+        run: RunId,
+        request: RequestId,
+        result: Result<Value, String>,
+        out: &mut Vec<Action>,
+    ) {
+        let Some((r, slot, effect)) = self.effects.in_flight.remove(&request) else { return };
+        if let Some(index) = self.slot_index(slot) {
+            self.slots[index].journal.record(effect, result.clone());
+        }
+        if r == run && self.runs.is_running(run) {
+            out.push(Action::Reply { run, request, reply: reply_of(result) });
+        }
+    }
+
+    /// Effects that waited for their run to become non-speculative are performed now, in the order they came.
+    pub(super) fn release_effects(&mut self, out: &mut Vec<Action>) {
+        if self.slots.is_empty() {
+            return;
+        }
+        for held in std::mem::take(&mut self.effects.held) {
+            if !self.runs.is_running(held.run) {
+                continue; // squashed while it waited: the effect never happens
+            }
+            if self.is_non_speculative(held.run) {
+                self.perform(held.run, held.request, held.effect, out);
+            } else {
+                self.effects.held.push(held);
+            }
+        }
+    }
+}

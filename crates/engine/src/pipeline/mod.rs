@@ -1,0 +1,375 @@
+//! [`Engine`]: the function execution pipeline of one invocation.
+//!
+//! The pipeline is split by the data each part owns:
+//!
+//! - `slots`: the functions of the invocation in program order ([`slots::Slot`], [`slots::Progress`]) and the
+//!   phase of the oldest ([`slots::Head`]).
+//! - `runs`: every run, with its role and state ([`runs::RunTable`], [`runs::RunState`]).
+//! - `derive`: deriving younger slots on predicted data, and validating them against real outputs.
+//! - `commit`: committing the oldest slot, in program order, and failing the invocation.
+//! - `calls`: implicit calls: bound callees, callees launched early on a prediction, and their results.
+//! - `access`: the read and write rules of the data buffer, which return their decisions as values.
+//! - `effects`: held external effects and the per-slot journal.
+//! - `invariants`: [`Engine::check_invariants`], run after every step in debug builds.
+//!
+//! **Deriving.** While fewer than `depth` slots are in flight beyond the oldest, the engine walks the workflow on
+//! from the youngest slot: with its real output if it has finished, else its memoized output, else an unknown value
+//! (a `Choice` on unknown data then asks the branch predictor). Whenever that walk reaches a Task whose input is
+//! known, a new slot is launched speculatively. A `pure` function whose output is memoized is not run at all.
+//!
+//! **Validating.** When the oldest slot finishes, the engine walks on from its real output, concretely: this is
+//! the application's semantics. If the next slot has the function and input that walk reaches, it stays; otherwise
+//! it and everything younger are squashed (control mispredict or memo mismatch) and the right function is launched.
+//! The same check runs early, speculatively, when a younger slot finishes. Then the slot's writes commit, with its
+//! store reads validated against other invocations' commits, and the next slot becomes the oldest.
+//!
+//! **Storage.** A read is answered from the run's own writes (and its callers'), else from the nearest older slot
+//! that wrote the key (once that slot has finished: a reader waits while the writer runs, so no speculative
+//! function sees another's partial writes), else from committed state. A write by an older slot to a key a younger
+//! slot read from further back squashes that younger slot at once, and whoever read from it; the squashed slot is
+//! run again on the same input. Writes after reads (WAR) and writes after writes (WAW) never squash.
+//!
+//! **Failures.** A run that crashes, throws or times out while speculative is never reported: when its slot becomes
+//! the oldest it runs again non-speculatively, and only that run's failure is the invocation's. An error a run
+//! *returned* is deterministic in its input and reads: once its slot is the oldest (so its input and in-invocation
+//! reads are validated), the store versions it read are checked by a commit of nothing, and the error stands.
+
+mod access;
+mod calls;
+mod commit;
+mod derive;
+mod effects;
+mod invariants;
+mod runs;
+mod slots;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use model::{Application, Program};
+use serde_json::{Value, json};
+
+use crate::buffer::DataBuffer;
+use crate::walk::{Concrete, Cursor, Mode, Stop, Walker};
+use crate::{
+    Action, BranchRecord, Catalog, Cause, Completion, Config, ErrorName, Event, Fate, Oracle, RunId, RunSummary, Stats,
+    Status,
+};
+use access::PendingRead;
+use runs::{Role, Run, RunState, RunTable};
+use slots::{End, Head, Progress, Slot, SlotId};
+
+/// Steps a speculative walk may take before it gives up (it is never observable, so this bounds only work).
+const SPECULATIVE_STEPS: u32 = 64;
+/// Predicted callees launched early per run, at most.
+const PREDICTED_CALLEES_MAX: usize = 16;
+
+/// The state machine of one invocation. See the module docs.
+pub struct Engine {
+    app: Arc<Application>,
+    catalog: Arc<Catalog>,
+    config: Config,
+    oracle: Oracle,
+    buffer: DataBuffer,
+    runs: RunTable,
+    slots: VecDeque<Slot>,
+    next_slot: u32,
+    head: Head,
+    /// Reads waiting for an older slot to finish.
+    stalled: Vec<PendingRead>,
+    /// Store reads in flight: request → (run, key).
+    store_reads: HashMap<crate::RequestId, (RunId, String)>,
+    effects: effects::Effects,
+    /// Predicted branches and their real outcomes, by the run launched on the prediction.
+    branch_records: HashMap<RunId, Vec<BranchRecord>>,
+    steps: u32,
+    path: Vec<String>,
+    depth: u32,
+    budget_left: u32,
+    stats: Stats,
+}
+
+impl Engine {
+    pub fn new(app: Arc<Application>, catalog: Arc<Catalog>, config: Config, oracle: Oracle) -> Self {
+        let depth = if config.speculation { config.depth_max } else { 0 };
+        Engine {
+            app,
+            catalog,
+            config,
+            oracle,
+            buffer: DataBuffer::default(),
+            runs: RunTable::default(),
+            slots: VecDeque::new(),
+            next_slot: 0,
+            head: Head::Open,
+            stalled: Vec::new(),
+            store_reads: HashMap::new(),
+            effects: effects::Effects::default(),
+            branch_records: HashMap::new(),
+            steps: 0,
+            path: Vec::new(),
+            depth,
+            budget_left: config.budget,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Whether the invocation has completed.
+    pub fn is_done(&self) -> bool {
+        matches!(self.head, Head::Done)
+    }
+
+    /// Applies one event; returns what the platform must do, in order.
+    pub fn step(&mut self, event: Event) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.is_done() {
+            // Late events (a killed run's report, a call racing the end, a timer) change nothing.
+            if let Event::Call { run, request, .. } = event {
+                let reply = crate::Reply::Refused("the invocation is over".into());
+                out.push(Action::Reply { run, request, reply });
+            }
+            return out;
+        }
+        match event {
+            Event::Start { input } => self.start(input, &mut out),
+            Event::Load { cpu_percent } => {
+                if self.config.speculation {
+                    self.depth = self.config.depth_at(cpu_percent);
+                }
+            }
+            Event::Call { run, request, call } => self.call(run, request, call, &mut out),
+            Event::StoreRead { run, request, value, version } => {
+                self.store_read(run, request, value, version, &mut out)
+            }
+            Event::Finished { run, outcome } => self.finished(run, outcome, &mut out),
+            Event::EffectDone { run, request, result } => self.effect_done(run, request, result, &mut out),
+            Event::Committed { run } => {
+                debug_assert!(
+                    matches!(self.head, Head::Committing { .. } | Head::ValidatingFailure { .. })
+                        && self.slots.front().and_then(Slot::run) == Some(run),
+                    "a commit landed for run {run}, which is not committing"
+                );
+                self.committed(&mut out);
+            }
+            Event::CommitConflict { .. } => self.commit_conflict(&mut out),
+            Event::CommitFailed { run, error } => {
+                let error = json!(format!("committing the writes of run {run} failed: {error}"));
+                let end = End { status: Status::InternalError, result: json!({ "error": error }), error: None };
+                self.complete(end, &mut out);
+            }
+            // No state sets a timer yet (`Wait` and retry back-off will): one that fires changes nothing.
+            Event::TimerFired { .. } => {}
+        }
+        if !self.is_done() {
+            self.fill(&mut out);
+        }
+        #[cfg(debug_assertions)]
+        if let Err(broken) = self.check_invariants() {
+            panic!("engine invariant broken: {broken}");
+        }
+        out
+    }
+
+    /// A walker over the application's workflow, or `None` for an implicit chain.
+    fn walker<'a>(app: &'a Application, oracle: &'a Oracle, history_len: usize) -> Option<Walker<'a>> {
+        match &app.program {
+            Program::Workflow(root) => Some(Walker { root, app: &app.name, branches: &*oracle.branches, history_len }),
+            Program::Function(_) => None,
+        }
+    }
+
+    fn slot_index(&self, id: SlotId) -> Option<usize> {
+        self.slots.iter().position(|s| s.id == id)
+    }
+
+    fn new_slot(&mut self, cursor: Option<Cursor>, function: String, input: Value) -> Slot {
+        self.next_slot += 1;
+        Slot::new(SlotId(self.next_slot), cursor, function, input)
+    }
+
+    fn start(&mut self, input: Value, out: &mut Vec<Action>) {
+        let app = self.app.clone();
+        let slot = match &app.program {
+            Program::Workflow(root) => {
+                let mut cursor = Cursor::start(root, input);
+                let mut decisions = Vec::new();
+                let oracle = self.oracle.clone();
+                let stop = {
+                    let walker = Self::walker(&app, &oracle, self.config.path_history).expect("a workflow");
+                    let mut mode = Mode::Concrete(Concrete {
+                        path: &mut self.path,
+                        steps: &mut self.steps,
+                        steps_max: self.config.steps_max,
+                    });
+                    walker.advance(&mut cursor, None, &mut mode, &mut decisions)
+                };
+                match stop {
+                    Stop::Task { function, input } => self.new_slot(Some(cursor), function, input),
+                    Stop::Complete { status, result, error } => {
+                        return self.complete(End { status, result, error }, out);
+                    }
+                    Stop::Blocked => unreachable!("concrete walks never block"),
+                }
+            }
+            Program::Function(f) => self.new_slot(None, f.clone(), input),
+        };
+        self.slots.push_back(slot);
+        self.launch_slot(0, out);
+    }
+
+    /// Launches the current run of the slot at `index`; a speculative launch spends budget.
+    fn launch_slot(&mut self, index: usize, out: &mut Vec<Action>) {
+        let speculative = index > 0;
+        if speculative {
+            if self.budget_left == 0 {
+                self.stats.budget_exhausted = true;
+                return;
+            }
+            self.budget_left -= 1;
+            self.stats.speculative_launches += 1;
+        }
+        let (id, function, input) = {
+            let s = &self.slots[index];
+            (s.id, s.function.clone(), s.input.clone())
+        };
+        let Some(run) = self.new_run(&function, id, Role::Top, speculative, input, out) else { return };
+        let slot = &mut self.slots[index];
+        slot.progress = Progress::Running(run);
+        slot.journal.restart();
+    }
+
+    /// Creates a run and emits its launch; `None` (and the invocation failed) when the run budget is spent.
+    /// A run of a function whose calls the oracle predicts starts those callees early.
+    fn new_run(
+        &mut self,
+        function: &str,
+        slot: SlotId,
+        role: Role,
+        speculative: bool,
+        input: Value,
+        out: &mut Vec<Action>,
+    ) -> Option<RunId> {
+        if self.runs.len() as u32 >= self.config.runs_max {
+            let error =
+                format!("the invocation exceeded its limit of {} function runs (runs_max)", self.config.runs_max);
+            let result = json!({ "error": format!("States.Runtime: {error}") });
+            self.complete(End { status: Status::ApplicationError, result, error: Some(ErrorName::Runtime) }, out);
+            return None;
+        }
+        let parent = match role {
+            Role::Top => None,
+            Role::Callee { caller, .. } | Role::Predicted { caller } => Some(caller),
+        };
+        let depth = parent.map_or(0, |p| self.runs[p].depth + 1);
+        let run = self.runs.push(Run {
+            function: function.to_string(),
+            input: input.clone(),
+            slot,
+            role,
+            state: RunState::Running,
+            calls: Vec::new(),
+            depth,
+            speculative,
+            reads: Vec::new(),
+            versions: Vec::new(),
+            memo_hit: None,
+        });
+        out.push(Action::Launch { run, function: function.to_string(), input, caller: parent, speculative });
+        self.prelaunch_callees(run, out);
+        Some(run)
+    }
+
+    /// Ends `run` with `fate`, killing it if it still runs, and drops its buffered writes.
+    fn end_run(&mut self, run: RunId, fate: Fate, out: &mut Vec<Action>) {
+        let r = &mut self.runs[run];
+        if r.is_running()
+            && let Fate::Squashed(cause) = fate
+        {
+            out.push(Action::Kill { run, cause });
+        }
+        r.state = RunState::Ended(fate);
+        self.buffer.take(run);
+    }
+
+    /// Drops stalled reads and held effects of runs that no longer run.
+    fn forget_ended(&mut self) {
+        let runs = &self.runs;
+        self.stalled.retain(|p| runs.is_running(p.run));
+        self.effects.held.retain(|h| runs.is_running(h.run));
+    }
+
+    /// Squashes the current run of the slot at `index` (and its callees), discarding all it produced, and every
+    /// younger slot that read from it. With `relaunch`, the slot runs again on the same input.
+    fn squash_slot(&mut self, index: usize, cause: Cause, relaunch: bool, out: &mut Vec<Action>) {
+        let id = self.slots[index].id;
+        if let Some(run) = self.slots[index].run() {
+            for r in self.runs.of_slot(id).collect::<Vec<_>>() {
+                self.end_run(r, Fate::Squashed(cause), out);
+            }
+            debug_assert!(self.runs[run].fate().is_some(), "run {run} of a squashed slot has no fate");
+            *self.stats.squashes.entry(cause).or_insert(0) += 1;
+            self.budget_left = self.budget_left.saturating_sub(1);
+            self.slots[index].progress = Progress::Waiting;
+        }
+        self.forget_ended();
+        // Whoever read this slot's writes read something that no longer exists.
+        let mut t = index + 1;
+        while t < self.slots.len() {
+            if self.reads_from_slot(t, id) {
+                self.squash_slot(t, cause, true, out);
+            }
+            t += 1;
+        }
+        if relaunch && !self.slots[index].is_skipped() && (index == 0 || self.config.speculation) {
+            self.launch_slot(index, out);
+        }
+    }
+
+    /// Squashes and removes every slot from `index` on.
+    fn squash_from(&mut self, index: usize, cause: Cause, out: &mut Vec<Action>) {
+        for t in (index..self.slots.len()).rev() {
+            self.squash_slot(t, cause, false, out);
+        }
+        self.slots.truncate(index);
+        if let Some(last) = self.slots.back_mut() {
+            last.derived = None;
+        }
+    }
+
+    fn complete(&mut self, end: End, out: &mut Vec<Action>) {
+        for run in self.runs.ids() {
+            if self.runs[run].is_running() {
+                self.end_run(run, Fate::Squashed(Cause::Abandoned), out);
+            }
+        }
+        let runs = self
+            .runs
+            .iter()
+            .map(|(id, r)| RunSummary {
+                run: id,
+                function: r.function.clone(),
+                speculative: r.speculative,
+                fate: r.fate().unwrap_or(Fate::Squashed(Cause::Abandoned)),
+                memo_hit: r.memo_hit,
+                branches: self.branch_records.remove(&id).unwrap_or_default(),
+            })
+            .collect::<Vec<_>>();
+        let path = match &self.app.program {
+            Program::Workflow(_) => std::mem::take(&mut self.path),
+            // An implicit chain's path: the functions whose results counted, in launch order.
+            Program::Function(_) => {
+                runs.iter().filter(|r| !matches!(r.fate, Fate::Squashed(_))).map(|r| r.function.clone()).collect()
+            }
+        };
+        self.head = Head::Done;
+        let stats = std::mem::take(&mut self.stats);
+        out.push(Action::Complete(Completion {
+            status: end.status,
+            result: end.result,
+            error: end.error,
+            path,
+            runs,
+            stats,
+        }));
+    }
+}
