@@ -124,8 +124,11 @@ pub(crate) async fn run(
                 match action {
                     Action::Launch { run, function, input, caller, speculative } => {
                         debug_assert_eq!(run.index(), tracked.len());
-                        let id =
-                            if direct && caller.is_none() && run == RunId(0) { app_id.clone() } else { new_activation_id() };
+                        let id = if direct && caller.is_none() && run == RunId(0) {
+                            app_id.clone()
+                        } else {
+                            new_activation_id()
+                        };
                         let parent = caller.map(|c| tracked[c.index()].record.activation_id.clone());
                         let ctx = LaunchCtx {
                             inner: &inner,
