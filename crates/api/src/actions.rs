@@ -122,7 +122,12 @@ pub(crate) async fn deploy(
             }
             let app = Application::sequence(name, &components, &|f| is_function(platform, ns, f))
                 .map_err(|e| Error::Invalid(e.to_string()))?;
-            // Shadows a function of the same name at once; the function stays loaded until the name is deleted.
+            if platform.has_function(ns, name) {
+                // It replaces a function, which sequences and workflows name directly: unload it, so none of them
+                // runs the old code. The platform has no call that swaps a function for an application in one
+                // update, so an invocation landing between these two calls (no await apart) finds neither.
+                platform.remove(ns, name);
+            }
             platform.deploy_app(ns, app);
             return Ok(());
         }

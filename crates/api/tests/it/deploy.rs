@@ -93,3 +93,33 @@ async fn limits_past_their_maximum_are_refused_by_name() {
     assert_eq!(created["limits"], json!({"logs": 10, "timeout": 300_000, "memory": 2048, "concurrency": 1}));
     s.stop().await;
 }
+
+/// An overwrite may change what a name is: a sequence becomes a function and back. Each time the name runs the new
+/// definition, and so does a sequence over it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overwrite_can_turn_a_sequence_into_a_function_and_back() {
+    async fn run(s: &crate::Server, name: &str) -> (u16, Value) {
+        let path = format!("/api/v1/namespaces/_/actions/{name}?blocking=true&result=true");
+        s.call("POST", &path, Some(&s.auth), Some(json!({"n": 1}))).await
+    }
+    async fn put(s: &crate::Server, name: &str, body: Value) -> (u16, Value) {
+        s.call("PUT", &format!("/api/v1/namespaces/_/actions/{name}?overwrite=true"), Some(&s.auth), Some(body)).await
+    }
+    let s = start().await;
+    let seq = |components: Value| json!({"exec": {"kind": "sequence", "components": components}});
+    put_action(&s, "inc", "nodejs:20", "function main(p) { return { n: p.n + 1 }; }").await;
+    assert_eq!(put(&s, "twice", seq(json!(["inc", "inc"]))).await.0, 200);
+    assert_eq!(run(&s, "twice").await, (200, json!({"n": 3})));
+    // The sequence becomes a function.
+    assert_eq!(put_action(&s, "twice", "python:3", "def main(a):\n    return {'n': a['n'] * 2}\n").await.0, 200);
+    assert_eq!(run(&s, "twice").await, (200, json!({"n": 2})));
+    let (status, err) = put(&s, "outer", seq(json!(["twice", "inc"]))).await;
+    assert_eq!(status, 200, "a function that replaced a sequence can be a component: {err}");
+    assert_eq!(run(&s, "outer").await, (200, json!({"n": 3})));
+    // And back into a sequence: it runs the sequence, and the function it replaced is gone.
+    assert_eq!(put(&s, "twice", seq(json!(["inc", "inc"]))).await.0, 200);
+    assert_eq!(run(&s, "twice").await, (200, json!({"n": 3})));
+    let (status, _) = run(&s, "outer").await;
+    assert_ne!(status, 200, "a sequence over a name that is now a sequence does not run the replaced function");
+    s.stop().await;
+}
