@@ -33,6 +33,8 @@ pub struct RunTiming {
 pub struct Invocation {
     pub status: Status,
     pub result: Value,
+    /// The failure's ASL name (`States.Timeout`, `States.TaskFailed`, ...), when the invocation failed.
+    pub error: Option<ErrorName>,
     /// The top record: the application's, or the function's when a function was invoked directly.
     pub record: ActivationRecord,
     /// Records of the function runs, in launch order (for a direct function invocation, the callees).
@@ -471,5 +473,5 @@ fn finish(
     // Serializing the records costs more than the rest of a short function's hand-off: the writer does it.
     let records = std::iter::once(&record).chain(runs.iter()).cloned().collect();
     let _ = inner.recorder.send(RecorderMsg::Records(namespace, records));
-    Invocation { status: completion.status, result: completion.result, record, runs, timings }
+    Invocation { status: completion.status, result: completion.result, error: completion.error, record, runs, timings }
 }

@@ -132,7 +132,20 @@ async fn a_timeout_is_a_developer_error_and_commits_nothing() {
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(inv.status, Status::DeveloperError);
     assert_eq!(inv.result, json!({"error": "The action exceeded its time limits of 400 milliseconds."}));
+    assert_eq!(inv.error, Some(engine::ErrorName::Timeout), "a timeout keeps its name up to the invocation");
     assert_eq!(value(p.store(), "half").await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_other_than_a_timeout_is_named_task_failed() {
+    let f = fixture();
+    let p = &f.platform;
+    let code = "def main(a):\n    raise ValueError('no')\n";
+    p.deploy_function(NS, source("raises", Kind::Python, code, Limits::default())).await.unwrap();
+    let inv = p.invoke(NS, "raises", json!({})).await.unwrap();
+    assert_eq!(inv.status, Status::DeveloperError);
+    assert_eq!(inv.error, Some(engine::ErrorName::TaskFailed));
+    assert_eq!(inv.error.map(|e| e.to_string()), Some("States.TaskFailed".to_string()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
