@@ -56,7 +56,8 @@ struct App {
     platform: platform::Platform,
     store: Arc<dyn Store>,
     blocking_wait: Duration,
-    requests: Arc<metrics::Requests>,
+    /// What `/metrics` exports: request metrics and the platform's counters.
+    metrics: Arc<metrics::Exporter>,
     admission: admission::Admission,
     /// One change at a time per resource name.
     locks: Arc<resources::Locks>,

@@ -143,10 +143,10 @@ impl Server {
         let addr = listener.local_addr().map_err(|e| Error::Start(e.to_string()))?;
         platform.set_api_host(&format!("http://{addr}"));
         let app = App {
+            metrics: Arc::new(metrics::Exporter::new(platform.clone())),
             platform,
             store,
             blocking_wait: options.blocking_wait,
-            requests: Default::default(),
             admission: Admission::new(options.limits)?,
             locks: Default::default(),
             restore: Default::default(),

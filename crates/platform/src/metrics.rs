@@ -1,5 +1,12 @@
 //! Counters across invocations: what an operator graphs. Updated once per invocation from the engine's
 //! [`engine::Stats`]; read as a [`Snapshot`].
+//!
+//! **Each counter is declared once**, in the [`counters!`] table at the bottom of this file: its field, its
+//! exported name and its help text. The [`Snapshot`] struct, [`Snapshot::since`], [`Snapshot::add`],
+//! [`Snapshot::counters`] (what `/metrics` exports) and the update from [`engine::Stats`] are all generated from
+//! it. The update destructures `Stats` with no `..`, so an engine counter missing from the table does not compile.
+//! Two counters are families with a label, declared in the struct by hand: invocations by status and squashes by
+//! cause.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -12,84 +19,85 @@ pub struct Metrics {
     inner: Mutex<Snapshot>,
 }
 
-/// Totals since the platform started.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Snapshot {
-    /// Invocations by final status.
-    pub invocations: BTreeMap<String, u64>,
-    pub speculative_launches: u64,
-    /// Pure functions not run because their output was memoized.
-    pub skipped: u64,
-    pub memo_hits: u64,
-    pub memo_misses: u64,
-    pub branch_predictions: u64,
-    pub branch_hits: u64,
-    pub squashes: BTreeMap<Cause, u64>,
-    /// Wall-clock time squashed runs had been running when they were killed, in microseconds.
-    pub squashed_us: u64,
-    /// CPU time squashed runs used, in microseconds, where the runtime measures it (Python functions).
-    pub squashed_cpu_us: u64,
-    /// Invocations that spent their speculation budget and went on non-speculatively.
-    pub budget_exhausted: u64,
-    /// External effects performed; effects that first waited for their function to become non-speculative.
-    pub effects: u64,
-    pub effects_suspended: u64,
-    /// Callees launched early on a prediction, and how many of them a real call used.
-    pub callees_predicted: u64,
-    pub callees_used: u64,
+/// One plain counter of a [`Snapshot`], as exported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counter {
+    /// The [`Snapshot`] field.
+    pub field: &'static str,
+    /// The exported name, without the `specfaas_` prefix and the `_total` suffix.
+    pub name: &'static str,
+    pub help: &'static str,
+}
+
+/// Declares the snapshot's plain counters: `engine` ones are summed from the [`engine::Stats`] of each invocation
+/// (the field of the same name), `platform` ones are measured by the driver.
+macro_rules! counters {
+    (
+        engine { $($e:ident => $e_name:literal, $e_help:literal;)* }
+        platform { $($p:ident => $p_name:literal, $p_help:literal;)* }
+    ) => {
+        /// Totals since the platform started.
+        #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+        pub struct Snapshot {
+            /// Invocations by final status.
+            pub invocations: BTreeMap<String, u64>,
+            /// Squashed runs by cause.
+            pub squashes: BTreeMap<Cause, u64>,
+            $(#[doc = $e_help] pub $e: u64,)*
+            $(#[doc = $p_help] pub $p: u64,)*
+        }
+
+        impl Snapshot {
+            /// Every plain counter, in declaration order.
+            pub const COUNTERS: &[Counter] = &[
+                $(Counter { field: stringify!($e), name: $e_name, help: $e_help },)*
+                $(Counter { field: stringify!($p), name: $p_name, help: $p_help },)*
+            ];
+
+            /// Every plain counter with its value, in declaration order.
+            pub fn counters(&self) -> Vec<(Counter, u64)> {
+                Snapshot::COUNTERS.iter().copied().zip([$(self.$e,)* $(self.$p,)*]).collect()
+            }
+
+            /// What happened between `earlier` and this snapshot.
+            pub fn since(&self, earlier: &Snapshot) -> Snapshot {
+                Snapshot {
+                    invocations: diff(&self.invocations, &earlier.invocations),
+                    squashes: diff(&self.squashes, &earlier.squashes),
+                    $($e: self.$e - earlier.$e,)*
+                    $($p: self.$p - earlier.$p,)*
+                }
+            }
+
+            /// Adds `other`'s counts to these.
+            pub fn add(&mut self, other: &Snapshot) {
+                for (k, v) in &other.invocations {
+                    *self.invocations.entry(k.clone()).or_insert(0) += v;
+                }
+                for (k, v) in &other.squashes {
+                    *self.squashes.entry(*k).or_insert(0) += v;
+                }
+                $(self.$e += other.$e;)*
+                $(self.$p += other.$p;)*
+            }
+
+            /// Adds one invocation's engine counters. No `..`: every field of `Stats` must be in the table.
+            fn add_stats(&mut self, stats: &Stats) {
+                let Stats { squashes, $($e,)* } = stats;
+                for (cause, n) in squashes {
+                    *self.squashes.entry(*cause).or_insert(0) += u64::from(*n);
+                }
+                $(self.$e += u64::from(*$e);)*
+            }
+        }
+    };
+}
+
+fn diff<K: Ord + Clone>(now: &BTreeMap<K, u64>, then: &BTreeMap<K, u64>) -> BTreeMap<K, u64> {
+    now.iter().map(|(k, v)| (k.clone(), v - then.get(k).copied().unwrap_or(0))).filter(|(_, v)| *v > 0).collect()
 }
 
 impl Snapshot {
-    /// What happened between `earlier` and this snapshot.
-    pub fn since(&self, earlier: &Snapshot) -> Snapshot {
-        fn diff<K: Ord + Clone>(now: &BTreeMap<K, u64>, then: &BTreeMap<K, u64>) -> BTreeMap<K, u64> {
-            now.iter()
-                .map(|(k, v)| (k.clone(), v - then.get(k).copied().unwrap_or(0)))
-                .filter(|(_, v)| *v > 0)
-                .collect()
-        }
-        Snapshot {
-            invocations: diff(&self.invocations, &earlier.invocations),
-            speculative_launches: self.speculative_launches - earlier.speculative_launches,
-            skipped: self.skipped - earlier.skipped,
-            memo_hits: self.memo_hits - earlier.memo_hits,
-            memo_misses: self.memo_misses - earlier.memo_misses,
-            branch_predictions: self.branch_predictions - earlier.branch_predictions,
-            branch_hits: self.branch_hits - earlier.branch_hits,
-            squashes: diff(&self.squashes, &earlier.squashes),
-            squashed_us: self.squashed_us - earlier.squashed_us,
-            squashed_cpu_us: self.squashed_cpu_us - earlier.squashed_cpu_us,
-            budget_exhausted: self.budget_exhausted - earlier.budget_exhausted,
-            effects: self.effects - earlier.effects,
-            effects_suspended: self.effects_suspended - earlier.effects_suspended,
-            callees_predicted: self.callees_predicted - earlier.callees_predicted,
-            callees_used: self.callees_used - earlier.callees_used,
-        }
-    }
-
-    /// Adds `other`'s counts to these.
-    pub fn add(&mut self, other: &Snapshot) {
-        for (k, v) in &other.invocations {
-            *self.invocations.entry(k.clone()).or_insert(0) += v;
-        }
-        for (k, v) in &other.squashes {
-            *self.squashes.entry(*k).or_insert(0) += v;
-        }
-        self.speculative_launches += other.speculative_launches;
-        self.skipped += other.skipped;
-        self.memo_hits += other.memo_hits;
-        self.memo_misses += other.memo_misses;
-        self.branch_predictions += other.branch_predictions;
-        self.branch_hits += other.branch_hits;
-        self.squashed_us += other.squashed_us;
-        self.squashed_cpu_us += other.squashed_cpu_us;
-        self.budget_exhausted += other.budget_exhausted;
-        self.effects += other.effects;
-        self.effects_suspended += other.effects_suspended;
-        self.callees_predicted += other.callees_predicted;
-        self.callees_used += other.callees_used;
-    }
-
     /// Memo hits over memo lookups; `None` before any lookup.
     pub fn memo_hit_rate(&self) -> Option<f64> {
         let n = self.memo_hits + self.memo_misses;
@@ -106,25 +114,98 @@ impl Metrics {
     pub(crate) fn record(&self, status: Status, stats: &Stats, squashed_us: u64, squashed_cpu_us: u64) {
         let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         *m.invocations.entry(status.as_str().to_string()).or_insert(0) += 1;
-        m.speculative_launches += stats.speculative_launches as u64;
-        m.skipped += stats.skipped as u64;
-        m.memo_hits += stats.memo_hits as u64;
-        m.memo_misses += stats.memo_misses as u64;
-        m.branch_predictions += stats.branch_predictions as u64;
-        m.branch_hits += stats.branch_hits as u64;
-        for (cause, n) in &stats.squashes {
-            *m.squashes.entry(*cause).or_insert(0) += *n as u64;
-        }
+        m.add_stats(stats);
         m.squashed_us += squashed_us;
         m.squashed_cpu_us += squashed_cpu_us;
-        m.budget_exhausted += stats.budget_exhausted as u64;
-        m.effects += stats.effects as u64;
-        m.effects_suspended += stats.effects_suspended as u64;
-        m.callees_predicted += stats.callees_predicted as u64;
-        m.callees_used += stats.callees_used as u64;
     }
 
     pub fn snapshot(&self) -> Snapshot {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+counters! {
+    engine {
+        speculative_launches => "speculative_launches", "Functions launched speculatively.";
+        skipped => "pure_skipped", "Pure functions not run because their output was memoized.";
+        memo_hits => "memo_hits", "Memo table hits.";
+        memo_misses => "memo_misses", "Memo table misses.";
+        branch_predictions => "branch_predictions", "Branch targets followed on a prediction.";
+        branch_hits => "branch_hits", "Branch predictions the real data confirmed.";
+        budget_exhausted => "budget_exhausted",
+            "Invocations that spent their speculation budget and went on non-speculatively.";
+        effects => "effects", "External effects performed.";
+        effects_replayed => "effects_replayed",
+            "Effects answered from the journal of an earlier run of the same slot, not performed again.";
+        effects_suspended => "effects_suspended", "Effect calls that waited for their run to become non-speculative.";
+        callees_predicted => "callees_predicted", "Callees launched early on a prediction.";
+        callees_used => "callees_used", "Predicted callees a real call used.";
+    }
+    platform {
+        squashed_us => "squashed_wall_microseconds", "Wall-clock time squashed runs had been running, in microseconds.";
+        squashed_cpu_us => "squashed_cpu_microseconds",
+            "CPU time squashed runs used, in microseconds, where the runtime measures it (Python functions).";
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_engine_counter_is_recorded_and_exported() {
+        // Each counter of one invocation's stats at a distinct value: each must land in its own field.
+        let mut stats = Stats::default();
+        let Stats {
+            speculative_launches,
+            skipped,
+            memo_hits,
+            memo_misses,
+            branch_predictions,
+            branch_hits,
+            squashes,
+            budget_exhausted,
+            effects,
+            effects_replayed,
+            effects_suspended,
+            callees_predicted,
+            callees_used,
+        } = &mut stats;
+        for (i, n) in [
+            speculative_launches,
+            skipped,
+            memo_hits,
+            memo_misses,
+            branch_predictions,
+            branch_hits,
+            effects,
+            effects_replayed,
+            effects_suspended,
+            callees_predicted,
+            callees_used,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            *n = 2 + i as u32;
+        }
+        *budget_exhausted = true;
+        squashes.insert(Cause::ControlMispredict, 3);
+        let metrics = Metrics::default();
+        metrics.record(Status::Success, &stats, 7, 5);
+        let snapshot = metrics.snapshot();
+        let values: Vec<u64> = snapshot.counters().into_iter().map(|(_, v)| v).collect();
+        assert_eq!(values, [2, 3, 4, 5, 6, 7, 1, 8, 9, 10, 11, 12, 7, 5]);
+        assert_eq!(snapshot.squashes, BTreeMap::from([(Cause::ControlMispredict, 3)]));
+        assert_eq!(snapshot.since(&Snapshot::default()), snapshot);
+        let mut twice = snapshot.clone();
+        twice.add(&snapshot);
+        assert_eq!(twice.since(&snapshot), snapshot);
+        // Fields and exported names are unique, and the serialized snapshot has every field.
+        let json = serde_json::to_value(&snapshot).unwrap();
+        for (i, c) in Snapshot::COUNTERS.iter().enumerate() {
+            assert!(json.get(c.field).is_some(), "{} is not serialized", c.field);
+            assert!(Snapshot::COUNTERS[..i].iter().all(|o| o.field != c.field && o.name != c.name), "{c:?}");
+        }
     }
 }

@@ -281,6 +281,36 @@ async fn bad_input_gets_the_right_status_and_leaves_nothing_behind() {
     s.stop().await;
 }
 
+/// Every counter the platform declares reaches `/metrics`, with its value, whether or not anything counted it yet:
+/// the names come from the one declaration (`Snapshot::COUNTERS`), so a counter added there and left out of the
+/// export fails here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_platform_counter_reaches_metrics() {
+    let s = start().await;
+    put_action(&s, "echo", "python:3", "def main(a):\n    return a\n").await;
+    let (status, _) =
+        s.call("POST", "/api/v1/namespaces/_/actions/echo?blocking=true", Some(&s.auth), Some(json!({"n": 1}))).await;
+    assert_eq!(status, 200);
+    let (status, metrics) = s.raw("GET", "/metrics", None, None).await;
+    assert_eq!(status, 200);
+    let text = metrics.as_str().unwrap().to_string();
+    let counters = platform::metrics::Snapshot::COUNTERS;
+    assert!(counters.len() >= 14, "{counters:?}");
+    for c in counters {
+        let name = format!("specfaas_{}_total", c.name);
+        assert!(text.contains(&format!("# TYPE {name} counter")), "{name} is not exported:\n{text}");
+        let sample = text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).unwrap_or_else(|| panic!("{name}"));
+        assert!(sample.parse::<u64>().is_ok(), "{name} has value {sample:?}");
+    }
+    for name in ["effects_replayed", "budget_exhausted", "effects_suspended"] {
+        assert!(text.contains(&format!("specfaas_{name}_total 0")), "{name}:\n{text}");
+    }
+    assert!(text.contains(r#"specfaas_invocations_total{status="success"} 1"#), "{text}");
+    assert!(text.contains("# TYPE specfaas_squashes_total counter"), "{text}");
+    assert!(text.contains("specfaas_http_request_seconds_sum{"), "{text}");
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_are_required_and_namespaces_are_isolated() {
     let s = start().await;
