@@ -86,23 +86,39 @@ pub fn work_dir(data_dir: &Path) -> Result<PathBuf> {
     Ok(PathBuf::from(format!("/tmp/specfaas-{hash}")))
 }
 
-/// The work directory, created empty (whatever a killed server left there is removed first) and removed on drop.
+/// The work directory, created empty and removed on drop. Whatever a killed server left there is removed first, but
+/// only if it carries [`WorkDir::MARKER`]: a directory of that name that specfaas did not make is never deleted.
 struct WorkDir(PathBuf);
 
 impl WorkDir {
+    /// The file that marks a directory as a specfaas work directory.
+    const MARKER: &str = ".specfaas-work";
+
     /// Only call it while holding the data directory's store open: the store admits one process, so no running
     /// server uses this directory.
     fn create(path: PathBuf) -> Result<WorkDir> {
         let fail = |e: std::io::Error| Error::Start(format!("cannot prepare {}: {e}", path.display()));
         match std::fs::symlink_metadata(&path) {
-            Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&path).map_err(fail)?,
-            Ok(_) => std::fs::remove_file(&path).map_err(fail)?,
+            Ok(meta) if meta.is_dir() && path.join(Self::MARKER).is_file() => {
+                std::fs::remove_dir_all(&path).map_err(fail)?
+            }
+            Ok(_) => {
+                return Err(Error::Start(format!(
+                    "{} exists and is not a specfaas work directory (it has no {}); move it away or use another \
+                     data directory",
+                    path.display(),
+                    Self::MARKER
+                )));
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(fail(e)),
         }
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new().mode(0o700).create(&path).map_err(fail)?;
-        Ok(WorkDir(path))
+        let work = WorkDir(path);
+        std::fs::write(work.0.join(Self::MARKER), "the work directory of a specfaas server; removed when it stops\n")
+            .map_err(|e| Error::Start(format!("cannot prepare {}: {e}", work.0.display())))?;
+        Ok(work)
     }
 }
 

@@ -393,6 +393,11 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
             };
             let data_dir = data_dir.or(server.data_dir).unwrap_or_else(|| PathBuf::from(".specfaas"));
             let options = api::Options { config, limits, ..api::Options::new(listen, data_dir.clone()) };
+            // SIGINT (Ctrl-C) and SIGTERM (what service managers and `kill` send) both stop the server cleanly,
+            // which removes its work directory. Both are caught from before the port opens, so a signal during the
+            // start cannot kill the server without its cleanup.
+            use tokio::signal::unix::{SignalKind, signal};
+            let (mut interrupt, mut terminate) = (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?);
             let server = api::Server::start(options).await?;
             if let Some(key) = &server.first_key {
                 println!(
@@ -403,13 +408,10 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
                 );
             }
             println!("specfaas serving on http://{}", server.addr);
-            // SIGINT (Ctrl-C) and SIGTERM (what service managers and `kill` send) both stop the server cleanly,
-            // which removes its work directory.
-            let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             server
                 .serve(async move {
                     tokio::select! {
-                        _ = tokio::signal::ctrl_c() => {}
+                        _ = interrupt.recv() => {}
                         _ = terminate.recv() => {}
                     }
                 })

@@ -394,4 +394,13 @@ fn the_work_directory_goes_on_sigterm_and_a_stale_one_at_the_next_start() {
     let serve = Serve::start(&data_dir);
     assert!(!stale.join("left-over").exists(), "{} was not cleaned at start", stale.display());
     assert!(serve.terminate().success());
+
+    // A directory at that place that specfaas did not make is never deleted: the server refuses to start.
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("mine"), "a user's file").unwrap();
+    let out = specfaas(&["serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is not a specfaas work directory"), "{stderr}");
+    assert!(stale.join("mine").exists());
 }
