@@ -32,6 +32,7 @@ use model::{Application, FunctionSpec};
 use runtime::native::NativeRuntime;
 use runtime::{Runtime, Warm};
 use serde_json::Value;
+use sha2::Digest as _;
 use storage::Store;
 use tokio::sync::mpsc;
 
@@ -39,6 +40,23 @@ pub use builder::{Builder, default_runtimes, embedded_store};
 pub use engine::Status;
 pub use invocation::{Invocation, RunTiming};
 pub use record::ActivationRecord;
+
+/// The version the engine keys a function's memo rows and predictions on: its code version, and its bound
+/// parameters when it has any. Bound parameters are merged into the input here, after the engine has looked the
+/// input up, so without them a function redeployed with new parameters would be served outputs memoized with the
+/// old ones.
+fn memo_version(spec: &FunctionSpec) -> String {
+    if spec.parameters.is_empty() {
+        return spec.version.clone();
+    }
+    let parameters = model::json::canonical(&Value::Object(spec.parameters.clone()));
+    let digest = sha2::Sha256::digest(parameters.as_bytes());
+    format!("{}+{}", spec.version, hex_prefix(&digest, 8))
+}
+
+fn hex_prefix(bytes: &[u8], n: usize) -> String {
+    bytes.iter().take(n).map(|b| format!("{b:02x}")).collect()
+}
 
 /// Compares secrets in constant time.
 fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
@@ -259,7 +277,7 @@ impl Platform {
                 .map(|(n, d)| {
                     (
                         n.clone(),
-                        FunctionInfo { version: d.spec.version.clone(), annotations: d.spec.annotations.clone() },
+                        FunctionInfo { version: memo_version(&d.spec), annotations: d.spec.annotations.clone() },
                     )
                 })
                 .collect(),

@@ -507,3 +507,34 @@ async fn records_show_predicted_and_actual_branches_of_squashed_runs() {
     assert_eq!(read_temp.response.result, json!({}), "a squashed run shows no result");
     assert!(read_temp.logs.is_empty(), "a squashed run shows no logs");
 }
+
+/// Bug 1: a `pure` function's memoized outputs are keyed on its bound parameters too. Redeployed with new
+/// parameters (same code), it must not serve outputs memoized with the old ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pure_function_redeployed_with_new_parameters_serves_no_stale_output() {
+    let f = fixture();
+    let p = &f.platform;
+    p.native().register("scale", |_, input| async move {
+        Ok(json!({"y": input["x"].as_i64().unwrap_or(0) * input["factor"].as_i64().unwrap_or(0)}))
+    });
+    let scale = |factor: i64| {
+        let annotations = Annotations { pure: true, ..Default::default() };
+        let mut spec = FunctionSpec::new("scale", Kind::Native, Code::Native, Limits::default(), annotations).unwrap();
+        spec.parameters.insert("factor".into(), json!(factor));
+        spec
+    };
+    // After a first function, so the pure one is derived, and skipped on a memo hit, rather than started at once.
+    p.native().register("id", |_, input| async move { Ok(input) });
+    p.deploy_function(NS, native("id")).await.unwrap();
+    p.deploy_function(NS, scale(1)).await.unwrap();
+    sequence(p, "scaled", &["id", "scale"]).await;
+    for _ in 0..3 {
+        assert_eq!(p.invoke(NS, "scaled", json!({"x": 5})).await.unwrap().result, json!({"y": 5}));
+    }
+    assert!(p.metrics().skipped > 0, "the pure function's output is memoized and reused: {:?}", p.metrics());
+    p.deploy_function(NS, scale(2)).await.unwrap();
+    for _ in 0..3 {
+        let inv = p.invoke(NS, "scaled", json!({"x": 5})).await.unwrap();
+        assert_eq!(inv.result, json!({"y": 10}), "the output reflects the new bound parameter");
+    }
+}
