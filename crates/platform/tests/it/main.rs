@@ -538,3 +538,59 @@ async fn a_pure_function_redeployed_with_new_parameters_serves_no_stale_output()
         assert_eq!(inv.result, json!({"y": 10}), "the output reflects the new bound parameter");
     }
 }
+
+/// Bug 6: a key that is not a string (an integer, or a string that is not valid Unicode) gets a clear error the
+/// function can catch, at the call, and the activation goes on; it used to end the activation with a protocol
+/// error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_key_type_is_an_error_the_function_catches() {
+    let f = fixture();
+    let p = &f.platform;
+    let python = r#"import specfaas
+
+def main(args):
+    caught = []
+    for key in [5, "\ud800", None]:
+        for call in [lambda: specfaas.kv.get(key), lambda: specfaas.kv.put(key, 1), lambda: specfaas.kv.delete(key)]:
+            try:
+                call()
+                caught.append("nothing")
+            except (TypeError, ValueError) as e:
+                caught.append(type(e).__name__ + ": " + str(e))
+    specfaas.kv.put("after", "py")
+    return {"caught": caught}
+"#;
+    let node = r#"const specfaas = require('specfaas');
+async function main() {
+  const caught = [];
+  for (const key of [5, '\ud800', null]) {
+    for (const call of [() => specfaas.kv.get(key), () => specfaas.kv.put(key, 1), () => specfaas.kv.delete(key)]) {
+      try {
+        await call();
+        caught.push('nothing');
+      } catch (e) {
+        caught.push(e.name + ': ' + e.message);
+      }
+    }
+  }
+  await specfaas.kv.put('after_js', 'js');
+  return { caught };
+}"#;
+    p.deploy_function(NS, source("py_bad_key", Kind::Python, python, Limits::default())).await.unwrap();
+    p.deploy_function(NS, source("js_bad_key", Kind::Node, node, Limits::default())).await.unwrap();
+    for (function, after) in [("py_bad_key", "after"), ("js_bad_key", "after_js")] {
+        let inv = p.invoke(NS, function, json!({})).await.unwrap();
+        assert_eq!(inv.status, Status::Success, "{function}: {}", inv.result);
+        let caught: Vec<String> =
+            inv.result["caught"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
+        assert_eq!(caught.len(), 9, "{function}: {caught:?}");
+        for (i, message) in caught.iter().enumerate() {
+            // Python: TypeError for a key that is not a str, ValueError for a str that is not valid Unicode.
+            // Node.js: TypeError for both.
+            let want = if i / 3 == 1 && function == "py_bad_key" { "ValueError" } else { "TypeError" };
+            assert!(message.starts_with(want), "{function} call {i}: {message}");
+            assert!(message.contains("key"), "{function} call {i} names the key: {message}");
+        }
+        assert!(value(p.store(), after).await.is_some(), "{function}: the activation went on after the errors");
+    }
+}

@@ -9,7 +9,8 @@
 //     // -> { status, headers, body }; an external effect, performed only once this function is non-speculative
 //
 // Every call goes to the platform over the activation's connection; the platform, not the function, talks to
-// storage. Keys are strings and values are JSON. Calls return promises.
+// storage. Keys are strings and values are JSON. Calls return promises; one with a key that is not a string of
+// valid Unicode (a lone surrogate) rejects with a TypeError.
 'use strict';
 
 class SpecfaasError extends Error {}
@@ -55,11 +56,26 @@ function call(name, fields) {
   return conn.call(name, fields);
 }
 
+// A key as the platform takes it: a string of valid Unicode. Anything else is a TypeError at the call, which the
+// function can catch; sent as is, it would break the connection's protocol and end the activation.
+function badKey(key) {
+  if (typeof key !== 'string') {
+    return new TypeError(`specfaas.kv key must be a string, not ${key === null ? 'null' : typeof key}`);
+  }
+  if (/\p{Surrogate}/u.test(key)) return new TypeError('specfaas.kv key is not valid Unicode (a lone surrogate)');
+  return null;
+}
+
+function kvCall(name, key, fields) {
+  const bad = badKey(key);
+  return bad ? Promise.reject(bad) : call(name, Object.assign({ key }, fields));
+}
+
 module.exports = {
   kv: {
-    get: (key) => call('kv.get', { key }),
-    put: (key, value) => call('kv.put', { key, value }).then(() => undefined),
-    delete: (key) => call('kv.delete', { key }).then(() => undefined),
+    get: (key) => kvCall('kv.get', key, {}),
+    put: (key, value) => kvCall('kv.put', key, { value }).then(() => undefined),
+    delete: (key) => kvCall('kv.delete', key, {}).then(() => undefined),
   },
   invoke: (name, args) => call('invoke', { function: name, args: args === undefined ? {} : args }),
   http: (request) =>

@@ -10,7 +10,8 @@
         #    function is non-speculative
 
 Every call goes to the platform over the activation's connection; the platform, not the function, talks to
-storage. Keys are strings and values are JSON.
+storage. Keys are strings and values are JSON. A key that is not a str raises TypeError, and one that is not valid
+Unicode (a lone surrogate) raises ValueError, at the call.
 """
 
 import json
@@ -66,15 +67,27 @@ def _call(call, **fields):
     return _conn.call(call, **fields)
 
 
+def _key(key):
+    """A key as the platform takes it: a str of valid Unicode. Anything else raises here, at the call, where the
+    function can catch it; sent as is, it would break the connection's protocol and end the activation."""
+    if not isinstance(key, str):
+        raise TypeError("specfaas.kv key must be a str, not %s" % type(key).__name__)
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError("specfaas.kv key is not valid Unicode (%s at index %d)" % (e.reason, e.start)) from None
+    return key
+
+
 class _Kv:
     def get(self, key):
-        return _call("kv.get", key=key)
+        return _call("kv.get", key=_key(key))
 
     def put(self, key, value):
-        _call("kv.put", key=key, value=value)
+        _call("kv.put", key=_key(key), value=value)
 
     def delete(self, key):
-        _call("kv.delete", key=key)
+        _call("kv.delete", key=_key(key))
 
 
 kv = _Kv()
