@@ -1,7 +1,7 @@
 //! The API's documents, typed: what a request may carry and what a response or the store holds, in Apache
 //! OpenWhisk's JSON shapes. Actions ([`ActionPut`] in, [`Action`] stored and returned), their limits
 //! ([`ActionLimits`], defaults and maximums taken from [`model::Limits`]), workflows, activation listings, the query
-//! strings of each route, and the error body.
+//! strings of each route. (The error body is [`crate::error::ErrorBody`].)
 //!
 //! Requests are checked here for shape (serde) and range ([`ActionLimits::validate`]); whether code loads or a
 //! workflow is valid is the platform's and the model's to say.
@@ -260,19 +260,6 @@ pub struct WorkflowSummary {
 impl Workflow {
     pub fn summary(self) -> WorkflowSummary {
         WorkflowSummary { namespace: self.namespace, name: self.name, updated: self.updated }
-    }
-}
-
-/// OpenWhisk's error body. `code` identifies the occurrence (OpenWhisk: the transaction id), for a log search.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ErrorBody {
-    pub error: String,
-    pub code: String,
-}
-
-impl ErrorBody {
-    pub fn new(error: String) -> ErrorBody {
-        ErrorBody { error, code: uuid::Uuid::new_v4().simple().to_string()[..16].to_string() }
     }
 }
 

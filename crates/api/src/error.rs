@@ -6,7 +6,21 @@ use std::time::Duration;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::documents::ErrorBody;
+use serde::{Deserialize, Serialize};
+
+/// OpenWhisk's error body. `code` identifies the occurrence (OpenWhisk: the transaction id), for a log search.
+/// It lives here, not among the documents, so that the documents may use [`Error`] without an import circle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub code: String,
+}
+
+impl ErrorBody {
+    pub fn new(error: String) -> ErrorBody {
+        ErrorBody { error, code: uuid::Uuid::new_v4().simple().to_string()[..16].to_string() }
+    }
+}
 
 /// How long a client is told to wait before retrying a resource that is still being restored.
 pub const RESTORE_RETRY_AFTER: Duration = Duration::from_secs(1);
