@@ -12,8 +12,8 @@
 use serde_json::Value;
 
 use super::Engine;
+use super::SlotId;
 use super::runs::Source;
-use super::slots::SlotId;
 use crate::{Action, Cause, Reply, RequestId, RunId};
 
 /// A read waiting for an older slot to finish.

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use super::Engine;
-use super::slots::SlotId;
+use super::SlotId;
 use crate::{Action, Call, Reply, RequestId, RunId};
 
 /// The effects one slot performed, in order, and how far its current run has got through them.

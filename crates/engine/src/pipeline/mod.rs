@@ -57,7 +57,12 @@ use crate::{
 };
 use access::PendingRead;
 use runs::{Role, Run, RunState, RunTable};
-use slots::{End, Head, Progress, Slot, SlotId};
+use slots::{End, Head, Progress, Slot};
+
+/// Identifies a slot for the life of the invocation; larger is younger in program order. Declared here, at the
+/// root of the pipeline, because slots, runs and effects all name slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct SlotId(u32);
 
 /// Steps a speculative walk may take before it gives up (it is never observable, so this bounds only work).
 const SPECULATIVE_STEPS: u32 = 64;

@@ -11,7 +11,7 @@ use std::ops::{Index, IndexMut};
 
 use serde_json::Value;
 
-use super::slots::SlotId;
+use super::SlotId;
 use crate::{Fate, Outcome, RequestId, RunId};
 
 /// Where a storage read was answered from, outside the run's own writes.

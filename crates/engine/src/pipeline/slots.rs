@@ -6,13 +6,10 @@
 
 use serde_json::Value;
 
+use super::SlotId;
 use super::effects::Journal;
 use crate::walk::{Cursor, Decision};
 use crate::{ErrorName, Outcome, RunId, Status};
-
-/// Identifies a slot for the life of the invocation; larger is younger in program order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(super) struct SlotId(pub u32);
 
 /// Where a slot's function stands.
 #[derive(Debug, Clone, PartialEq)]
