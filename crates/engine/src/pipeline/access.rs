@@ -14,7 +14,8 @@ use serde_json::Value;
 use super::Engine;
 use super::SlotId;
 use super::runs::Source;
-use crate::{Action, Cause, Reply, RequestId, RunId};
+use super::slots::Progress;
+use crate::{Action, Cause, Outcome, Reply, RequestId, RunId};
 
 /// A read waiting for an older slot to finish.
 #[derive(Debug, Clone)]
@@ -54,10 +55,10 @@ impl Engine {
             if writers.peek().is_none() {
                 continue;
             }
-            let top = slot.run();
-            let finished = slot.output().is_some() && slot.run().is_some();
-            if finished && writers.all(|w| Some(w) == top) {
-                let value = self.buffer.read(top, key).cloned().flatten();
+            if let Progress::Finished(top, Outcome::Success(_)) = slot.progress
+                && writers.all(|w| w == top)
+            {
+                let value = self.buffer.read([top], key).cloned().flatten();
                 return Read::Forwarded { value, from: slot.id };
             }
             return Read::Stall;

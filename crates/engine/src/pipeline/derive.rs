@@ -48,9 +48,9 @@ impl Engine {
             };
             let mut cursor = self.slots[index].cursor.clone().expect("checked above");
             let mut decisions = Vec::new();
-            let (app, oracle) = (self.app.clone(), self.oracle.clone());
+            let (app, branches) = (self.app.clone(), self.oracle.branches.clone());
             let stop = {
-                let walker = Self::walker(&app, &oracle, self.config.path_history)
+                let walker = Self::walker(&app, &*branches, self.config.path_history)
                     .expect("slots with cursors belong to workflows");
                 let mut mode = Mode::Speculative { high: self.config.branch_threshold, steps_left: SPECULATIVE_STEPS };
                 walker.advance(&mut cursor, Some(assumed.clone()), &mut mode, &mut decisions)
@@ -106,10 +106,10 @@ impl Engine {
         if concrete {
             self.slots[0].walked_from = Some(WalkMark { path_len: self.path.len(), steps: self.steps });
         }
-        let (app, oracle) = (self.app.clone(), self.oracle.clone());
+        let (app, branches) = (self.app.clone(), self.oracle.branches.clone());
         let stop = {
-            let walker =
-                Self::walker(&app, &oracle, self.config.path_history).expect("slots with cursors belong to workflows");
+            let walker = Self::walker(&app, &*branches, self.config.path_history)
+                .expect("slots with cursors belong to workflows");
             let mut mode = if concrete {
                 Mode::Concrete(Concrete {
                     path: &mut self.path,

@@ -50,6 +50,7 @@ use model::{Application, Program};
 use serde_json::{Value, json};
 
 use crate::buffer::DataBuffer;
+use crate::oracle::BranchPredictor;
 use crate::walk::{Concrete, Cursor, Mode, Stop, Walker};
 use crate::{
     Action, BranchRecord, Catalog, Cause, Completion, Config, ErrorName, Event, Fate, Oracle, RunId, RunSummary, Stats,
@@ -176,9 +177,11 @@ impl Engine {
     }
 
     /// A walker over the application's workflow, or `None` for an implicit chain.
-    fn walker<'a>(app: &'a Application, oracle: &'a Oracle, history_len: usize) -> Option<Walker<'a>> {
+    /// A walk needs only the branch predictor: it alone is cloned out of `self`, so the walk can borrow the path
+    /// and step count mutably.
+    fn walker<'a>(app: &'a Application, branches: &'a dyn BranchPredictor, history_len: usize) -> Option<Walker<'a>> {
         match &app.program {
-            Program::Workflow(root) => Some(Walker { root, app: &app.name, branches: &*oracle.branches, history_len }),
+            Program::Workflow(root) => Some(Walker { root, app: &app.name, branches, history_len }),
             Program::Function(_) => None,
         }
     }
@@ -198,9 +201,9 @@ impl Engine {
             Program::Workflow(root) => {
                 let mut cursor = Cursor::start(root, input);
                 let mut decisions = Vec::new();
-                let oracle = self.oracle.clone();
+                let branches = self.oracle.branches.clone();
                 let stop = {
-                    let walker = Self::walker(&app, &oracle, self.config.path_history).expect("a workflow");
+                    let walker = Self::walker(&app, &*branches, self.config.path_history).expect("a workflow");
                     let mut mode = Mode::Concrete(Concrete {
                         path: &mut self.path,
                         steps: &mut self.steps,
@@ -261,10 +264,7 @@ impl Engine {
             self.complete(End { status: Status::ApplicationError, result, error: Some(ErrorName::Runtime) }, out);
             return None;
         }
-        let parent = match role {
-            Role::Top => None,
-            Role::Callee { caller, .. } | Role::Predicted { caller } => Some(caller),
-        };
+        let parent = role.caller();
         let depth = parent.map_or(0, |p| self.runs[p].depth + 1);
         let run = self.runs.push(Run {
             function: function.to_string(),

@@ -32,6 +32,16 @@ pub(super) enum Role {
     Predicted { caller: RunId },
 }
 
+impl Role {
+    /// The caller of a callee, bound or predicted.
+    pub fn caller(self) -> Option<RunId> {
+        match self {
+            Role::Top => None,
+            Role::Callee { caller, .. } | Role::Predicted { caller } => Some(caller),
+        }
+    }
+}
+
 /// Where a run is in its life.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum RunState {
@@ -83,10 +93,7 @@ impl Run {
 
     /// The run it returns to, or is expected to return to.
     pub fn parent(&self) -> Option<RunId> {
-        match self.role {
-            Role::Top => None,
-            Role::Callee { caller, .. } | Role::Predicted { caller } => Some(caller),
-        }
+        self.role.caller()
     }
 }
 
