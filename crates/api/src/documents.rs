@@ -90,6 +90,10 @@ pub struct LimitsPut {
     pub memory: Option<u64>,
     pub logs: Option<u64>,
     pub concurrency: Option<u64>,
+    /// specfaas: megabytes of private scratch space (`/tmp`).
+    pub tmp: Option<u64>,
+    /// specfaas: processes and threads a handler may have at once.
+    pub processes: Option<u64>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -141,7 +145,8 @@ impl Exec {
     }
 }
 
-/// An action's limits in OpenWhisk's units: milliseconds, megabytes, megabytes, activations per instance.
+/// An action's limits in OpenWhisk's units: milliseconds, megabytes, megabytes, activations per instance; and
+/// specfaas's own: megabytes of scratch space, processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ActionLimits {
@@ -149,6 +154,8 @@ pub struct ActionLimits {
     pub memory: u64,
     pub logs: u64,
     pub concurrency: u64,
+    pub tmp: u64,
+    pub processes: u64,
 }
 
 impl ActionLimits {
@@ -164,6 +171,8 @@ impl ActionLimits {
             memory: put.memory.unwrap_or(defaults.memory),
             logs: put.logs.unwrap_or(defaults.logs),
             concurrency: put.concurrency.unwrap_or(defaults.concurrency),
+            tmp: put.tmp.unwrap_or(defaults.tmp),
+            processes: put.processes.unwrap_or(defaults.processes),
         };
         limits.validate()?;
         Ok(limits)
@@ -177,6 +186,8 @@ impl ActionLimits {
         check("timeout", self.timeout, Limits::TIMEOUT_MS_MIN, Limits::TIMEOUT_MS_MAX, " ms")?;
         check("memory", self.memory, Limits::MEMORY_MB_MIN, Limits::MEMORY_MB_MAX, " MB")?;
         check("logs", self.logs, 0, Limits::LOGS_BYTES_MAX / MIB, " MB")?;
+        check("tmp", self.tmp, 1, Limits::TMP_MB_MAX, " MB")?;
+        check("processes", self.processes, 16, Limits::PROCESSES_MAX, "")?;
         check("concurrency", self.concurrency, 1, Self::CONCURRENCY_MAX, "")
     }
 
@@ -186,6 +197,8 @@ impl ActionLimits {
             timeout_ms: self.timeout,
             memory_mb: self.memory,
             logs_bytes_max: self.logs.saturating_mul(MIB),
+            tmp_mb: self.tmp,
+            processes: self.processes,
             ..Limits::default()
         }
     }
@@ -199,6 +212,8 @@ impl Default for ActionLimits {
             memory: limits.memory_mb,
             logs: limits.logs_bytes_max / MIB,
             concurrency: 1,
+            tmp: limits.tmp_mb,
+            processes: limits.processes,
         }
     }
 }
@@ -392,7 +407,7 @@ mod tests {
     fn stored_actions_round_trip_and_list_without_code() {
         let code = serde_json::json!({"namespace": "guest", "name": "a", "version": "0.0.1", "publish": false,
             "exec": {"kind": "python:3", "code": "x", "main": "main", "binary": false},
-            "limits": {"timeout": 1, "memory": 128, "logs": 0, "concurrency": 1},
+            "limits": {"timeout": 1, "memory": 128, "logs": 0, "concurrency": 1, "tmp": 512, "processes": 64},
             "parameters": [], "annotations": [{"key": "exec", "value": "python:3"}], "updated": 5});
         let action: Action = serde_json::from_value(code.clone()).unwrap();
         assert_eq!(serde_json::to_value(&action).unwrap(), code);

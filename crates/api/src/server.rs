@@ -38,6 +38,8 @@ pub struct Options {
     /// How long a blocking invocation waits before answering `202`.
     pub blocking_wait: Duration,
     pub limits: NamespaceLimits,
+    /// How functions are confined.
+    pub sandbox: runtime::sandbox::Config,
     /// Test hook: when set, the restore of each stored action or workflow first takes a permit from it, so a test
     /// can hold the restore where it wants. `None` (the default) restores at full speed.
     pub restore_gate: Option<Arc<tokio::sync::Semaphore>>,
@@ -52,6 +54,7 @@ impl Options {
             config: platform::Config::default(),
             blocking_wait: BLOCKING_WAIT,
             limits: NamespaceLimits::default(),
+            sandbox: runtime::sandbox::Config::default(),
             restore_gate: None,
         }
     }
@@ -141,6 +144,7 @@ impl Server {
         let platform = platform::Platform::builder(store.clone())
             .wasm_cache(data_dir.join("wasm-cache"))
             .default_runtimes()
+            .sandbox(options.sandbox.clone())
             .work_dir(&work.0)
             .config(options.config)
             .build()

@@ -15,6 +15,22 @@ pub(crate) struct Cli {
     pub(crate) command: Command,
 }
 
+/// `--sandbox`: whether functions are confined.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum SandboxMode {
+    Enforce,
+    Off,
+}
+
+impl From<SandboxMode> for runtime::sandbox::Mode {
+    fn from(m: SandboxMode) -> Self {
+        match m {
+            SandboxMode::Enforce => runtime::sandbox::Mode::Enforce,
+            SandboxMode::Off => runtime::sandbox::Mode::Off,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 pub(crate) enum Command {
     /// Deploy the project in DIR and run one invocation of APP (an application or a function) on the embedded store.
@@ -38,6 +54,9 @@ pub(crate) enum Command {
         /// Run this invocation non-speculatively.
         #[arg(long)]
         no_speculation: bool,
+        /// Confine functions (`enforce`, the default on Linux) or not (`off`) [default: the config's [sandbox] mode].
+        #[arg(long, env = "SPECFAAS_SANDBOX")]
+        sandbox: Option<SandboxMode>,
     },
     /// Run the platform behind an HTTP API compatible with Apache OpenWhisk.
     Serve {
@@ -51,6 +70,9 @@ pub(crate) enum Command {
         /// Platform limits, a TOML file (see README, "Limits").
         #[arg(long, env = "SPECFAAS_CONFIG")]
         config: Option<PathBuf>,
+        /// Confine functions (`enforce`, the default on Linux) or not (`off`) [default: the config's [sandbox] mode].
+        #[arg(long, env = "SPECFAAS_SANDBOX")]
+        sandbox: Option<SandboxMode>,
     },
     /// Administer a server's data directory.
     Admin {

@@ -46,13 +46,20 @@ async fn main() {
 
 async fn dispatch(command: Command) -> anyhow::Result<i32> {
     match command {
-        Command::Run { dir, app, input, data_dir, result, config, no_speculation } => {
+        Command::Run { dir, app, input, data_dir, result, config, no_speculation, sandbox: sandbox_flag } => {
             let input: Value =
                 serde_json::from_str(&input).with_context(|| format!("--input is not valid JSON: {input}"))?;
             let data_dir = data_dir.unwrap_or_else(|| dir.join(".specfaas"));
             let work = tempfile::Builder::new().prefix("specfaas").tempdir_in("/tmp")?;
-            let config = read_config(config)?;
-            let platform = platform::Platform::embedded(&data_dir)?.work_dir(work.path()).config(config).build()?;
+            let (config, mut sandbox) = read_config(config)?;
+            if let Some(mode) = sandbox_flag {
+                sandbox.mode = mode.into();
+            }
+            let platform = platform::Platform::embedded(&data_dir)?
+                .work_dir(work.path())
+                .config(config)
+                .sandbox(sandbox)
+                .build()?;
             let ns = platform::DEFAULT_NAMESPACE;
             platform.deploy_project(ns, &dir).await?;
             let options =
@@ -67,15 +74,18 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
             }
             Ok(if inv.status == platform::Status::Success { 0 } else { 3 })
         }
-        Command::Serve { listen, data_dir, config } => {
-            let (config, limits, server) = read_serve_config(config)?;
+        Command::Serve { listen, data_dir, config, sandbox: sandbox_flag } => {
+            let (config, limits, server, mut sandbox) = read_serve_config(config)?;
+            if let Some(mode) = sandbox_flag {
+                sandbox.mode = mode.into();
+            }
             // Flags and environment win over the config file, which wins over the defaults.
             let listen = match listen.or(server.listen) {
                 Some(l) => l,
                 None => "127.0.0.1:3233".parse()?,
             };
             let data_dir = data_dir.or(server.data_dir).unwrap_or_else(|| PathBuf::from(".specfaas"));
-            let options = api::Options { config, limits, ..api::Options::new(listen, data_dir.clone()) };
+            let options = api::Options { config, limits, sandbox, ..api::Options::new(listen, data_dir.clone()) };
             // SIGINT (Ctrl-C) and SIGTERM (what service managers and `kill` send) both stop the server cleanly,
             // which removes its work directory. Both are caught from before the port opens, so a signal during the
             // start cannot kill the server without its cleanup.

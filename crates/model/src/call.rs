@@ -20,12 +20,23 @@ pub enum Call {
     /// Outbound HTTP: `{"method", "url", "headers", "body"}`. An external effect: performed only once the calling
     /// run is non-speculative; the reply is `{"status", "headers", "body"}`.
     Http { request: Value },
+    /// A system call of confined code that starts an external effect (`connect tcp 93.184.216.34:443`), held by
+    /// the sandbox until the engine answers it, which it does once the run is non-speculative.
+    Syscall { call: String },
 }
 
 impl Call {
     /// Whether the call has an effect outside the platform, held while its run is speculative.
     pub fn is_effect(&self) -> bool {
-        matches!(self, Call::Http { .. })
+        matches!(self, Call::Http { .. } | Call::Syscall { .. })
+    }
+
+    /// Whether the call is an HTTP request with a safe method (GET, HEAD or OPTIONS, RFC 9110 §9.2.1): it reads,
+    /// so it may run while its run is speculative, unless the function asks for `effects = "strict"`.
+    pub fn is_safe_http(&self) -> bool {
+        let Call::Http { request } = self else { return false };
+        let method = request.get("method").and_then(Value::as_str).unwrap_or("GET");
+        ["GET", "HEAD", "OPTIONS"].iter().any(|m| m.eq_ignore_ascii_case(method))
     }
 }
 

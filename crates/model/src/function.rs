@@ -63,6 +63,10 @@ pub struct Limits {
     pub logs_bytes_max: u64,
     /// Largest accepted input and result, as JSON bytes.
     pub payload_bytes_max: u64,
+    /// Size of a handler's private scratch directory (`/tmp`, memory-backed: it counts against `memory_mb`).
+    pub tmp_mb: u64,
+    /// Processes and threads a handler may have at once.
+    pub processes: u64,
 }
 
 impl Limits {
@@ -74,6 +78,11 @@ impl Limits {
     /// OpenWhisk's maximum, and the default: every activation's logs are kept in its record, so a larger limit
     /// would let one activation grow the store and the server by as much.
     pub const LOGS_BYTES_MAX: u64 = 10 * 1024 * 1024;
+    /// AWS Lambda's default `/tmp` size.
+    pub const TMP_MB_DEFAULT: u64 = 512;
+    pub const TMP_MB_MAX: u64 = 1024;
+    pub const PROCESSES_DEFAULT: u64 = 64;
+    pub const PROCESSES_MAX: u64 = 1024;
 
     pub fn validate(&self) -> Result<(), String> {
         if !(Self::TIMEOUT_MS_MIN..=Self::TIMEOUT_MS_MAX).contains(&self.timeout_ms) {
@@ -99,6 +108,13 @@ impl Limits {
                 self.memory_mb
             ));
         }
+        if !(1..=Self::TMP_MB_MAX).contains(&self.tmp_mb) {
+            return Err(format!("tmp_mb must be 1..={}, got {}", Self::TMP_MB_MAX, self.tmp_mb));
+        }
+        // A Node.js process alone runs about a dozen threads.
+        if !(16..=Self::PROCESSES_MAX).contains(&self.processes) {
+            return Err(format!("processes must be 16..={}, got {}", Self::PROCESSES_MAX, self.processes));
+        }
         if self.payload_bytes_max == 0 {
             return Err("payload_bytes_max must be positive".into());
         }
@@ -113,6 +129,8 @@ impl Default for Limits {
             memory_mb: 256,
             logs_bytes_max: Self::LOGS_BYTES_MAX,
             payload_bytes_max: 1024 * 1024,
+            tmp_mb: Self::TMP_MB_DEFAULT,
+            processes: Self::PROCESSES_DEFAULT,
         }
     }
 }
@@ -124,6 +142,8 @@ pub struct Annotations {
     pub pure: bool,
     /// Start only when every predecessor has committed.
     pub non_speculative: bool,
+    /// `effects = "strict"`: hold even safe HTTP requests (GET, HEAD, OPTIONS) while the run is speculative.
+    pub strict_effects: bool,
     /// Anything else the user attached.
     pub other: BTreeMap<String, Value>,
 }
@@ -138,6 +158,13 @@ impl Annotations {
                 "non-speculative" | "non_speculative" => {
                     out.non_speculative =
                         value.as_bool().ok_or("annotation \"non-speculative\" must be true or false")?
+                }
+                "effects" => {
+                    out.strict_effects = match value.as_str() {
+                        Some("strict") => true,
+                        Some("default") => false,
+                        _ => return Err("annotation \"effects\" must be \"strict\" or \"default\"".into()),
+                    }
                 }
                 _ => {
                     out.other.insert(key, value);

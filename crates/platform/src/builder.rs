@@ -31,6 +31,7 @@ pub struct Builder {
     wasm_cache: Option<PathBuf>,
     runtimes: Vec<Arc<dyn Runtime>>,
     defaults: bool,
+    sandbox: runtime::sandbox::Config,
 }
 
 impl Builder {
@@ -42,6 +43,7 @@ impl Builder {
             wasm_cache: None,
             runtimes: Vec::new(),
             defaults: false,
+            sandbox: runtime::sandbox::Config::default(),
         }
     }
 
@@ -71,6 +73,12 @@ impl Builder {
         self
     }
 
+    /// How the default process runtime confines functions ([`runtime::sandbox`]; enforce unless set).
+    pub fn sandbox(mut self, sandbox: runtime::sandbox::Config) -> Builder {
+        self.sandbox = sandbox;
+        self
+    }
+
     /// Adds the process and WebAssembly runtimes ([`default_runtimes`]) after any added with
     /// [`Builder::runtime`]. Needs a [`Builder::work_dir`].
     pub fn default_runtimes(mut self) -> Builder {
@@ -81,15 +89,18 @@ impl Builder {
     /// Starts the platform: its record writer and load sampler run as tasks, so this must be called inside a
     /// tokio runtime.
     pub fn build(self) -> Result<Platform, Error> {
-        let Builder { store, config, work_dir, wasm_cache, runtimes: added, defaults } = self;
+        let Builder { store, config, work_dir, wasm_cache, runtimes: added, defaults, sandbox } = self;
         let native = Arc::new(NativeRuntime::new());
         let mut runtimes: Vec<Arc<dyn Runtime>> = vec![native.clone()];
         runtimes.extend(added);
+        let mut policy = None;
         if defaults {
             let work_dir = work_dir
                 .ok_or_else(|| Error::Setup("the default runtimes need a work directory (Builder::work_dir)".into()))?;
             let cache = wasm_cache.unwrap_or_else(|| work_dir.join("wasm-cache"));
-            runtimes.extend(default_runtimes(&work_dir, &cache, &config)?);
+            let defaults = default_runtimes(&work_dir, &cache, &config, &sandbox)?;
+            policy = Some(defaults.policy);
+            runtimes.extend(defaults.runtimes);
         }
         let (recorder, rx) = mpsc::unbounded_channel::<RecorderMsg>();
         tokio::spawn(record_writer(store.clone(), rx));
@@ -104,22 +115,37 @@ impl Builder {
             metrics: metrics::Metrics::default(),
             load: load::sampler(),
             api_host: RwLock::new(None),
+            policy,
             activation_keys: Default::default(),
         };
         Ok(Platform { inner: Arc::new(inner) })
     }
 }
 
-/// The runtimes every `specfaas` platform has beside the native one: the process runtime (Python and Node.js),
-/// with its files and sockets in `work_dir`, and the WebAssembly runtime, caching compiled modules in `wasm_cache`
-/// and burning at most `config.wasm_fuel`.
-pub fn default_runtimes(work_dir: &Path, wasm_cache: &Path, config: &Config) -> Result<Vec<Arc<dyn Runtime>>, Error> {
+/// The runtimes every `specfaas` platform has beside the native one, and the network rules of its sandbox.
+pub struct DefaultRuntimes {
+    pub runtimes: Vec<Arc<dyn Runtime>>,
+    /// The process runtime's network rules: the platform adds its API address when a server listens.
+    pub policy: Arc<runtime::sandbox::Policy>,
+}
+
+/// The process runtime (Python and Node.js), with its files in `work_dir` and its handlers confined as `sandbox`
+/// says, and the WebAssembly runtime, caching compiled modules in `wasm_cache` and burning at most
+/// `config.wasm_fuel`.
+pub fn default_runtimes(
+    work_dir: &Path,
+    wasm_cache: &Path,
+    config: &Config,
+    sandbox: &runtime::sandbox::Config,
+) -> Result<DefaultRuntimes, Error> {
     let wasm = runtime::wasm::Options {
         cache_dir: Some(wasm_cache.to_path_buf()),
         fuel: config.wasm_fuel,
         ..Default::default()
     };
-    Ok(vec![Arc::new(ProcessRuntime::new(work_dir)?), Arc::new(runtime::wasm::WasmRuntime::new(wasm)?)])
+    let process = ProcessRuntime::with_sandbox(work_dir, sandbox)?;
+    let policy = process.policy_handle();
+    Ok(DefaultRuntimes { runtimes: vec![Arc::new(process), Arc::new(runtime::wasm::WasmRuntime::new(wasm)?)], policy })
 }
 
 /// The embedded, durable store of a data directory (`DATA_DIR/store.redb`), created if missing.

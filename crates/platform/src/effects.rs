@@ -52,9 +52,33 @@ fn parse(request: &Value) -> Result<HttpRequest, String> {
     Ok(HttpRequest { method, url, headers, body })
 }
 
-/// Performs an HTTP effect (blocking: call it from `spawn_blocking`).
-pub(crate) fn http(request: &Value, body_bytes_max: u64) -> Result<Value, String> {
+/// Refuses a URL whose host resolves to an address the sandbox's network rules deny functions (the store, Redis,
+/// the platform's own services): the platform performs the request, but for a function.
+fn check_reachable(url: &str, policy: &runtime::sandbox::Policy) -> Result<(), String> {
+    use std::net::ToSocketAddrs;
+    let uri: ureq::http::Uri = url.parse().map_err(|e| format!("http: url \"{url}\": {e}"))?;
+    let host = uri.host().ok_or_else(|| format!("http: url \"{url}\" has no host"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
+    let addrs = (host, port).to_socket_addrs().map_err(|e| format!("http: cannot resolve \"{host}\": {e}"))?;
+    for addr in addrs {
+        if let runtime::sandbox::net::Verdict::Denied(why) = policy.judge(addr) {
+            return Err(format!("http: {url} is not reachable from functions ({addr}: {why})"));
+        }
+    }
+    Ok(())
+}
+
+/// Performs an HTTP effect (blocking: call it from `spawn_blocking`), if the sandbox's network rules allow it.
+pub(crate) fn http(
+    request: &Value,
+    body_bytes_max: u64,
+    policy: Option<&runtime::sandbox::Policy>,
+) -> Result<Value, String> {
     let HttpRequest { method, url, headers, body } = parse(request)?;
+    if let Some(policy) = policy {
+        check_reachable(&url, policy)?;
+    }
     let agent: ureq::Agent =
         ureq::Agent::config_builder().timeout_global(Some(HTTP_TIMEOUT)).http_status_as_error(false).build().into();
     let mut builder = ureq::http::Request::builder().method(method.as_str()).uri(&url);
@@ -89,7 +113,7 @@ mod tests {
             (json!({"url": "ftp://x"}), "must start with http://"),
             (json!({"url": "http://x", "headers": {"a": 1}}), "header \"a\" must be a string"),
         ] {
-            let err = http(&request, 1024).unwrap_err();
+            let err = http(&request, 1024, None).unwrap_err();
             assert!(err.contains(needle), "{request}: {err}");
         }
     }

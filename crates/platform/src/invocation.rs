@@ -192,16 +192,22 @@ pub(crate) async fn run(
                             track.killed = Some(Instant::now());
                         }
                     }
+                    Action::Effect { run, request, effect: Call::Syscall { .. } } => {
+                        // A held system call goes on now: the sandbox's supervisor performs it.
+                        let released = json!({"released_ns": runtime::sandbox::monotonic_ns()});
+                        events.push_back(Event::EffectDone { run, request, result: Ok(released) });
+                    }
                     Action::Effect { run, request, effect } => {
                         let done = tx.clone();
+                        let policy = inner.policy.clone();
                         let body_max = inner.config.payload_bytes_max as u64;
                         tokio::spawn(async move {
                             let result = match effect {
-                                Call::Http { request } => {
-                                    tokio::task::spawn_blocking(move || crate::effects::http(&request, body_max))
-                                        .await
-                                        .unwrap_or_else(|e| Err(format!("http: {e}")))
-                                }
+                                Call::Http { request } => tokio::task::spawn_blocking(move || {
+                                    crate::effects::http(&request, body_max, policy.as_deref())
+                                })
+                                .await
+                                .unwrap_or_else(|e| Err(format!("http: {e}"))),
                                 other => Err(format!("{other:?} is no external effect")),
                             };
                             let _ = done.send(Incoming::EffectDone { run, request, result });
@@ -391,9 +397,19 @@ fn finish(
     let mut squashed_cpu_us = 0u64;
     let mut squashed_ids = Vec::new();
     for (i, track) in tracked.into_iter().enumerate() {
+        if let (Some(killer), None) = (&track.killer, track.killed) {
+            // Its result stands: a handler held back for it may serve others now.
+            killer.settle();
+        }
         let mut record = track.record;
         let summary = completion.runs.get(i);
         let squashed = matches!(summary.map(|s| s.fate), Some(engine::Fate::Squashed(_)));
+        if let Some((report, _, _)) = &track.report
+            && !report.held.is_empty()
+        {
+            // What the sandbox held while the run was speculative, how long, and whether it was released.
+            record.annotate("held", json!(report.held));
+        }
         let (end, finished) = match (&track.report, track.killed) {
             (_, Some(at)) if squashed => (epoch_ms(SystemTime::now()), at),
             (Some((_, at, wall)), _) => (epoch_ms(*wall), *at),

@@ -153,6 +153,9 @@ pub(crate) struct Inner {
     pub load: Arc<std::sync::atomic::AtomicU8>,
     /// Where functions reach the API (`__OW_API_HOST`), when a server runs.
     pub api_host: RwLock<Option<String>>,
+    /// The sandbox's network rules (with the default runtimes): what confined functions, and the HTTP effects
+    /// performed for them, may reach.
+    pub policy: Option<Arc<runtime::sandbox::Policy>>,
     /// Ephemeral keys of running activations (`__OW_API_KEY`): uuid → the key, the namespace and the run's
     /// [`runtime::Host`]. A call with one is an implicit call of that activation.
     pub activation_keys: std::sync::Mutex<HashMap<String, ActivationKey>>,
@@ -316,6 +319,10 @@ impl Platform {
     /// OpenWhisk-style code can invoke other actions through the API; such calls are implicit calls.
     pub fn set_api_host(&self, url: &str) {
         *self.inner.api_host.write().expect("poisoned") = Some(url.to_string());
+        let addr = url.trim_start_matches("http://").trim_start_matches("https://").trim_end_matches('/');
+        if let (Some(policy), Ok(addr)) = (&self.inner.policy, addr.parse()) {
+            policy.set_api(addr);
+        }
     }
 
     /// The namespace of a running activation's ephemeral key (`uuid:key`), if it is one.

@@ -5,8 +5,10 @@
 //!   ([`Warm::start`]) that can be killed at any time through the returned [`Killer`]. Calls and the final
 //!   [`Report`] are delivered through callbacks, so no task sits between a runtime and the platform.
 //! - [`native`]: Rust closures registered in-process; kill aborts the task.
-//! - [`process`]: one warm process per function for Python and Node.js, with a pool of handlers (forked
-//!   processes, worker threads) that each hold a connection to the platform and run one activation at a time.
+//! - [`process`]: Python and Node.js, a pool of warm handler processes per function, each holding a channel to
+//!   the platform and running one activation at a time.
+//! - [`sandbox`]: how a handler process is confined (namespaces, cgroups, a system-call filter) and how its
+//!   network calls are supervised, so that a speculative run's external effects wait until it is non-speculative.
 //! - [`wasm`]: WebAssembly modules on wasmtime, sandboxed; a fresh instance per activation from a pre-linked,
 //!   pooled module; kill by epoch interruption.
 //! - [`conformance`]: the behaviour every runtime must show, run against each of them.
@@ -17,6 +19,7 @@
 pub mod conformance;
 pub mod native;
 pub mod process;
+pub mod sandbox;
 pub mod wasm;
 
 use std::collections::BTreeMap;
@@ -97,10 +100,11 @@ pub struct Report {
     pub outcome: Outcome,
     /// OpenWhisk-style log lines: `2024-05-01T10:00:00.123456Z stdout: text`.
     pub logs: Vec<String>,
-    /// CPU time the activation used, in microseconds: measured for speculative activations of Python functions
-    /// (a process per handler); `None` where the runtime cannot tell (Node.js workers are threads, native
-    /// functions are tasks).
+    /// CPU time the activation used, in microseconds: measured for speculative activations of process functions
+    /// (a process per handler); `None` where the runtime cannot tell (native functions are tasks).
     pub cpu_us: Option<u64>,
+    /// System calls the sandbox held while the activation was speculative: what, how long, released or dropped.
+    pub held: Vec<sandbox::HeldCall>,
 }
 
 /// Accumulates log lines up to a byte limit, then records one warning line (OpenWhisk's wording).
@@ -146,16 +150,34 @@ fn now_rfc3339() -> String {
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
 
-/// Stops a running activation at once. Killing a finished activation does nothing.
+/// Stops a running activation at once, or settles a finished one. Killing a finished activation discards what
+/// it left (a parked handler); settling says its result stands.
 #[derive(Clone)]
-pub struct Killer(Arc<dyn Fn() + Send + Sync>);
+pub struct Killer {
+    kill: Arc<dyn Fn() + Send + Sync>,
+    settle: Option<Arc<dyn Fn() + Send + Sync>>,
+}
 
 impl Killer {
     pub fn new(f: impl Fn() + Send + Sync + 'static) -> Self {
-        Killer(Arc::new(f))
+        Killer { kill: Arc::new(f), settle: None }
     }
+
+    /// What [`Killer::settle`] does.
+    pub fn with_settle(self, f: impl Fn() + Send + Sync + 'static) -> Self {
+        Killer { settle: Some(Arc::new(f)), ..self }
+    }
+
     pub fn kill(&self) {
-        (self.0)()
+        (self.kill)()
+    }
+
+    /// The activation will not be squashed: a runtime that held back what a speculative activation left (its
+    /// handler, with its scratch space) may let others use it now. A killer dropped unsettled retires it.
+    pub fn settle(&self) {
+        if let Some(settle) = &self.settle {
+            settle()
+        }
     }
 }
 

@@ -172,7 +172,7 @@ impl ReportGuard {
     fn report(&mut self, outcome: Outcome) {
         if let Some(done) = self.done.take() {
             let logs = std::mem::replace(&mut *self.logs.lock().unwrap_or_else(|e| e.into_inner()), LogSink::new(0));
-            done(Report { outcome, logs: logs.into_lines(), cpu_us: None });
+            done(Report { outcome, logs: logs.into_lines(), cpu_us: None, held: Vec::new() });
         }
     }
 }

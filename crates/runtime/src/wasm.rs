@@ -577,7 +577,7 @@ impl Drop for Deliver {
     fn drop(&mut self) {
         if let Some(done) = self.0.take() {
             let outcome = Outcome::DeveloperError("The wasm runtime failed on this activation.".into());
-            done(Report { outcome, logs: Vec::new(), cpu_us: None });
+            done(Report { outcome, logs: Vec::new(), cpu_us: None, held: Vec::new() });
         }
     }
 }
@@ -594,7 +594,8 @@ impl Job {
     /// Runs the activation; returns its report and the store, to be dropped once the report is delivered.
     async fn run(self, activation: Activation, host: Host, kill: Arc<Kill>) -> (Report, Option<Store<State>>) {
         let limits = self.spec.limits;
-        let finish = |outcome, logs: LogSink| Report { outcome, logs: logs.into_lines(), cpu_us: None };
+        let finish =
+            |outcome, logs: LogSink| Report { outcome, logs: logs.into_lines(), cpu_us: None, held: Vec::new() };
         let mut logs = LogSink::new(limits.logs_bytes_max);
         if kill.killed() {
             return (finish(Outcome::Killed, logs), None);

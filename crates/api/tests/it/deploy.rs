@@ -79,6 +79,8 @@ async fn limits_past_their_maximum_are_refused_by_name() {
         (json!({"timeout": 0}), "timeout"),
         (json!({"memory": 1_000_000}), "memory"),
         (json!({"concurrency": 500}), "concurrency"),
+        (json!({"tmp": 1025}), "tmp"),
+        (json!({"processes": 5000}), "processes"),
         (json!({"logs": "lots"}), "limits.logs"),
     ] {
         let (status, err) = put(limits.clone()).await;
@@ -88,9 +90,10 @@ async fn limits_past_their_maximum_are_refused_by_name() {
     let (status, _) = s.call("GET", "/api/v1/namespaces/_/actions/limited", auth, None).await;
     assert_eq!(status, 404, "a refused action leaves nothing behind");
     // The maximums themselves are accepted, and shown back.
-    let (status, created) = put(json!({"logs": 10, "timeout": 300_000, "memory": 2048, "concurrency": 1})).await;
+    let max = json!({"logs": 10, "timeout": 300_000, "memory": 2048, "concurrency": 1, "tmp": 1024, "processes": 1024});
+    let (status, created) = put(max.clone()).await;
     assert_eq!(status, 200, "{created}");
-    assert_eq!(created["limits"], json!({"logs": 10, "timeout": 300_000, "memory": 2048, "concurrency": 1}));
+    assert_eq!(created["limits"], max);
     s.stop().await;
 }
 

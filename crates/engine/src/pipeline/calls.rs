@@ -74,7 +74,7 @@ impl Engine {
                 let (slot, speculative) = (self.runs[run].slot, self.runs[run].speculative);
                 self.new_run(&function, slot, Role::Callee { caller: run, request }, speculative, args, out);
             }
-            effect @ Call::Http { .. } => self.effect_call(run, request, effect, out),
+            effect @ (Call::Http { .. } | Call::Syscall { .. }) => self.effect_call(run, request, effect, out),
         }
     }
 

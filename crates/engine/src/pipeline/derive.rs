@@ -145,11 +145,20 @@ impl Engine {
                     }
                     next.cursor = Some(cursor);
                 } else {
-                    if let Some(next) = self.slots.get(index + 1) {
-                        let cause = cause_against(next);
+                    // A run of the same function redone on its real input replays the safe requests (GET) the
+                    // squashed run made speculatively: the only effects a squashed slot can have journaled.
+                    let mut journal = None;
+                    if let Some(next) = self.slots.get_mut(index + 1) {
+                        if next.function == function {
+                            journal = Some(std::mem::take(&mut next.journal));
+                        }
+                        let cause = cause_against(&self.slots[index + 1]);
                         self.squash_from(index + 1, cause, out);
                     }
                     let mut slot = self.new_slot(Some(cursor), function, input);
+                    if let Some(journal) = journal {
+                        slot.journal = journal;
+                    }
                     slot.decisions = taken;
                     self.slots.push_back(slot);
                     let new = self.slots.len() - 1;

@@ -70,9 +70,11 @@ pub(super) fn reply_of(result: Result<Value, String>) -> Reply {
 }
 
 impl Engine {
-    /// An effect call: performed now if its run is non-speculative, held otherwise.
+    /// An effect call: performed now if its run is non-speculative or it is a safe HTTP request of a function
+    /// that does not ask for strict effects; held otherwise.
     pub(super) fn effect_call(&mut self, run: RunId, request: RequestId, effect: Call, out: &mut Vec<Action>) {
-        if self.is_non_speculative(run) {
+        let strict = self.catalog.functions.get(&self.runs[run].function).is_some_and(|i| i.annotations.strict_effects);
+        if self.is_non_speculative(run) || (effect.is_safe_http() && !strict) {
             self.perform(run, request, effect, out);
         } else {
             self.stats.effects_suspended += 1;
@@ -86,9 +88,10 @@ impl Engine {
         self.slots.front().is_some_and(|s| s.id == slot) && !self.runs.in_predicted_tree(run)
     }
 
-    /// Performs (or replays from the slot's journal) an effect of a run of the oldest slot.
+    /// Performs (or replays from its slot's journal) an effect of a run: of the oldest slot, or a safe request.
     fn perform(&mut self, run: RunId, request: RequestId, effect: Call, out: &mut Vec<Action>) {
-        let head = &mut self.slots[0];
+        let Some(index) = self.slot_index(self.runs[run].slot) else { return };
+        let head = &mut self.slots[index];
         if let Some(result) = head.journal.replay(&effect) {
             // This slot ran before and performed this very effect: answer from the journal, never twice.
             self.stats.effects_replayed += 1;

@@ -331,7 +331,8 @@ impl Function for Running {
             let acc = a.read.iter().fold(mix(a.def.salt + 11, a.x), |h, v| mix(h, FnDef::value_of(v)));
             Call::Invoke { function: callee, args: json!({"x": acc.rem_euclid(3)}) }
         } else if a.def.effect && a.step == first_call - 1 {
-            Call::Http { request: json!({"from": a.def.name, "x": a.x, "read": a.read}) }
+            // A POST: an unsafe method, held while speculative (a GET may run speculatively).
+            Call::Http { request: json!({"method": "POST", "from": a.def.name, "x": a.x, "read": a.read}) }
         } else if a.step < a.def.reads.len() {
             Call::Get { key: KEYS[a.def.reads[a.step]].to_string() }
         } else if a.step < nr + nw {

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use storage::{MemoryStore, RedbStore, Store};
 
 mod builder;
+mod sandbox;
 mod wasm;
 
 const NS: &str = "guest";
@@ -20,11 +21,27 @@ struct Fixture {
 }
 
 fn fixture_on(store: Arc<dyn Store>) -> Fixture {
+    fixture_allowing(store, &[])
+}
+
+/// A fixture whose sandbox lets functions (and the HTTP effects made for them) reach `allow`, loopback listeners
+/// of the test that the defaults deny.
+fn fixture_allowing(store: Arc<dyn Store>, allow: &[std::net::SocketAddr]) -> Fixture {
     let work = tempfile::Builder::new().prefix("sfpt").tempdir_in("/tmp").unwrap();
     // These tests check what speculation does, so it must not pause when parallel tests saturate the machine.
     let mut config = platform::Config::default();
     config.engine.pause_percent = 101;
-    let platform = Platform::new(store, work.path(), config).unwrap();
+    let sandbox = runtime::sandbox::Config {
+        allow: allow.iter().map(|a| a.to_string().parse().unwrap()).collect(),
+        ..Default::default()
+    };
+    let platform = Platform::builder(store)
+        .work_dir(work.path())
+        .config(config)
+        .sandbox(sandbox)
+        .default_runtimes()
+        .build()
+        .unwrap();
     Fixture { platform, _work: work }
 }
 
@@ -438,7 +455,8 @@ async fn http_sink() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_effects_happen_once_per_invocation_and_never_speculatively() {
     let (url, bodies) = http_sink().await;
-    let f = fixture();
+    let sink = url.trim_start_matches("http://").trim_end_matches("/hook").parse().unwrap();
+    let f = fixture_allowing(Arc::new(MemoryStore::new()), &[sink]);
     let p = &f.platform;
     p.native().register("prepare", |_, input| async move {
         tokio::time::sleep(Duration::from_millis(30)).await; // long enough for notify to start speculatively

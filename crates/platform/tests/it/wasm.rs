@@ -113,7 +113,7 @@ async fn a_squashed_speculative_wasm_write_never_lands() {
 /// target other than the learned one, with full confidence; every memoized output and callee argument it gives
 /// has a field that no run produces, except for `n1`, which it never predicts, so that the `Choice` after `n1`
 /// goes to the branch predictor. Speculation under it must still give what sequential execution gives.
-struct Liar {
+pub(crate) struct Liar {
     branches: engine::tables::BranchTable,
     memo: engine::tables::MemoTable,
     callees: engine::tables::CalleeTable,
@@ -121,7 +121,7 @@ struct Liar {
 
 impl Liar {
     /// The lying predictors, with the real dependence table.
-    fn oracle() -> engine::Oracle {
+    pub(crate) fn oracle() -> engine::Oracle {
         let sizes = engine::tables::Sizes::default();
         let liar = Arc::new(Liar {
             branches: engine::tables::BranchTable::new(sizes.branch_entries),

@@ -1,42 +1,46 @@
 //! Warm process functions: Python and Node.js, written the OpenWhisk way.
 //!
-//! Per warm function there is one long-lived **initializer** process that loads the code once, and a pool of
-//! **handlers** it creates on request: forked child processes (Python) or worker threads (Node.js; see
-//! `assets/node/runner.js`). Each handler holds its own connection to the function's Unix socket and runs one
-//! activation at a time over the line-delimited JSON protocol of [`protocol`]: the platform sends `run`, answers
-//! the handler's storage reads and calls while it runs, and reads the `result`.
+//! Per warm function there is a pool of **handlers**: each a process of its own (a Python or Node.js runner that
+//! has loaded the function's code), started through the [`Sandbox`] — confined in enforce mode — with one end of
+//! a socket pair as its channel (fd 3). A handler runs one activation at a time over the line-delimited JSON
+//! protocol of [`protocol`]: the platform sends `run`, answers the handler's storage reads and calls while it
+//! runs, and reads the `result`.
 //!
-//! Hand-off: an activation goes straight to an idle handler; one spare handler is kept ready, so creating one
-//! (a fork costs about 1.5 ms for a Python process on a small VM) stays off the invocation's path. A handler that
-//! finishes cleanly is reused, as OpenWhisk reuses a warm container; one that was killed, timed out or crashed is
-//! never reused.
+//! Hand-off: an activation goes straight to an idle handler; one spare handler is kept started, so starting one
+//! (tens of milliseconds: a sandbox, an interpreter, the code) stays off the invocation's path. A handler that
+//! finishes cleanly is reused, as OpenWhisk reuses a warm container, unless it left processes behind; one that
+//! was killed, timed out or crashed is never reused. A handler that ran a **speculative** activation is parked
+//! until the activation is settled ([`Killer::settle`]: its result stands) and only then reused; if the run is
+//! squashed instead, the handler is killed, so nothing a squashed run left in its scratch space reaches another
+//! activation.
 //!
-//! Kill: a Python handler gets `SIGKILL` straight from this process (its pid came with its hello); a Node.js
-//! worker is terminated by its initializer on a `kill` message. Either way the initializer stays warm. If an
-//! initializer dies, the next activation starts a new one.
+//! Kill: `SIGKILL` to the handler, from this process. Confined, the handler is the first process of its PID
+//! namespace, so the kernel ends every process of the namespace with it; unconfined, the signal goes to its
+//! process group.
 //!
-//! Limits: the timeout is enforced here; memory by `RLIMIT_AS` on the Python initializer (inherited by handlers)
-//! and by per-worker heap limits in Node.js (V8 reserves more address space than any sane `RLIMIT_AS`); logs by a
-//! [`LogSink`]; open files by `RLIMIT_NOFILE` (1024, as OpenWhisk).
+//! Limits: the timeout is enforced here; memory by the handler's memory cgroup (and `RLIMIT_AS` for Python, which
+//! turns most overruns into a `MemoryError`) and V8's heap limit for Node.js; processes by its pids cgroup;
+//! scratch space by the size of its `/tmp`; logs by a [`LogSink`]; open files by `RLIMIT_NOFILE` (1024, as
+//! OpenWhisk). A failure at a limit says which limit.
 
 pub mod protocol;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use model::{Code, FunctionSpec, Kind};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::net::UnixListener;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 
+use crate::sandbox::{self, Bind, Gate, Job, Sandbox};
 use crate::{Activation, BoxFuture, Done, Error, Host, HostRequest, Killer, LogSink, Outcome, Report, Runtime, Warm};
-use protocol::{FromHandler, FromInit, Hello, Reply, ToHandler, ToInit, line};
+use protocol::{FromHandler, Reply, ToHandler, line};
 
 const RUNNER_PY: &str = include_str!("../../assets/python/runner.py");
 const SDK_PY: &str = include_str!("../../assets/python/specfaas/__init__.py");
@@ -44,9 +48,9 @@ const RUNNER_JS: &str = include_str!("../../assets/node/runner.js");
 const SDK_JS: &str = include_str!("../../assets/node/specfaas/index.js");
 const SDK_JS_PACKAGE: &str = include_str!("../../assets/node/specfaas/package.json");
 
-/// How long an initializer may take to load code before the load fails.
+/// How long a handler may take to load code before the load fails.
 const INIT_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long to wait for a handler's exit status after its connection closed without a result.
+/// How long to wait for a handler's exit status after its channel closed without a result.
 const EXIT_WAIT: Duration = Duration::from_secs(2);
 /// Open-file limit of function processes (OpenWhisk's value).
 const NOFILE_MAX: u64 = 1024;
@@ -54,32 +58,106 @@ const NOFILE_MAX: u64 = 1024;
 const SPARES: usize = 1;
 /// Idle handlers kept at most; more are retired when they finish.
 const IDLE_MAX: usize = 8;
+/// Where a confined handler sees the runners and SDKs, and its code.
+const SDK_INSIDE: &str = "/opt/specfaas";
+const CODE_INSIDE: &str = "/action";
 
-/// Runs Python and Node.js functions in warm processes.
+/// An interpreter as found on this machine: the executable, and the directories a sandbox must show for it.
+#[derive(Debug, Clone)]
+struct Interpreter {
+    exe: PathBuf,
+    dirs: Vec<PathBuf>,
+}
+
+/// Runs Python and Node.js functions in warm handler processes.
 pub struct ProcessRuntime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     dir: PathBuf,
+    sandbox: Sandbox,
+    python: Result<Interpreter, String>,
+    node: Result<Interpreter, String>,
+    /// Directories `SPECFAAS_NODE_PATH` adds to Node.js's module path.
+    node_path: Vec<PathBuf>,
     next: AtomicU64,
 }
 
 impl ProcessRuntime {
-    /// Prepares `dir` (which should have a short path: it holds Unix sockets) with the runners and SDKs.
+    /// Prepares `dir` with the runners and SDKs, and confines every handler ([`sandbox::Mode::Enforce`]).
     pub fn new(dir: impl AsRef<Path>) -> Result<Self, Error> {
+        Self::with_sandbox(dir, &sandbox::Config::default())
+    }
+
+    /// Prepares `dir` with the runners and SDKs; handlers run under `config`. In enforce mode this fails, naming
+    /// what is missing, where the machine cannot confine them.
+    pub fn with_sandbox(dir: impl AsRef<Path>, config: &sandbox::Config) -> Result<Self, Error> {
         let dir = dir.as_ref().to_path_buf();
         let io = |e: std::io::Error| Error::Io(format!("cannot prepare {}: {e}", dir.display()));
-        std::fs::create_dir_all(dir.join("py/specfaas")).map_err(io)?;
-        std::fs::create_dir_all(dir.join("js/node_modules/specfaas")).map_err(io)?;
+        std::fs::create_dir_all(dir.join("rt/py/specfaas")).map_err(io)?;
+        std::fs::create_dir_all(dir.join("rt/js/node_modules/specfaas")).map_err(io)?;
         std::fs::create_dir_all(dir.join("fn")).map_err(io)?;
         for (path, text) in [
-            ("py/runner.py", RUNNER_PY),
-            ("py/specfaas/__init__.py", SDK_PY),
-            ("js/runner.js", RUNNER_JS),
-            ("js/node_modules/specfaas/index.js", SDK_JS),
-            ("js/node_modules/specfaas/package.json", SDK_JS_PACKAGE),
+            ("rt/py/runner.py", RUNNER_PY),
+            ("rt/py/specfaas/__init__.py", SDK_PY),
+            ("rt/js/runner.js", RUNNER_JS),
+            ("rt/js/node_modules/specfaas/index.js", SDK_JS),
+            ("rt/js/node_modules/specfaas/package.json", SDK_JS_PACKAGE),
         ] {
             std::fs::write(dir.join(path), text).map_err(io)?;
         }
-        Ok(ProcessRuntime { dir, next: AtomicU64::new(0) })
+        let node_path: Vec<PathBuf> = std::env::var("SPECFAAS_NODE_PATH")
+            .unwrap_or_default()
+            .split(':')
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .collect();
+        let python = find_interpreter(
+            "python3",
+            &["-c", "import os, sys; print(os.path.realpath(sys.executable)); print(sys.base_prefix)"],
+        );
+        let node = find_interpreter("node", &["-p", "require('fs').realpathSync(process.execPath)"]);
+        let mut config = config.clone();
+        for interp in [&python, &node].into_iter().flatten() {
+            config.expose.extend(interp.dirs.iter().cloned());
+        }
+        config.expose.extend(node_path.iter().cloned());
+        let sandbox = Sandbox::new(&config, &dir).map_err(|e| Error::Io(e.to_string()))?;
+        Ok(ProcessRuntime { inner: Arc::new(Inner { dir, sandbox, python, node, node_path, next: AtomicU64::new(0) }) })
     }
+
+    /// The network rules handlers run under (the platform adds its API address).
+    pub fn policy_handle(&self) -> Arc<sandbox::Policy> {
+        self.inner.sandbox.policy.clone()
+    }
+
+    /// Whether handlers are confined.
+    pub fn confined(&self) -> bool {
+        self.inner.sandbox.confined()
+    }
+}
+
+/// Finds `name` on `PATH` and asks it where it lives: the first line printed is its real executable, later lines
+/// directories it needs (Python's prefix).
+fn find_interpreter(name: &str, args: &[&str]) -> Result<Interpreter, String> {
+    let out = std::process::Command::new(name)
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {name}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{name} failed to report where it lives ({})", out.status));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines().map(|l| PathBuf::from(l.trim()));
+    let exe = lines.next().filter(|p| p.is_absolute()).ok_or_else(|| format!("{name} printed no executable path"))?;
+    let mut dirs: Vec<PathBuf> = lines.filter(|p| p.is_absolute()).collect();
+    if let Some(parent) = exe.parent() {
+        dirs.push(parent.to_path_buf());
+    }
+    dirs.retain(|d| !d.starts_with("/usr") && d != Path::new("/"));
+    Ok(Interpreter { exe, dirs })
 }
 
 impl Runtime for ProcessRuntime {
@@ -96,117 +174,183 @@ impl Runtime for ProcessRuntime {
                     kind: spec.kind.as_openwhisk(),
                 });
             };
-            let n = self.next.fetch_add(1, Ordering::Relaxed);
+            let inner = &self.inner;
+            let n = inner.next.fetch_add(1, Ordering::Relaxed);
             let io = |e: std::io::Error| Error::Io(e.to_string());
-            let fn_dir = self.dir.join("fn").join(format!("{n}"));
+            let fn_dir = inner.dir.join("fn").join(format!("{n}"));
             std::fs::create_dir_all(&fn_dir).map_err(io)?;
-            let (file, interpreter, runner, path_var, path_val) = match spec.kind {
-                Kind::Python => ("action.py", "python3", "py/runner.py", "PYTHONPATH", "py"),
-                Kind::Node => ("action.js", "node", "js/runner.js", "NODE_PATH", "js/node_modules"),
+            let file = match spec.kind {
+                Kind::Python => "action.py",
+                Kind::Node => "action.js",
                 Kind::Native | Kind::Wasm => unreachable!("native and wasm code is not Source"),
             };
-            let code_file = fn_dir.join(file);
-            std::fs::write(&code_file, text).map_err(io)?;
-            let socket = self.dir.join(format!("{n}.sock"));
-            let _ = std::fs::remove_file(&socket);
-            let listener = UnixListener::bind(&socket).map_err(io)?;
+            std::fs::write(fn_dir.join(file), text).map_err(io)?;
+            let launch = launch(inner, &spec, &fn_dir, file, main)?;
             let shared = Arc::new(Shared {
                 spec: spec.clone(),
-                launch: Launch {
-                    interpreter: interpreter.into(),
-                    args: vec![
-                        self.dir.join(runner).display().to_string(),
-                        socket.display().to_string(),
-                        code_file.display().to_string(),
-                        main.clone(),
-                        spec.limits.memory_mb.to_string(),
-                    ],
-                    env: (path_var, module_path(&self.dir.join(path_val), spec.kind)),
-                    memory_bytes: (spec.kind == Kind::Python).then_some(spec.limits.memory_mb * 1024 * 1024),
-                },
-                socket,
-                init: tokio::sync::Mutex::new(None),
-                pending_init: Mutex::new(None),
-                control: Mutex::new(None),
+                runtime: inner.clone(),
+                launch,
+                fn_dir,
                 pool: Mutex::new(Pool::default()),
-                exits: Mutex::new(HashMap::new()),
             });
-            tokio::spawn(accept_loop(listener, Arc::downgrade(&shared)));
-            shared.ensure_init().await?;
+            // The first handler loads the code: its outcome is the load's.
+            let first = start_handler(&shared).await?;
+            shared.handler_ready(first);
+            shared.request_spawns();
             Ok(Arc::new(ProcessWarm { shared }) as Arc<dyn Warm>)
         })
     }
 }
 
-/// The module search path of a runner: our SDK first, then, for Node.js, whatever `SPECFAAS_NODE_PATH` adds
-/// (where an operator installs packages actions may `require`, such as `openwhisk`, which OpenWhisk's Node.js
-/// runtime has preinstalled).
-fn module_path(sdk: &Path, kind: Kind) -> String {
-    let mut path = sdk.display().to_string();
-    let extra = std::env::var("SPECFAAS_NODE_PATH").unwrap_or_default();
-    if kind == Kind::Node && !extra.is_empty() {
-        path.push(':');
-        path.push_str(&extra);
-    }
-    path
-}
-
+/// How a function's handlers are started.
 struct Launch {
-    interpreter: String,
+    exe: PathBuf,
     args: Vec<String>,
-    env: (&'static str, String),
-    memory_bytes: Option<u64>,
+    env: Vec<(String, String)>,
+    binds: Vec<Bind>,
+    rlimits: Vec<(u32, u64)>,
 }
 
-type Conn = (Lines<BufReader<OwnedReadHalf>>, OwnedWriteHalf);
+fn launch(inner: &Inner, spec: &FunctionSpec, fn_dir: &Path, file: &str, main: &str) -> Result<Launch, Error> {
+    let confined = inner.sandbox.confined();
+    let (sdk, code) = if confined {
+        (PathBuf::from(SDK_INSIDE), PathBuf::from(CODE_INSIDE))
+    } else {
+        (inner.dir.join("rt"), fn_dir.to_path_buf())
+    };
+    let binds = vec![
+        Bind { src: inner.dir.join("rt"), dst: PathBuf::from(SDK_INSIDE) },
+        Bind { src: fn_dir.to_path_buf(), dst: PathBuf::from(CODE_INSIDE) },
+    ];
+    let code_file = code.join(file).display().to_string();
+    let memory = spec.limits.memory_mb;
+    let missing =
+        |kind: &str, e: &String| Error::Init { function: spec.name.clone(), message: format!("no {kind}: {e}") };
+    let mut rlimits = vec![(libc::RLIMIT_NOFILE, NOFILE_MAX)];
+    let (exe, args, env) = match spec.kind {
+        Kind::Python => {
+            let interp = inner.python.as_ref().map_err(|e| missing("Python", e))?;
+            rlimits.push((libc::RLIMIT_AS, memory * 1024 * 1024));
+            let args = vec![
+                // A full path: Python finds its prefix (and standard library) from it.
+                interp.exe.display().to_string(),
+                "-u".into(),
+                sdk.join("py/runner.py").display().to_string(),
+                code_file,
+                main.to_string(),
+            ];
+            let env = vec![
+                ("PYTHONPATH".to_string(), sdk.join("py").display().to_string()),
+                ("PYTHONDONTWRITEBYTECODE".into(), "1".into()),
+            ];
+            (interp.exe.clone(), args, env)
+        }
+        Kind::Node => {
+            let interp = inner.node.as_ref().map_err(|e| missing("Node.js", e))?;
+            let args = vec![
+                interp.exe.display().to_string(),
+                format!("--max-old-space-size={memory}"),
+                sdk.join("js/runner.js").display().to_string(),
+                code_file,
+                main.to_string(),
+            ];
+            let mut path = sdk.join("js/node_modules").display().to_string();
+            for extra in &inner.node_path {
+                path.push(':');
+                path.push_str(&extra.display().to_string());
+            }
+            (interp.exe.clone(), args, vec![("NODE_PATH".to_string(), path)])
+        }
+        Kind::Native | Kind::Wasm => unreachable!("native and wasm code is not Source"),
+    };
+    Ok(Launch { exe, args, env, binds, rlimits })
+}
 
-/// An idle or busy handler: its connection, and how to kill it.
+type HandlerLines = Lines<BufReader<OwnedReadHalf>>;
+
+/// How a handler process ended.
+#[derive(Debug, Clone)]
+struct Exit {
+    code: Option<i32>,
+    signal: Option<i32>,
+}
+
+/// A handler process, shared by its connection, its activation, its reaper and its supervisor.
+struct Proc {
+    /// What is killed: confined, the first process of its PID namespace (`/bin/sh`, with the runner its child).
+    pid: i32,
+    /// The runner itself, whose CPU time is measured.
+    runner: std::sync::OnceLock<i32>,
+    confined: bool,
+    gate: Arc<Gate>,
+    cgroup: Option<sandbox::HandlerCgroup>,
+    root: Option<PathBuf>,
+    exit: watch::Receiver<Option<Exit>>,
+    stderr_tail: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    fn kill(&self) {
+        if self.exit.borrow().is_some() {
+            return; // reaped: the pid may belong to someone else now
+        }
+        let target = if self.confined { self.pid } else { -self.pid };
+        // SAFETY: kill(2) on our own child (confined: the first process of its PID namespace; else its group).
+        unsafe {
+            libc::kill(target, libc::SIGKILL);
+        }
+    }
+
+    fn runner(&self) -> i32 {
+        self.runner.get().copied().unwrap_or(self.pid)
+    }
+
+    fn stderr_tail(&self) -> String {
+        lock(&self.stderr_tail).clone()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(root) = &self.root {
+            let _ = std::fs::remove_dir_all(root);
+        }
+    }
+}
+
+/// An idle or busy handler: its process and its channel.
 struct Handler {
-    hid: i64,
-    pid: Option<i32>,
-    lines: Lines<BufReader<OwnedReadHalf>>,
+    proc_: Arc<Proc>,
+    lines: HandlerLines,
     write: OwnedWriteHalf,
+}
+
+impl Drop for Handler {
+    fn drop(&mut self) {
+        // A handler that is let go is retired: its channel closes, and it goes.
+        self.proc_.kill();
+    }
 }
 
 #[derive(Default)]
 struct Pool {
     idle: Vec<Handler>,
-    waiters: VecDeque<oneshot::Sender<Handler>>,
-    /// Handlers requested from the initializer that have not connected yet.
-    spawning: usize,
-    /// Handlers that connected and have not exited.
-    connected: std::collections::HashSet<i64>,
-}
-
-#[derive(Debug)]
-struct Exit {
-    code: Option<i32>,
-    signal: Option<i32>,
-    reason: Option<String>,
-}
-
-/// A live initializer process.
-struct Init {
-    alive: Arc<AtomicBool>,
-    _child: tokio::process::Child,
+    waiters: VecDeque<oneshot::Sender<Result<Handler, String>>>,
+    /// Handlers being started.
+    starting: usize,
 }
 
 struct Shared {
     spec: Arc<FunctionSpec>,
+    runtime: Arc<Inner>,
     launch: Launch,
-    socket: PathBuf,
-    init: tokio::sync::Mutex<Option<Init>>,
-    pending_init: Mutex<Option<oneshot::Sender<Conn>>>,
-    /// The live initializer's control channel, if there is one.
-    control: Mutex<Option<mpsc::UnboundedSender<String>>>,
+    fn_dir: PathBuf,
     pool: Mutex<Pool>,
-    /// Busy handlers' activations, waiting to hear if the handler dies: hid → sender.
-    exits: Mutex<HashMap<i64, oneshot::Sender<Exit>>>,
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.socket);
+        let _ = std::fs::remove_dir_all(&self.fn_dir);
     }
 }
 
@@ -214,211 +358,195 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-async fn accept_loop(listener: UnixListener, shared: Weak<Shared>) {
-    while let Ok((stream, _)) = listener.accept().await {
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
+/// Starts one handler and waits until it has loaded the code.
+async fn start_handler(shared: &Arc<Shared>) -> Result<Handler, Error> {
+    let spec = &shared.spec;
+    let fail = |message: String| Error::Init { function: spec.name.clone(), message };
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(|e| Error::Io(format!("socketpair: {e}")))?;
+    let (err_r, err_w) = std::io::pipe().map_err(|e| Error::Io(format!("pipe: {e}")))?;
+    let l = &shared.launch;
+    let job = Job {
+        exe: l.exe.clone(),
+        shell_first: true,
+        args: l.args.clone(),
+        env: l.env.clone(),
+        binds: l.binds.clone(),
+        limits: sandbox::Limits {
+            memory_mb: spec.limits.memory_mb,
+            processes: spec.limits.processes,
+            tmp_mb: spec.limits.tmp_mb,
+        },
+        rlimits: l.rlimits.clone(),
+        channel: OwnedFd::from(theirs),
+        stderr: Some(OwnedFd::from(err_w)),
+    };
+    let runtime = shared.runtime.clone();
+    let started = tokio::task::spawn_blocking(move || runtime.sandbox.start(job))
+        .await
+        .map_err(|e| Error::Io(format!("the spawner failed: {e}")))?
+        .map_err(|e| fail(e.0))?;
+    let sandbox::Started { child, cgroup, root } = started;
+    let stderr_tail = Arc::new(Mutex::new(String::new()));
+    {
+        let tail = stderr_tail.clone();
+        let receiver = tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(err_r))
+            .map_err(|e| Error::Io(format!("stderr pipe: {e}")))?;
         tokio::spawn(async move {
-            let (read, write) = stream.into_split();
-            let mut lines = BufReader::new(read).lines();
-            let Ok(Some(first)) = lines.next_line().await else {
-                return;
-            };
-            let Ok(hello) = serde_json::from_str::<Hello>(&first) else {
-                return;
-            };
-            if hello.op != "hello" {
-                return;
-            }
-            match (hello.role.as_str(), hello.hid) {
-                ("init", _) => {
-                    if let Some(tx) = lock(&shared.pending_init).take() {
-                        let _ = tx.send((lines, write));
-                    }
+            let mut receiver = receiver;
+            let mut buf = vec![0u8; 4096];
+            while let Ok(n) = receiver.read(&mut buf).await {
+                if n == 0 {
+                    break;
                 }
-                ("handler", Some(hid)) => {
-                    {
-                        let mut pool = lock(&shared.pool);
-                        pool.spawning = pool.spawning.saturating_sub(1);
-                        pool.connected.insert(hid);
-                    }
-                    shared.handler_ready(Handler { hid, pid: hello.pid, lines, write });
-                    shared.request_spawns();
+                let mut t = lock(&tail);
+                t.push_str(&String::from_utf8_lossy(&buf[..n]));
+                if t.len() > 4096 {
+                    let cut = (t.len() - 4096..t.len()).find(|i| t.is_char_boundary(*i)).unwrap_or(t.len());
+                    t.drain(..cut);
                 }
-                _ => {}
             }
         });
     }
+    let (exit_tx, exit_rx) = watch::channel(None);
+    let pid = child.pid;
+    tokio::spawn(reap(child.pidfd, pid, exit_tx));
+    let gate = Arc::new(Gate::default());
+    if let Some(listener) = child.listener {
+        let (gate, policy) = (gate.clone(), shared.runtime.sandbox.policy.clone());
+        std::thread::Builder::new()
+            .name(format!("specfaas-supervise-{pid}"))
+            .spawn(move || sandbox::supervisor::supervise(listener, gate, policy))
+            .map_err(|e| Error::Io(format!("cannot start the supervisor: {e}")))?;
+    }
+    let proc_ = Arc::new(Proc {
+        pid,
+        runner: std::sync::OnceLock::new(),
+        confined: shared.runtime.sandbox.confined(),
+        gate,
+        cgroup,
+        root,
+        exit: exit_rx,
+        stderr_tail,
+    });
+    ours.set_nonblocking(true).map_err(|e| Error::Io(e.to_string()))?;
+    let stream = tokio::net::UnixStream::from_std(ours).map_err(|e| Error::Io(e.to_string()))?;
+    let (read, write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    let handler_proc = proc_.clone();
+    let first = tokio::time::timeout(INIT_TIMEOUT, lines.next_line()).await;
+    let first = match first {
+        Err(_) => {
+            handler_proc.kill();
+            return Err(fail(format!("loading the code took longer than {}s", INIT_TIMEOUT.as_secs())));
+        }
+        Ok(line) => line.ok().flatten(),
+    };
+    match first.as_deref().map(serde_json::from_str::<FromHandler>) {
+        Some(Ok(FromHandler::Ready { .. })) => {
+            let runner = if proc_.confined { first_child(pid).unwrap_or(pid) } else { pid };
+            let _ = proc_.runner.set(runner);
+            Ok(Handler { proc_, lines, write })
+        }
+        Some(Ok(FromHandler::InitError { error })) => {
+            handler_proc.kill();
+            Err(fail(error))
+        }
+        other => {
+            // It died while loading: wait a moment for its exit status and last words.
+            let mut exit = handler_proc.exit.clone();
+            let _ = tokio::time::timeout(EXIT_WAIT, exit.wait_for(|e| e.is_some())).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let status = exit.borrow().clone();
+            handler_proc.kill();
+            let what = match other {
+                None => format!("the runner exited ({}) before it was ready", describe(status.as_ref())),
+                Some(r) => format!("the runner broke the protocol: {r:?}"),
+            };
+            Err(fail(format!("{what}: {}", handler_proc.stderr_tail().trim())))
+        }
+    }
 }
 
-fn sigkill(pid: i32) {
-    // SAFETY: kill(2) on a handler pid our own initializer forked; at worst the process is already gone.
-    unsafe {
-        libc::kill(pid, libc::SIGKILL);
+/// The first child of `pid` (its pid in this process's namespace).
+fn first_child(pid: i32) -> Option<i32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+fn describe(exit: Option<&Exit>) -> String {
+    match exit {
+        Some(Exit { signal: Some(s), .. }) => format!("signal {s}"),
+        Some(Exit { code: Some(c), .. }) => format!("exit code {c}"),
+        _ => "unknown status".into(),
     }
+}
+
+/// Waits for a handler process to exit, reaps it, and publishes how it ended.
+async fn reap(pidfd: OwnedFd, pid: i32, exit: watch::Sender<Option<Exit>>) {
+    // SAFETY: the AsyncFd owns the pidfd, so the descriptor outlives its registration.
+    let registered = unsafe { tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) };
+    if let Ok(fd) = registered {
+        let _ = fd.readable().await;
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid on our own child's pidfd into a local siginfo.
+        let r = unsafe { libc::waitid(libc::P_PIDFD, fd.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED) };
+        if r == 0 {
+            // SAFETY: waitid filled the siginfo of a CLD_* event.
+            let (code, status) = unsafe { (info.si_code, info.si_status()) };
+            let e = if code == libc::CLD_EXITED && status > 128 && status < 128 + 65 {
+                // `/bin/sh` reports a handler killed by a signal as 128 + the signal.
+                Exit { code: None, signal: Some(status - 128) }
+            } else if code == libc::CLD_EXITED {
+                Exit { code: Some(status), signal: None }
+            } else {
+                Exit { code: None, signal: Some(status) }
+            };
+            let _ = exit.send(Some(e));
+            return;
+        }
+    }
+    // SAFETY: fall back to reaping by pid.
+    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+    let _ = exit.send(Some(Exit { code: None, signal: None }));
 }
 
 impl Shared {
-    fn send_control(&self, msg: String) -> bool {
-        lock(&self.control).as_ref().is_some_and(|c| c.send(msg).is_ok())
-    }
-
-    /// Asks the initializer for handlers until the pool covers the waiting activations plus the spares.
-    fn request_spawns(&self) {
+    /// Starts handlers until the pool covers the waiting activations plus the spares.
+    fn request_spawns(self: &Arc<Self>) {
         let mut pool = lock(&self.pool);
-        while pool.idle.len() + pool.spawning < pool.waiters.len() + SPARES {
-            if !self.send_control(line(&ToInit::Spawn {})) {
-                return;
-            }
-            pool.spawning += 1;
+        while pool.idle.len() + pool.starting < pool.waiters.len() + SPARES {
+            pool.starting += 1;
+            let me = Arc::downgrade(self);
+            tokio::spawn(async move {
+                let Some(shared) = me.upgrade() else { return };
+                let started = start_handler(&shared).await;
+                lock(&shared.pool).starting -= 1;
+                match started {
+                    Ok(h) => shared.handler_ready(h),
+                    Err(e) => {
+                        // Tell one waiting activation why, instead of trying forever.
+                        if let Some(w) = lock(&shared.pool).waiters.pop_front() {
+                            let _ = w.send(Err(e.to_string()));
+                        }
+                    }
+                }
+            });
         }
     }
 
-    /// A handler connected, or finished an activation cleanly: give it to a waiting activation, or keep it idle.
+    /// A handler started, or finished an activation cleanly: give it to a waiting activation, or keep it idle.
     fn handler_ready(&self, mut handler: Handler) {
         let mut pool = lock(&self.pool);
         while let Some(waiter) = pool.waiters.pop_front() {
-            match waiter.send(handler) {
+            match waiter.send(Ok(handler)) {
                 Ok(()) => return,
-                Err(h) => handler = h, // that activation gave up waiting
+                Err(Ok(h)) => handler = h, // that activation gave up waiting
+                Err(Err(_)) => return,
             }
         }
         if pool.idle.len() < IDLE_MAX {
             pool.idle.push(handler);
-        } // else: dropping the connection retires the handler
-    }
-
-    /// Starts the initializer if none is alive.
-    async fn ensure_init(self: &Arc<Self>) -> Result<(), Error> {
-        let mut guard = self.init.lock().await;
-        if guard.as_ref().is_some_and(|i| i.alive.load(Ordering::Acquire)) {
-            return Ok(());
-        }
-        *guard = Some(self.spawn_init().await?);
-        drop(guard);
-        self.request_spawns();
-        Ok(())
-    }
-
-    async fn spawn_init(self: &Arc<Self>) -> Result<Init, Error> {
-        let fail = |message: String| Error::Init { function: self.spec.name.clone(), message };
-        let (tx, rx) = oneshot::channel();
-        *lock(&self.pending_init) = Some(tx);
-        let mut cmd = tokio::process::Command::new(&self.launch.interpreter);
-        cmd.args(&self.launch.args)
-            .env(self.launch.env.0, &self.launch.env.1)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let memory = self.launch.memory_bytes;
-        // SAFETY: only async-signal-safe calls (setrlimit, prctl) between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                let set = |resource, value: u64| {
-                    let lim = libc::rlimit { rlim_cur: value as libc::rlim_t, rlim_max: value as libc::rlim_t };
-                    if libc::setrlimit(resource, &lim) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                };
-                set(libc::RLIMIT_NOFILE, NOFILE_MAX)?;
-                if let Some(bytes) = memory {
-                    set(libc::RLIMIT_AS, bytes)?;
-                }
-                // Die with the platform.
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().map_err(|e| Error::Io(format!("cannot start {}: {e}", self.launch.interpreter)))?;
-        let stderr_tail = Arc::new(Mutex::new(String::new()));
-        if let Some(stderr) = child.stderr.take() {
-            let tail = stderr_tail.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(stderr).lines();
-                while let Ok(Some(l)) = lines.next_line().await {
-                    let mut t = lock(&tail);
-                    t.push_str(&l);
-                    t.push('\n');
-                    if t.len() > 4096 {
-                        let cut = (t.len() - 4096..t.len()).find(|i| t.is_char_boundary(*i)).unwrap_or(t.len());
-                        t.drain(..cut);
-                    }
-                }
-            });
-        }
-        let tail = || lock(&stderr_tail).clone();
-        let (mut lines, mut write) = tokio::select! {
-            s = rx => s.map_err(|_| fail("the runner did not connect".into()))?,
-            status = child.wait() => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                return Err(fail(format!("the runner exited ({}) before connecting: {}",
-                    status.map(|s| s.to_string()).unwrap_or_default(), tail())));
-            }
-            _ = tokio::time::sleep(INIT_TIMEOUT) => return Err(fail("the runner did not connect in time".into())),
-        };
-        let first = tokio::time::timeout(INIT_TIMEOUT, lines.next_line())
-            .await
-            .map_err(|_| fail(format!("loading the code took longer than {}s", INIT_TIMEOUT.as_secs())))?;
-        match first.ok().flatten().map(|l| serde_json::from_str::<FromInit>(&l)) {
-            Some(Ok(FromInit::Ready)) => {}
-            Some(Ok(FromInit::InitError { error })) => return Err(fail(error)),
-            other => {
-                return Err(fail(format!("the runner failed while loading the code: {other:?} {}", tail())));
-            }
-        }
-        let alive = Arc::new(AtomicBool::new(true));
-        let (control_tx, mut control_rx) = mpsc::unbounded_channel::<String>();
-        tokio::spawn(async move {
-            while let Some(msg) = control_rx.recv().await {
-                if write.write_all(msg.as_bytes()).await.is_err() {
-                    return;
-                }
-            }
-        });
-        *lock(&self.control) = Some(control_tx);
-        let me = Arc::downgrade(self);
-        let alive_flag = alive.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(l)) = lines.next_line().await {
-                let Some(shared) = me.upgrade() else { return };
-                if let Ok(FromInit::Exited { hid, code, signal, reason }) = serde_json::from_str::<FromInit>(&l) {
-                    let never_connected = {
-                        let mut pool = lock(&shared.pool);
-                        pool.idle.retain(|h| h.hid != hid);
-                        let never = !pool.connected.remove(&hid);
-                        if never {
-                            pool.spawning = pool.spawning.saturating_sub(1);
-                        }
-                        never
-                    };
-                    if never_connected {
-                        // It died before connecting: it will never come, so ask for another.
-                        shared.request_spawns();
-                    }
-                    if let Some(tx) = lock(&shared.exits).remove(&hid) {
-                        let _ = tx.send(Exit { code, signal, reason });
-                    }
-                }
-            }
-            alive_flag.store(false, Ordering::Release);
-            // The initializer is gone, and its handlers with it: fail every activation still using one.
-            if let Some(shared) = me.upgrade() {
-                *lock(&shared.control) = None;
-                let mut pool = lock(&shared.pool);
-                pool.idle.clear();
-                pool.spawning = 0;
-                pool.connected.clear();
-                drop(pool);
-                for (_, tx) in lock(&shared.exits).drain() {
-                    let _ =
-                        tx.send(Exit { code: None, signal: None, reason: Some("the runtime process exited".into()) });
-                }
-            }
-        });
-        Ok(Init { alive, _child: child })
+        } // else: dropping it retires the handler
     }
 }
 
@@ -435,32 +563,32 @@ fn cpu_us(pid: i32) -> Option<u64> {
     Some((ms * 1000.0) as u64)
 }
 
-/// What a [`Killer`] needs to stop the handler of one activation.
+/// What a [`Killer`] needs to stop (or settle) one activation.
 #[derive(Default)]
 struct KillState {
     killed: bool,
-    handler: Option<(i64, Option<i32>)>,
+    settled: bool,
+    /// The process of the handler running the activation.
+    running: Option<Arc<Proc>>,
+    /// The handler of a speculative activation that finished cleanly, until the activation is settled.
+    parked: Option<Handler>,
     /// The handler's CPU time when this (speculative) activation started, and what it had used when killed.
     cpu_start_us: Option<u64>,
     cpu_used_us: Option<u64>,
 }
 
 impl KillState {
-    /// Kills the handler, if the activation has one; `shared` is used to reach a Node.js initializer. A measured
-    /// activation's CPU time is read first, while the process still exists.
-    fn kill_handler(&mut self, shared: &Shared) {
-        match self.handler {
-            Some((_, Some(pid))) => {
-                if let (Some(start), None) = (self.cpu_start_us, self.cpu_used_us) {
-                    self.cpu_used_us = cpu_us(pid).map(|now| now.saturating_sub(start));
-                }
-                sigkill(pid)
+    /// Kills the handler, if the activation has one. A measured activation's CPU time is read first, while the
+    /// process still exists.
+    fn kill_handler(&mut self) {
+        if let Some(p) = &self.running {
+            if let (Some(start), None) = (self.cpu_start_us, self.cpu_used_us) {
+                self.cpu_used_us = cpu_us(p.runner()).map(|now| now.saturating_sub(start));
             }
-            Some((hid, None)) => {
-                shared.send_control(line(&ToInit::Kill { hid }));
-            }
-            None => {}
+            p.gate.kill();
+            p.kill();
         }
+        self.parked = None; // dropping a handler retires it
     }
 }
 
@@ -472,47 +600,70 @@ impl Warm for ProcessWarm {
     fn start(&self, activation: Activation, host: Host, done: Done) -> Killer {
         let state = Arc::new(Mutex::new(KillState::default()));
         let killed = Arc::new(Notify::new());
-        let killer = {
-            let shared = Arc::downgrade(&self.shared);
+        let kill = {
             let state = state.clone();
             let killed = killed.clone();
-            Killer::new(move || {
+            move || {
                 let mut s = lock(&state);
                 s.killed = true;
-                if let Some(shared) = shared.upgrade() {
-                    s.kill_handler(&shared);
-                }
+                s.kill_handler();
                 drop(s);
                 killed.notify_one();
-            })
+            }
+        };
+        let settle = {
+            let state = state.clone();
+            let shared = Arc::downgrade(&self.shared);
+            move || {
+                let mut s = lock(&state);
+                s.settled = true;
+                let parked = s.parked.take();
+                drop(s);
+                if let (Some(h), Some(shared)) = (parked, shared.upgrade()) {
+                    reuse(&shared, h);
+                }
+            }
         };
         let shared = self.shared.clone();
         tokio::spawn(async move {
             let report = run_activation(&shared, activation, host, &state, &killed).await;
             done(report);
         });
-        killer
+        Killer::new(kill).with_settle(settle)
     }
+}
+
+/// A handler that finished cleanly and is settled goes back to the pool, unless it left processes behind.
+fn reuse(shared: &Arc<Shared>, handler: Handler) {
+    if handler.proc_.cgroup.as_ref().is_some_and(|c| c.processes() > 1) {
+        drop(handler); // its children would outlive the activation: retire it, with them
+        shared.request_spawns();
+        return;
+    }
+    shared.handler_ready(handler);
 }
 
 /// Takes an idle handler, or waits for one.
 async fn acquire(shared: &Arc<Shared>) -> Result<Handler, Error> {
-    shared.ensure_init().await?;
     let waiter = {
         let mut pool = lock(&shared.pool);
-        match pool.idle.pop() {
-            Some(h) => Ok(h),
-            None => {
-                let (tx, rx) = oneshot::channel();
-                pool.waiters.push_back(tx);
-                Err(rx)
+        // A handler that died while idle (killed by the kernel, crashed in a background thread) is dropped.
+        while let Some(h) = pool.idle.pop() {
+            if h.proc_.exit.borrow().is_none() {
+                drop(pool);
+                shared.request_spawns();
+                return Ok(h);
             }
         }
+        let (tx, rx) = oneshot::channel();
+        pool.waiters.push_back(tx);
+        rx
     };
     shared.request_spawns();
-    match waiter {
-        Ok(h) => Ok(h),
-        Err(rx) => rx.await.map_err(|_| Error::Io("the runtime process exited".into())),
+    match waiter.await {
+        Ok(Ok(h)) => Ok(h),
+        Ok(Err(e)) => Err(Error::Io(e)),
+        Err(_) => Err(Error::Io("the runtime was shut down".into())),
     }
 }
 
@@ -527,7 +678,7 @@ async fn run_activation(
     let mut logs = LogSink::new(spec.limits.logs_bytes_max);
     let timeout_ms = spec.limits.timeout_ms;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
-    let finish = |outcome, logs: LogSink| Report { outcome, logs: logs.into_lines(), cpu_us: None };
+    let finish = |outcome, logs: LogSink| Report { outcome, logs: logs.into_lines(), cpu_us: None, held: Vec::new() };
     if lock(state).killed {
         return finish(Outcome::Killed, logs);
     }
@@ -539,20 +690,21 @@ async fn run_activation(
         _ = killed.notified() => return finish(Outcome::Killed, logs),
         _ = tokio::time::sleep_until(deadline) => return finish(Outcome::Timeout { timeout_ms }, logs),
     };
-    let (exit_tx, mut exit_rx) = oneshot::channel();
-    lock(&shared.exits).insert(handler.hid, exit_tx);
+    let proc_ = handler.proc_.clone();
+    let pids_refused_before = proc_.cgroup.as_ref().map_or(0, |c| c.pids_refused());
+    proc_.gate.begin(host.clone(), activation.speculative);
     {
         let mut s = lock(state);
-        s.handler = Some((handler.hid, handler.pid));
+        s.running = Some(proc_.clone());
         if activation.speculative {
-            s.cpu_start_us = handler.pid.and_then(cpu_us);
+            s.cpu_start_us = cpu_us(proc_.runner());
         }
         if s.killed {
-            s.kill_handler(shared);
-            lock(&shared.exits).remove(&handler.hid);
+            s.kill_handler();
             return finish(Outcome::Killed, logs);
         }
     }
+    let mut exit = proc_.exit.clone();
     let run = line(&ToHandler::Run { id: &activation.id, args: &activation.input, env: &activation.env });
     let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<(u64, crate::Reply)>();
     let mut clean = false;
@@ -576,16 +728,20 @@ async fn run_activation(
                             }
                         }
                         Ok(FromHandler::Result { value }) => { clean = true; break Outcome::from_returned(value) }
-                        Ok(FromHandler::Error { message }) => { clean = true; break Outcome::DeveloperError(message) }
+                        Ok(FromHandler::Error { message }) => {
+                            clean = true;
+                            break Outcome::DeveloperError(with_limits(spec, &proc_, message, pids_refused_before))
+                        }
+                        Ok(FromHandler::Ready { .. } | FromHandler::InitError { .. }) => {
+                            break Outcome::DeveloperError("protocol error from the handler: a second hello".into())
+                        }
                         Err(e) => break Outcome::DeveloperError(format!("protocol error from the handler: {e}")),
                     },
-                    // The handler closed its connection without a result: ask the initializer why.
+                    // The handler closed its channel without a result: wait for its exit status.
                     Ok(None) | Err(_) => {
-                        let exit = tokio::select! {
-                            e = &mut exit_rx => e.ok(),
-                            _ = tokio::time::sleep(EXIT_WAIT) => None,
-                        };
-                        break if lock(state).killed { Outcome::Killed } else { exit_outcome(spec, exit) };
+                        let _ = tokio::time::timeout(EXIT_WAIT, exit.wait_for(|e| e.is_some())).await;
+                        let status = exit.borrow().clone();
+                        break if lock(state).killed { Outcome::Killed } else { exit_outcome(spec, &proc_, status) };
                     }
                 },
                 Some((rid, reply)) = reply_rx.recv() => {
@@ -595,30 +751,42 @@ async fn run_activation(
                     }
                 }
                 _ = killed.notified() => break Outcome::Killed,
-                exit = &mut exit_rx => break exit_outcome(spec, exit.ok()),
+                Ok(()) = exit.changed() => {
+                    let status = exit.borrow().clone();
+                    if status.is_some() {
+                        break if lock(state).killed { Outcome::Killed } else { exit_outcome(spec, &proc_, status) };
+                    }
+                }
                 _ = tokio::time::sleep_until(deadline) => break Outcome::Timeout { timeout_ms },
             }
         }
     };
-    lock(&shared.exits).remove(&handler.hid);
+    let held = proc_.gate.end();
     let mut s = lock(state);
-    // A kill races with what it causes (the connection closing, the exit notice): whichever the loop saw first,
-    // an activation that was killed before it finished cleanly reports Killed.
+    // A kill races with what it causes (the channel closing, the exit): whichever the loop saw first, an
+    // activation that was killed before it finished cleanly reports Killed.
     let outcome = if s.killed && !clean { Outcome::Killed } else { outcome };
-    if let (Some(start), None, Some(pid)) = (s.cpu_start_us, s.cpu_used_us, handler.pid) {
-        s.cpu_used_us = cpu_us(pid).map(|now| now.saturating_sub(start));
+    if let (Some(start), None) = (s.cpu_start_us, s.cpu_used_us) {
+        s.cpu_used_us = cpu_us(proc_.runner()).map(|now| now.saturating_sub(start));
     }
     let cpu = s.cpu_used_us;
     if clean && !s.killed {
-        // The handler goes back to the pool and will serve others: a late kill of this activation must not reach it.
-        s.handler = None;
-        drop(s);
-        shared.handler_ready(handler);
+        // The handler will serve others: a late kill of this activation must not reach it.
+        s.running = None;
+        if activation.speculative && !s.settled {
+            // Until its run is settled, nothing it left in its scratch space may reach another activation.
+            s.parked = Some(handler);
+        } else {
+            drop(s);
+            reuse(shared, handler);
+        }
     } else {
         // Never reuse a handler that was killed, timed out, crashed or broke the protocol.
-        s.kill_handler(shared);
+        s.kill_handler();
+        drop(s);
+        drop(handler);
     }
-    Report { cpu_us: cpu, ..finish(outcome, logs) }
+    Report { cpu_us: cpu, held, ..finish(outcome, logs) }
 }
 
 fn to_reply(rid: u64, reply: crate::Reply) -> Reply {
@@ -648,13 +816,36 @@ fn to_host_call(call: protocol::Call) -> Result<crate::Call, String> {
     })
 }
 
-fn exit_outcome(spec: &FunctionSpec, exit: Option<Exit>) -> Outcome {
+/// A function's own error, with the limit it ran into, if it did: processes (a fork refused at the pids limit) or
+/// scratch space (its `/tmp` is full).
+fn with_limits(spec: &FunctionSpec, proc_: &Proc, message: String, pids_refused_before: u64) -> String {
+    let mut message = message;
+    if proc_.cgroup.as_ref().is_some_and(|c| c.pids_refused() > pids_refused_before) {
+        message.push_str(&format!(
+            " The action reached its limit of {} processes and threads (processes).",
+            spec.limits.processes
+        ));
+    }
+    if proc_.confined && scratch_full(proc_.pid) {
+        message.push_str(&format!(" The action filled its scratch space of {} MB (tmp_mb).", spec.limits.tmp_mb));
+    }
+    message
+}
+
+/// Whether the handler's `/tmp` has no room left.
+fn scratch_full(pid: i32) -> bool {
+    let Ok(path) = std::ffi::CString::new(format!("/proc/{pid}/root/tmp")) else { return false };
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statvfs into a local struct.
+    unsafe { libc::statvfs(path.as_ptr(), &mut st) == 0 && st.f_bavail == 0 }
+}
+
+fn exit_outcome(spec: &FunctionSpec, proc_: &Proc, exit: Option<Exit>) -> Outcome {
     let memory_mb = spec.limits.memory_mb;
+    let tail = proc_.stderr_tail();
+    let oom = proc_.cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0) || tail.contains("heap out of memory");
     Outcome::DeveloperError(match exit {
-        Some(Exit { reason: Some(r), .. }) if r.contains("OUT_OF_MEMORY") => {
-            format!("The action exceeded its memory limit of {memory_mb} MB.")
-        }
-        Some(Exit { reason: Some(r), .. }) => format!("The action did not produce a result: {r}."),
+        _ if oom => format!("The action exceeded its memory limit of {memory_mb} MB."),
         Some(Exit { signal: Some(s), .. }) => {
             let name = match s {
                 libc::SIGKILL => "SIGKILL",

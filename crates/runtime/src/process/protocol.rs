@@ -1,45 +1,9 @@
-//! The line-delimited JSON protocol between the platform and the runner processes (`assets/python/runner.py`,
-//! `assets/node/runner.js`). One JSON object per line; `op` says what it is. Handlers are identified by a
-//! handler id (`hid`): the pid of a Python handler, the thread id of a Node.js worker.
+//! The line-delimited JSON protocol between the platform and a handler process (`assets/python/runner.py`,
+//! `assets/node/runner.js`), over the socket pair it inherits as fd 3. One JSON object per line; `op` says what it
+//! is. The handler speaks first: `ready` once its code is loaded, or `init_error`.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-
-/// Sent by the initializer on its control connection.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum FromInit {
-    Ready,
-    InitError {
-        error: String,
-    },
-    /// A handler ended; `reason` is set by Node.js (e.g. `ERR_WORKER_OUT_OF_MEMORY`).
-    Exited {
-        hid: i64,
-        code: Option<i32>,
-        signal: Option<i32>,
-        reason: Option<String>,
-    },
-}
-
-/// Sent by the platform on the control connection.
-#[derive(Debug, Serialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum ToInit {
-    /// Create one more handler.
-    Spawn {},
-    /// Stop this handler now (Node.js workers; Python handlers are killed by pid).
-    Kill { hid: i64 },
-}
-
-/// The first line of every connection.
-#[derive(Debug, Deserialize)]
-pub struct Hello {
-    pub op: String,
-    pub role: String,
-    pub hid: Option<i64>,
-    pub pid: Option<i32>,
-}
 
 /// Sent by the platform to a handler.
 #[derive(Debug, Serialize)]
@@ -52,10 +16,25 @@ pub enum ToHandler<'a> {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum FromHandler {
-    Log { stream: String, line: String },
+    /// The code loaded; `pid` is the handler's pid in its own PID namespace.
+    Ready {
+        #[allow(dead_code)]
+        pid: Option<i64>,
+    },
+    InitError {
+        error: String,
+    },
+    Log {
+        stream: String,
+        line: String,
+    },
     Call(Call),
-    Result { value: Value },
-    Error { message: String },
+    Result {
+        value: Value,
+    },
+    Error {
+        message: String,
+    },
 }
 
 #[derive(Debug, Deserialize)]
