@@ -1,5 +1,6 @@
 //! The API against a real server on 127.0.0.1:0, driven over HTTP.
 
+mod attacks;
 mod deploy;
 mod restore;
 

@@ -334,17 +334,20 @@ impl Serve {
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        // The server's children (of any of its threads) include the action's sandbox, whose command line names
-        // the runner and whose root is a directory under WORK/roots.
+        // The server's children (of any of its threads) include the action's sandbox, where WORK/rt is mounted
+        // on /opt/specfaas (its mountinfo names the source directory).
         let pid = self.child.id();
         for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
             let children = std::fs::read_to_string(task.unwrap().path().join("children")).unwrap_or_default();
             for child in children.split_whitespace() {
-                let cmdline = std::fs::read(format!("/proc/{child}/cmdline")).unwrap_or_default();
-                let runner = cmdline.split(|b| *b == 0).any(|arg| arg.ends_with(b"/py/runner.py"));
-                let root = std::fs::read_link(format!("/proc/{child}/root")).unwrap_or_default();
-                if let (true, Some(work)) = (runner, root.parent().and_then(Path::parent)) {
-                    return work.to_path_buf();
+                let mounts = std::fs::read_to_string(format!("/proc/{child}/mountinfo")).unwrap_or_default();
+                for line in mounts.lines() {
+                    let fields: Vec<&str> = line.split(' ').collect();
+                    if fields.get(4) == Some(&"/opt/specfaas")
+                        && let Some(work) = fields.get(3).and_then(|root| root.strip_suffix("/rt"))
+                    {
+                        return PathBuf::from(work);
+                    }
                 }
             }
         }

@@ -281,7 +281,8 @@ impl Sandbox {
             return Ok(Started { child, cgroup: None, root: None });
         }
         let root = self.roots.join(format!("h{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&root).map_err(|e| spawn::SpawnError(format!("{}: {e}", root.display())))?;
+        // Not create_dir_all: a handler started while the platform shuts down must not make its work dir again.
+        std::fs::create_dir(&root).map_err(|e| spawn::SpawnError(format!("{}: {e}", root.display())))?;
         let cgroup = self.make_cgroup(n, &job.limits)?;
         let uid = self.uid_base + (n % Config::UID_RANGE as u64) as u32;
         let steps = self.view(&root, &job.binds, job.limits.tmp_mb)?;
