@@ -11,6 +11,8 @@
 //! - **gap**: from the platform receiving function *i*'s result to it launching function *i+1*: the platform's
 //!   own transfer of control, without the runtime's start cost.
 //!
+//! Python and Node.js run twice, confined (the default) and with the sandbox off, so the sandbox's cost shows.
+//!
 //! Goals (DESIGN.md §5): native ≤ 20 µs per hop, wasm ≤ 20 µs per hop, Python ≤ 0.5 ms per hop. OpenWhisk: 8–25 ms transfer plus 20 ms
 //! platform overhead per function (SpecFaaS paper, Fig. 3).
 
@@ -40,21 +42,34 @@ pub struct Report {
     pub setup: Value,
 }
 
-const RUNTIMES: [(&str, Kind, &str); 4] = [
-    ("native", Kind::Native, ""),
-    ("wasm", Kind::Wasm, runtime::conformance::WASM_ECHO),
-    ("python", Kind::Python, "def main(args):\n    return args\n"),
-    ("nodejs", Kind::Node, "function main(params) { return params; }"),
+/// (row, function-name prefix, kind, code, sandbox on): the process runtimes run confined and unconfined, each
+/// side on its own platform, in the same rounds.
+const RUNTIMES: [(&str, &str, Kind, &str, bool); 6] = [
+    ("native", "native", Kind::Native, "", true),
+    ("wasm", "wasm", Kind::Wasm, runtime::conformance::WASM_ECHO, true),
+    ("python", "python", Kind::Python, PY_NOOP, true),
+    ("nodejs", "nodejs", Kind::Node, JS_NOOP, true),
+    ("python, sandbox off", "python-off", Kind::Python, PY_NOOP, false),
+    ("nodejs, sandbox off", "nodejs-off", Kind::Node, JS_NOOP, false),
 ];
+const PY_NOOP: &str = "def main(args):\n    return args\n";
+const JS_NOOP: &str = "function main(params) { return params; }";
 
 pub async fn run(chain: usize, iterations: usize) -> anyhow::Result<Report> {
     anyhow::ensure!(chain >= 2, "--chain must be at least 2");
     let data = tempfile::tempdir()?;
     let work = tempfile::Builder::new().prefix("sfb").tempdir_in("/tmp")?;
-    let store = Arc::new(storage::RedbStore::open(data.path().join("store.redb"))?);
-    let platform = Platform::new(store, work.path(), platform::Config::default())?;
+    let store: Arc<dyn storage::Store> = Arc::new(storage::RedbStore::open(data.path().join("store.redb"))?);
+    let enforce = Platform::new(store.clone(), work.path(), platform::Config::default())?;
+    let off_work = tempfile::Builder::new().prefix("sfb").tempdir_in("/tmp")?;
+    let off = Platform::builder(store)
+        .work_dir(off_work.path())
+        .sandbox(runtime::sandbox::Config { mode: runtime::sandbox::Mode::Off, ..Default::default() })
+        .default_runtimes()
+        .build()?;
     let ns = "bench";
-    for (runtime, kind, code) in RUNTIMES {
+    for (_, runtime, kind, code, confined) in RUNTIMES {
+        let platform = if confined { &enforce } else { &off };
         let mut names = Vec::new();
         for i in 0..chain {
             let name = format!("{runtime}-noop-{i}");
@@ -81,7 +96,8 @@ pub async fn run(chain: usize, iterations: usize) -> anyhow::Result<Report> {
     // Per runtime: end-to-end µs of the chain, platform gaps µs, end-to-end µs of a one-function sequence.
     let mut samples: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> = vec![Default::default(); RUNTIMES.len()];
     for i in 0..warmup + iterations {
-        for (r, (runtime, _, _)) in RUNTIMES.iter().enumerate() {
+        for (r, (_, runtime, _, _, confined)) in RUNTIMES.iter().enumerate() {
+            let platform = if *confined { &enforce } else { &off };
             let started = Instant::now();
             let inv = platform.invoke(ns, &format!("{runtime}-chain"), json!({"i": i})).await?;
             let elapsed = started.elapsed();
@@ -100,11 +116,12 @@ pub async fn run(chain: usize, iterations: usize) -> anyhow::Result<Report> {
             samples[r].2.push(started.elapsed().as_secs_f64() * 1e6);
         }
     }
-    platform.flush_records().await;
+    enforce.flush_records().await;
+    off.flush_records().await;
     let rows = RUNTIMES
         .iter()
         .zip(samples)
-        .map(|((runtime, _, _), (mut e2e, mut gaps, mut single))| {
+        .map(|((runtime, _, _, _, _), (mut e2e, mut gaps, mut single))| {
             let per_hop: Vec<f64> = e2e.iter().map(|us| us / chain as f64).collect();
             let marginal = (crate::quantile(&mut e2e, 0.5) - crate::quantile(&mut single, 0.5)) / (chain - 1) as f64;
             Row {

@@ -3,8 +3,9 @@
 //! (DESIGN.md §5: process ≤ 1 ms, as the paper's kill of a handler; wasm ≤ 50 µs).
 //!
 //! Each activation sleeps in the function (Python `time.sleep`, a Node.js timer, a tokio sleep) or spins (a wasm
-//! loop, stopped by epoch interruption) and is killed 20 ms after it started. For Python the handler gets SIGKILL; for Node.js its worker is terminated; a native function's
-//! task is aborted. After each kill the warm function must still serve: the next activation is the check.
+//! loop, stopped by epoch interruption) and is killed 20 ms after it started. A Python or Node.js handler gets
+//! SIGKILL (confined, its whole PID namespace goes; both sides are measured, sandbox on and off); a native
+//! function's task is aborted. After each kill the warm function must still serve: the next activation is the check.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +36,9 @@ pub struct Report {
 pub async fn run(iterations: usize) -> anyhow::Result<Report> {
     let work = tempfile::Builder::new().prefix("sfk").tempdir_in("/tmp")?;
     let process = Arc::new(ProcessRuntime::new(work.path())?);
+    let off_work = tempfile::Builder::new().prefix("sfk").tempdir_in("/tmp")?;
+    let off = runtime::sandbox::Config { mode: runtime::sandbox::Mode::Off, ..Default::default() };
+    let unconfined = Arc::new(ProcessRuntime::with_sandbox(off_work.path(), &off)?);
     let native = Arc::new(NativeRuntime::new());
     native.register("sleep", |_, _| async {
         tokio::time::sleep(Duration::from_secs(60)).await;
@@ -43,19 +47,19 @@ pub async fn run(iterations: usize) -> anyhow::Result<Report> {
     let wasm = Arc::new(runtime::wasm::WasmRuntime::new(Default::default())?);
     let spin = r#"(module (memory (export "memory") 1) (func (export "main") (loop $l (br $l))))"#;
     let spin = Code::Wasm { bytes: wat::parse_str(spin)?, main: "main".into() };
-    let specs: [(&'static str, Arc<dyn Runtime>, FunctionSpec); 4] = [
+    let py_sleep = "import time\ndef main(a):\n    time.sleep(60)\n    return {}\n";
+    let js_sleep = "function main() { return new Promise(() => {}); }";
+    let specs: [(&'static str, Arc<dyn Runtime>, FunctionSpec); 6] = [
         (
             "native",
             native.clone(),
             FunctionSpec::new("sleep", Kind::Native, Code::Native, Limits::default(), Annotations::default())?,
         ),
         ("wasm", wasm, FunctionSpec::new("spin", Kind::Wasm, spin, Limits::default(), Annotations::default())?),
-        (
-            "python",
-            process.clone(),
-            source(Kind::Python, "import time\ndef main(a):\n    time.sleep(60)\n    return {}\n")?,
-        ),
-        ("nodejs", process.clone(), source(Kind::Node, "function main() { return new Promise(() => {}); }")?),
+        ("python", process.clone(), source(Kind::Python, py_sleep)?),
+        ("nodejs", process.clone(), source(Kind::Node, js_sleep)?),
+        ("python, sandbox off", unconfined.clone(), source(Kind::Python, py_sleep)?),
+        ("nodejs, sandbox off", unconfined.clone(), source(Kind::Node, js_sleep)?),
     ];
     let mut warm = Vec::new();
     let mut noop = Vec::new();

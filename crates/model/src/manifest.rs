@@ -9,7 +9,7 @@
 //! code = "functions/login.py"
 //! main = "main"                    # optional entry point
 //! limits = { timeout_ms = 5000 }   # optional; OpenWhisk defaults otherwise
-//! annotations = { pure = true }    # optional: pure, non-speculative, anything else
+//! annotations = { pure = true }    # optional: pure, non-speculative, effects = "strict", anything else
 //! parameters = { threshold = 25 }  # optional bound parameters
 //!
 //! [apps.smarthome]

@@ -208,7 +208,9 @@ def main(a):
     started, refused = 0, None
     for i in range(a['n']):
         try:
-            subprocess.Popen(['/bin/sh', '-c', 'sleep 120; :', a['marker']],
+            # A detached child that keeps the marker in its command line, or one process per child (exec).
+            command = ['/bin/sleep', a['exec']] if 'exec' in a else ['/bin/sh', '-c', 'sleep 120; :', a['marker']]
+            subprocess.Popen(command,
                              start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             started += 1
         except OSError as e:
@@ -235,13 +237,13 @@ async fn no_child_outlives_its_activation_and_forks_stop_at_the_limit() {
     assert_eq!(alive_with("timedout-7f3a"), 0, "children of a timed-out activation are gone");
     // A fork bomb stops at the limit.
     put(&s, &s.auth, "bomb", "python:3", SPAWNER, json!({"processes": 32})).await;
-    let (status, result) = invoke(&s, &s.auth, "bomb", json!({"n": 500, "marker": "bomb-7f3a"})).await;
+    let (status, result) = invoke(&s, &s.auth, "bomb", json!({"n": 500, "exec": "4711"})).await;
     assert_eq!(status, 200, "{result}");
     let started = result["started"].as_u64().unwrap();
     assert!(started < 32, "the limit of 32 held: {result}");
     assert!(result["refused"].is_string(), "{result}");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(alive_with("bomb-7f3a"), 0);
+    assert_eq!(alive_with("sleep\u{0}4711"), 0);
     let crash = "import os\ndef main(a):\n    while True:\n        os.fork()\n";
     put(&s, &s.auth, "crash", "python:3", crash, json!({"processes": 32})).await;
     let (status, result) = invoke(&s, &s.auth, "crash", json!({})).await;

@@ -175,7 +175,14 @@ fn spawn(plan: Plan) -> Result<Child, SpawnError> {
     }
     if pid == 0 {
         // SAFETY: in the child; see `child`.
-        unsafe { child(&plan, &argv, &envp, sync_r.as_raw_fd(), status_w.as_raw_fd()) }
+        unsafe {
+            // The parent's ends: closed at once, so that a parent gone before waking the child is an end of file
+            // here, not a wait forever.
+            libc::close(sync_w.as_raw_fd());
+            libc::close(status_r.as_raw_fd());
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+            child(&plan, &argv, &envp, sync_r.as_raw_fd(), status_w.as_raw_fd())
+        }
     }
     // SAFETY: CLONE_PIDFD stored a fresh descriptor owned by nothing else.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
