@@ -2,6 +2,7 @@
 //! the setup with the numbers.
 //!
 //! - [`handoff`]: transfer of control between functions on a chain of no-op functions, per runtime.
+//! - [`held`]: how soon a speculative run's held system call goes on once the run is non-speculative.
 //! - [`kill`]: how long stopping a running activation takes, per runtime (the cost of a squash).
 //! - [`engine`]: the engine's own cost per function and per buffered access, in-process, no I/O.
 //! - [`examples`]: the example applications with speculation off and on, interleaved.
@@ -11,6 +12,7 @@
 pub mod engine;
 pub mod examples;
 pub mod handoff;
+pub mod held;
 pub mod kill;
 pub mod load;
 pub mod paper;

@@ -289,6 +289,13 @@ pub(crate) enum BenchCommand {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// How soon a speculative Python run's held `connect` goes on once the run is non-speculative (sandbox on).
+    Held {
+        #[arg(long, default_value_t = 200)]
+        iterations: usize,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// The engine's own cost per function launch and commit, and per buffered access (in-process, no I/O).
     Engine {
         #[arg(long, default_value_t = 2000)]

@@ -199,6 +199,7 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
                 emit(&bench::handoff::run(chain, iterations).await?, json)
             }
             BenchCommand::Kill { iterations, json } => emit(&bench::kill::run(iterations).await?, json),
+            BenchCommand::Held { iterations, json } => emit(&bench::held::run(iterations).await?, json),
             BenchCommand::Engine { iterations, json } => emit(&bench::engine::run(iterations)?, json),
             BenchCommand::Load { clients, requests, json } => emit(&bench::load::run(clients, requests).await?, json),
             BenchCommand::Paper { quick, seed, dir, only, out, json } => {
