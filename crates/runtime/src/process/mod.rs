@@ -635,7 +635,9 @@ impl Warm for ProcessWarm {
 
 /// A handler that finished cleanly and is settled goes back to the pool, unless it left processes behind.
 fn reuse(shared: &Arc<Shared>, handler: Handler) {
-    if handler.proc_.cgroup.as_ref().is_some_and(|c| c.processes() > 1) {
+    // Confined, a handler is two processes: the namespace's `/bin/sh` and the runner.
+    let own = if handler.proc_.confined { 2 } else { 1 };
+    if handler.proc_.cgroup.as_ref().is_some_and(|c| c.processes() > own) {
         drop(handler); // its children would outlive the activation: retire it, with them
         shared.request_spawns();
         return;

@@ -131,3 +131,15 @@ async fn a_killed_speculative_python_activation_reports_its_cpu_time() {
     let quick = load(Kind::Python, "def main(a):\n    return a\n", Limits::default()).await;
     assert_eq!(run(&*quick, json!({})).await.cpu_us, None);
 }
+
+/// A handler that finished cleanly serves the next activation (its module state shows it); one that left a child
+/// process behind is retired with it, so the next activation gets a fresh handler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_handler_is_reused_and_one_that_leaves_a_child_is_not() {
+    let code = "import subprocess\nCOUNT = [0]\ndef main(a):\n    COUNT[0] += 1\n    if a.get('child'):\n        subprocess.Popen(['/bin/sleep', '30'])\n    return {'n': COUNT[0]}\n";
+    let warm = load(Kind::Python, code, Limits::default()).await;
+    assert_eq!(run(&*warm, json!({})).await.outcome, Outcome::Success(json!({"n": 1})));
+    assert_eq!(run(&*warm, json!({})).await.outcome, Outcome::Success(json!({"n": 2})), "the handler was reused");
+    assert_eq!(run(&*warm, json!({"child": true})).await.outcome, Outcome::Success(json!({"n": 3})));
+    assert_eq!(run(&*warm, json!({})).await.outcome, Outcome::Success(json!({"n": 1})), "a fresh handler");
+}

@@ -439,3 +439,35 @@ async fn bad_pointers_and_counts_from_a_guest_are_its_error_not_the_hosts() {
         }
     }
 }
+
+/// A wasm guest keeps its sandbox whatever the process sandbox does: no preopened directory (so no file at all), no
+/// environment, no socket (and so no DNS, which WASI preview 1 has no call for).
+#[tokio::test]
+async fn files_environment_and_sockets_stay_denied() {
+    let wat = r#"(module
+  (import "wasi_snapshot_preview1" "fd_prestat_get" (func $prestat (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "environ_sizes_get" (func $envsz (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "path_open"
+    (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "sock_accept" (func $accept (param i32 i32 i32) (result i32)))
+  (import "specfaas" "output" (func $out (param i32 i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 100) "{\"denied\":true}")
+  (data (i32.const 200) "{\"denied\":false}")
+  (data (i32.const 300) "etc/passwd")
+  (func (export "main") (local $ok i32)
+    (local.set $ok (i32.const 1))
+    (if (i32.eqz (call $prestat (i32.const 3) (i32.const 0))) (then (local.set $ok (i32.const 0))))
+    (drop (call $envsz (i32.const 16) (i32.const 20)))
+    (if (i32.ne (i32.load (i32.const 16)) (i32.const 0)) (then (local.set $ok (i32.const 0))))
+    (if (i32.eqz (call $open (i32.const 3) (i32.const 0) (i32.const 300) (i32.const 10) (i32.const 0)
+                   (i64.const 2) (i64.const 2) (i32.const 0) (i32.const 24)))
+      (then (local.set $ok (i32.const 0))))
+    (if (i32.eqz (call $accept (i32.const 3) (i32.const 0) (i32.const 28))) (then (local.set $ok (i32.const 0))))
+    (if (local.get $ok)
+      (then (call $out (i32.const 100) (i32.const 15)))
+      (else (call $out (i32.const 200) (i32.const 16))))))"#;
+    let warm = wasm_runtime().load(Arc::new(wasm_spec("denied", wat, Limits::default()))).await.unwrap();
+    let report = runtime::conformance::run(&*warm, json!({})).await;
+    assert_eq!(report.outcome, Outcome::Success(json!({"denied": true})), "{report:?}");
+}
