@@ -339,6 +339,9 @@ pub(crate) enum BenchCommand {
         /// Only these applications (comma-separated names, such as login,tcktapp,ali1).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+        /// Run the functions confined (`enforce`, the default) or not (`off`).
+        #[arg(long, default_value = "enforce")]
+        sandbox: SandboxMode,
         /// Also write the report (report.md), its SVG plots and results.json into this directory.
         #[arg(long)]
         out: Option<PathBuf>,

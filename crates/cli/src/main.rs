@@ -202,8 +202,9 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
             BenchCommand::Held { iterations, json } => emit(&bench::held::run(iterations).await?, json),
             BenchCommand::Engine { iterations, json } => emit(&bench::engine::run(iterations)?, json),
             BenchCommand::Load { clients, requests, json } => emit(&bench::load::run(clients, requests).await?, json),
-            BenchCommand::Paper { quick, seed, dir, only, out, json } => {
-                let run = bench::paper::run(bench::paper::Options { quick, seed, examples: dir, only }).await?;
+            BenchCommand::Paper { quick, seed, dir, only, sandbox, out, json } => {
+                let options = bench::paper::Options { quick, seed, examples: dir, only, sandbox: sandbox.into() };
+                let run = bench::paper::run(options).await?;
                 let report = run.json();
                 if let Some(out) = &out {
                     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;

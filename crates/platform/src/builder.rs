@@ -94,6 +94,7 @@ impl Builder {
         let mut runtimes: Vec<Arc<dyn Runtime>> = vec![native.clone()];
         runtimes.extend(added);
         let mut policy = None;
+        let mode = defaults.then_some(sandbox.mode);
         if defaults {
             let work_dir = work_dir
                 .ok_or_else(|| Error::Setup("the default runtimes need a work directory (Builder::work_dir)".into()))?;
@@ -116,6 +117,7 @@ impl Builder {
             load: load::sampler(),
             api_host: RwLock::new(None),
             policy,
+            sandbox: mode,
             activation_keys: Default::default(),
         };
         Ok(Platform { inner: Arc::new(inner) })

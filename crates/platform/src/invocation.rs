@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime};
 
 use engine::{Action, Call, Completion, ErrorName, Event, Failure, Outcome, RequestId, RunId, Status};
-use model::Application;
+use model::{Application, Kind};
 use runtime::{Activation, Done, Host, HostRequest, Killer, Reply, ReplyTo, Report};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -329,6 +329,16 @@ fn launch(
         json!({"timeout": spec.limits.timeout_ms, "memory": spec.limits.memory_mb,
         "logs": spec.limits.logs_bytes_max / (1024 * 1024)}),
     );
+    if let (Some(mode), Kind::Python | Kind::Node) = (ctx.inner.sandbox, spec.kind) {
+        // Which layers confined it (RELIABILITY.md X8), so a missing one shows rather than being assumed.
+        record.annotate(
+            "sandbox",
+            match mode {
+                runtime::sandbox::Mode::Enforce => json!({"mode": "enforce", "layers": runtime::sandbox::LAYERS}),
+                runtime::sandbox::Mode::Off => json!({"mode": "off", "layers": ["rlimits"]}),
+            },
+        );
+    }
     if let Some(parent) = &parent {
         record.annotate("causedBy", json!(parent));
     } else if !direct {

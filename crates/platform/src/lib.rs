@@ -156,6 +156,8 @@ pub(crate) struct Inner {
     /// The sandbox's network rules (with the default runtimes): what confined functions, and the HTTP effects
     /// performed for them, may reach.
     pub policy: Option<Arc<runtime::sandbox::Policy>>,
+    /// How the default process runtime confines functions (with the default runtimes), shown in their records.
+    pub sandbox: Option<runtime::sandbox::Mode>,
     /// Ephemeral keys of running activations (`__OW_API_KEY`): uuid → the key, the namespace and the run's
     /// [`runtime::Host`]. A call with one is an implicit call of that activation.
     pub activation_keys: std::sync::Mutex<HashMap<String, ActivationKey>>,

@@ -39,6 +39,8 @@ pub struct Options {
     pub examples: PathBuf,
     /// Only these applications (by name), when set.
     pub only: Vec<String>,
+    /// Whether functions run confined (the default) or not.
+    pub sandbox: runtime::sandbox::Mode,
 }
 
 /// How function time splits between CPU work and waiting on remote services.
@@ -145,7 +147,9 @@ pub async fn run(opts: Options) -> anyhow::Result<Run> {
     let work = tempfile::Builder::new().prefix("sfp").tempdir_in("/tmp")?;
     let store = Arc::new(storage::RedbStore::open(data.path().join("store.redb"))?);
     let config = platform::Config::default();
-    let platform = Platform::new(store, work.path(), config)?;
+    let sandbox = runtime::sandbox::Config { mode: opts.sandbox, ..Default::default() };
+    let platform =
+        Platform::builder(store).work_dir(work.path()).config(config).sandbox(sandbox).default_runtimes().build()?;
     let apps: Vec<App> =
         APPS.iter().copied().filter(|a| opts.only.is_empty() || opts.only.iter().any(|o| o == a.name)).collect();
     anyhow::ensure!(!apps.is_empty(), "no application matches {:?}; they are {:?}", opts.only, APPS.map(|a| a.name));
@@ -259,6 +263,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Run> {
     setup["mode"] = serde_json::json!(if opts.quick { "quick" } else { "full" });
     setup["config"] = serde_json::to_value(config)?;
     setup["store"] = serde_json::json!("redb (temporary directory)");
+    setup["sandbox"] = serde_json::to_value(opts.sandbox)?;
     setup["zipf_s"] = serde_json::json!(apps::ZIPF_S);
     setup["minority"] = serde_json::json!(MINORITY);
     Ok(Run { quick: opts.quick, seed: opts.seed, results, setup, wall_s: started.elapsed().as_secs_f64() })

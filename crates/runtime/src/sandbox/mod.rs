@@ -38,6 +38,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub use net::{Policy, Rule};
 pub use supervisor::{Gate, HeldCall, HeldFate, monotonic_ns};
 
+/// The layers that confine a handler in enforce mode, as activation records list them.
+pub const LAYERS: &[&str] = &[
+    "user namespace",
+    "pid namespace",
+    "mount namespace (read-only view)",
+    "ipc and uts namespaces",
+    "memory cgroup",
+    "pids cgroup",
+    "seccomp filter",
+    "network supervisor",
+    "rlimits",
+];
+
 /// Whether handlers are confined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
