@@ -281,6 +281,8 @@ struct Proc {
     pid: i32,
     /// The runner itself, whose CPU time is measured.
     runner: std::sync::OnceLock<i32>,
+    /// Forks the pids cgroup had refused when last looked at: more now means this activation met the limit.
+    pids_refused_seen: AtomicU64,
     confined: bool,
     gate: Arc<Gate>,
     cgroup: Option<sandbox::HandlerCgroup>,
@@ -421,6 +423,7 @@ async fn start_handler(shared: &Arc<Shared>) -> Result<Handler, Error> {
     let proc_ = Arc::new(Proc {
         pid,
         runner: std::sync::OnceLock::new(),
+        pids_refused_seen: AtomicU64::new(0),
         confined: shared.runtime.sandbox.confined(),
         gate,
         cgroup,
@@ -626,8 +629,12 @@ impl Warm for ProcessWarm {
         };
         let shared = self.shared.clone();
         tokio::spawn(async move {
-            let report = run_activation(&shared, activation, host, &state, &killed).await;
+            let (report, reusable) = run_activation(&shared, activation, host, &state, &killed).await;
             done(report);
+            // After the report, so the check for leftover processes is not on the invocation's path.
+            if let Some(handler) = reusable {
+                reuse(&shared, handler);
+            }
         });
         Killer::new(kill).with_settle(settle)
     }
@@ -637,6 +644,10 @@ impl Warm for ProcessWarm {
 fn reuse(shared: &Arc<Shared>, handler: Handler) {
     // Confined, a handler is two processes: the namespace's `/bin/sh` and the runner.
     let own = if handler.proc_.confined { 2 } else { 1 };
+    if let Some(c) = &handler.proc_.cgroup {
+        // Forks refused at the limit during a clean activation are its business, not a later one's failure.
+        handler.proc_.pids_refused_seen.store(c.pids_refused(), Ordering::Relaxed);
+    }
     if handler.proc_.cgroup.as_ref().is_some_and(|c| c.processes() > own) {
         drop(handler); // its children would outlive the activation: retire it, with them
         shared.request_spawns();
@@ -675,25 +686,24 @@ async fn run_activation(
     host: Host,
     state: &Mutex<KillState>,
     killed: &Notify,
-) -> Report {
+) -> (Report, Option<Handler>) {
     let spec = &shared.spec;
     let mut logs = LogSink::new(spec.limits.logs_bytes_max);
     let timeout_ms = spec.limits.timeout_ms;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
     let finish = |outcome, logs: LogSink| Report { outcome, logs: logs.into_lines(), cpu_us: None, held: Vec::new() };
     if lock(state).killed {
-        return finish(Outcome::Killed, logs);
+        return (finish(Outcome::Killed, logs), None);
     }
     let mut handler = tokio::select! {
         h = acquire(shared) => match h {
             Ok(h) => h,
-            Err(e) => return finish(Outcome::DeveloperError(e.to_string()), logs),
+            Err(e) => return (finish(Outcome::DeveloperError(e.to_string()), logs), None),
         },
-        _ = killed.notified() => return finish(Outcome::Killed, logs),
-        _ = tokio::time::sleep_until(deadline) => return finish(Outcome::Timeout { timeout_ms }, logs),
+        _ = killed.notified() => return (finish(Outcome::Killed, logs), None),
+        _ = tokio::time::sleep_until(deadline) => return (finish(Outcome::Timeout { timeout_ms }, logs), None),
     };
     let proc_ = handler.proc_.clone();
-    let pids_refused_before = proc_.cgroup.as_ref().map_or(0, |c| c.pids_refused());
     proc_.gate.begin(host.clone(), activation.speculative);
     {
         let mut s = lock(state);
@@ -703,7 +713,7 @@ async fn run_activation(
         }
         if s.killed {
             s.kill_handler();
-            return finish(Outcome::Killed, logs);
+            return (finish(Outcome::Killed, logs), None);
         }
     }
     let mut exit = proc_.exit.clone();
@@ -732,7 +742,7 @@ async fn run_activation(
                         Ok(FromHandler::Result { value }) => { clean = true; break Outcome::from_returned(value) }
                         Ok(FromHandler::Error { message }) => {
                             clean = true;
-                            break Outcome::DeveloperError(with_limits(spec, &proc_, message, pids_refused_before))
+                            break Outcome::DeveloperError(with_limits(spec, &proc_, message))
                         }
                         Ok(FromHandler::Ready { .. } | FromHandler::InitError { .. }) => {
                             break Outcome::DeveloperError("protocol error from the handler: a second hello".into())
@@ -772,6 +782,7 @@ async fn run_activation(
         s.cpu_used_us = cpu_us(proc_.runner()).map(|now| now.saturating_sub(start));
     }
     let cpu = s.cpu_used_us;
+    let mut reusable = None;
     if clean && !s.killed {
         // The handler will serve others: a late kill of this activation must not reach it.
         s.running = None;
@@ -779,8 +790,7 @@ async fn run_activation(
             // Until its run is settled, nothing it left in its scratch space may reach another activation.
             s.parked = Some(handler);
         } else {
-            drop(s);
-            reuse(shared, handler);
+            reusable = Some(handler);
         }
     } else {
         // Never reuse a handler that was killed, timed out, crashed or broke the protocol.
@@ -788,7 +798,7 @@ async fn run_activation(
         drop(s);
         drop(handler);
     }
-    Report { cpu_us: cpu, held, ..finish(outcome, logs) }
+    (Report { cpu_us: cpu, held, ..finish(outcome, logs) }, reusable)
 }
 
 fn to_reply(rid: u64, reply: crate::Reply) -> Reply {
@@ -820,9 +830,10 @@ fn to_host_call(call: protocol::Call) -> Result<crate::Call, String> {
 
 /// A function's own error, with the limit it ran into, if it did: processes (a fork refused at the pids limit) or
 /// scratch space (its `/tmp` is full).
-fn with_limits(spec: &FunctionSpec, proc_: &Proc, message: String, pids_refused_before: u64) -> String {
+fn with_limits(spec: &FunctionSpec, proc_: &Proc, message: String) -> String {
     let mut message = message;
-    if proc_.cgroup.as_ref().is_some_and(|c| c.pids_refused() > pids_refused_before) {
+    let refused = proc_.cgroup.as_ref().map_or(0, |c| c.pids_refused());
+    if refused > proc_.pids_refused_seen.swap(refused, Ordering::Relaxed) {
         message.push_str(&format!(
             " The action reached its limit of {} processes and threads (processes).",
             spec.limits.processes
