@@ -127,7 +127,19 @@ impl WorkDir {
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        // A handler that was starting as the server stopped may still add its root: try again a few times.
+        let mut last = None;
+        for _ in 0..20 {
+            match std::fs::remove_dir_all(&self.0) {
+                Ok(()) => return,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        if let Some(e) = last {
+            eprintln!("warning: cannot remove the work directory {}: {e}", self.0.display());
+        }
     }
 }
 

@@ -401,7 +401,26 @@ fn the_work_directory_goes_on_sigterm_and_a_stale_one_at_the_next_start() {
     // A directory at that place that specfaas did not make is never deleted: the server refuses to start.
     std::fs::create_dir_all(&stale).unwrap();
     std::fs::write(stale.join("mine"), "a user's file").unwrap();
-    let out = specfaas(&["serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir.to_str().unwrap()]);
+    // Bounded: a server that wrongly starts must fail this test, not hang it.
+    let mut refused = Command::new(env!("CARGO_BIN_EXE_specfaas"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut status = None;
+    for _ in 0..200 {
+        status = refused.try_wait().unwrap();
+        if status.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    if status.is_none() {
+        let _ = refused.kill();
+        panic!("specfaas serve started on a directory it did not make");
+    }
+    let out = refused.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("is not a specfaas work directory"), "{stderr}");
