@@ -3,7 +3,8 @@
 //!
 //! Outbound connections are allowed, as OpenWhisk actions make them. Denied by default: every loopback and
 //! unspecified address, and every address of this host's own interfaces (where the store, Redis and the platform
-//! listen), except the API address the function is given in `__OW_API_HOST`. DNS to the resolvers of
+//! listen), and link-local addresses (where a cloud's metadata service answers with the host's credentials), except
+//! the API address the function is given in `__OW_API_HOST`. DNS to the resolvers of
 //! `/etc/resolv.conf` is allowed and never held: a lookup reads, it changes nothing. An operator's `allow` rules
 //! come first, then `deny` rules, then the defaults.
 
@@ -115,6 +116,13 @@ impl Policy {
         if self.local.iter().any(|l| canonical(*l) == ip) {
             return Verdict::Denied("this host's own addresses are the platform's");
         }
+        let link_local = match ip {
+            IpAddr::V4(v4) => v4.is_link_local(),
+            IpAddr::V6(v6) => v6.is_unicast_link_local(),
+        };
+        if link_local {
+            return Verdict::Denied("link-local addresses (the cloud metadata service) are the host's");
+        }
         Verdict::Effect
     }
 }
@@ -185,7 +193,7 @@ mod tests {
     fn policy() -> Policy {
         Policy {
             allow: vec!["127.0.0.1:9000".parse().unwrap()],
-            deny: vec!["169.254.0.0/16".parse().unwrap()],
+            deny: vec!["203.0.113.0/24".parse().unwrap()],
             api: std::sync::RwLock::new(Some("127.0.0.1:3233".parse().unwrap())),
             local: vec!["10.1.2.3".parse().unwrap()],
             resolvers: vec!["127.0.0.53".parse().unwrap()],
@@ -201,7 +209,9 @@ mod tests {
         assert!(matches!(judge("[::ffff:127.0.0.1]:6379"), Verdict::Denied(_)));
         assert!(matches!(judge("0.0.0.0:6379"), Verdict::Denied(_)));
         assert!(matches!(judge("10.1.2.3:6379"), Verdict::Denied(_)));
-        assert!(matches!(judge("169.254.169.254:80"), Verdict::Denied(_)));
+        assert!(matches!(judge("203.0.113.7:80"), Verdict::Denied("a deny rule of the sandbox's network policy")));
+        assert!(matches!(judge("169.254.169.254:80"), Verdict::Denied(_)), "the metadata service, by default");
+        assert!(matches!(judge("[fe80::1]:80"), Verdict::Denied(_)));
         assert_eq!(judge("127.0.0.1:3233"), Verdict::Effect);
         assert_eq!(judge("127.0.0.1:9000"), Verdict::Effect);
         assert_eq!(judge("93.184.216.34:443"), Verdict::Effect);
