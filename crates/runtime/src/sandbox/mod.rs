@@ -204,6 +204,14 @@ impl Sandbox {
         if config.uid_base.checked_add(Config::UID_RANGE).is_none() || config.uid_base == 0 {
             return Err(Missing(format!("uid_base {} leaves no room for {} uids", config.uid_base, Config::UID_RANGE)));
         }
+        // The supervisor duplicates a calling thread's socket through a thread pidfd (Linux 6.9).
+        // SAFETY: pidfd_open of this thread; the descriptor is closed at once.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::gettid(), libc::O_EXCL) };
+        if pidfd < 0 {
+            return Err(Missing(format!("pidfds of threads (Linux 6.9): {}", std::io::Error::last_os_error())));
+        }
+        // SAFETY: closing the descriptor just opened.
+        unsafe { libc::close(pidfd as i32) };
         sandbox.filter = filter::build().map_err(Missing)?;
         sandbox.cgroups = Some(find_cgroups(sandbox.id)?);
         sandbox.probe()?;

@@ -120,6 +120,13 @@ impl Policy {
             IpAddr::V4(v4) => v4.is_link_local(),
             IpAddr::V6(v6) => v6.is_unicast_link_local(),
         };
+        let broadcast = match ip {
+            IpAddr::V4(v4) => v4.is_broadcast() || v4.is_multicast(),
+            IpAddr::V6(v6) => v6.is_multicast(),
+        };
+        if broadcast {
+            return Verdict::Denied("broadcast and multicast reach the host's own services");
+        }
         if link_local {
             return Verdict::Denied("link-local addresses (the cloud metadata service) are the host's");
         }
@@ -212,6 +219,8 @@ mod tests {
         assert!(matches!(judge("203.0.113.7:80"), Verdict::Denied("a deny rule of the sandbox's network policy")));
         assert!(matches!(judge("169.254.169.254:80"), Verdict::Denied(_)), "the metadata service, by default");
         assert!(matches!(judge("[fe80::1]:80"), Verdict::Denied(_)));
+        assert!(matches!(judge("255.255.255.255:9"), Verdict::Denied(_)));
+        assert!(matches!(judge("239.1.2.3:5000"), Verdict::Denied(_)));
         assert_eq!(judge("127.0.0.1:3233"), Verdict::Effect);
         assert_eq!(judge("127.0.0.1:9000"), Verdict::Effect);
         assert_eq!(judge("93.184.216.34:443"), Verdict::Effect);

@@ -93,6 +93,8 @@ const STAGES: &[&str] = &[
 ];
 
 const LISTENER: u32 = 0xffff;
+/// `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` (Linux 5.19).
+const SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV: libc::c_ulong = 1 << 5;
 
 /// A plan, and where its outcome goes.
 type SpawnJob = (Plan, mpsc::Sender<Result<Child, SpawnError>>);
@@ -308,13 +310,13 @@ unsafe fn child(
             check(6, libc::mount(null, c"/".as_ptr(), null, ro, null.cast()) as _);
             libc::sethostname(c"specfaas".as_ptr(), 8);
         }
-        let devnull = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        let devnull = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
         check(7, devnull as _);
         for (from, to) in [(devnull, 0), (devnull, 1), (stderr, 2), (channel, 3)] {
             check(7, libc::dup2(from, to) as _);
         }
         // Nothing else reaches the interpreter (the status pipe stays open until the exec closes it).
-        libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
+        check(7, libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC));
         if let Some(c) = &plan.confine {
             // Raw system calls: the C library's wrappers would try to change every thread of the parent, which
             // this child does not have, and wait for them forever.
@@ -333,10 +335,12 @@ unsafe fn child(
         if let Some(c) = &plan.confine {
             check(10, libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) as _);
             let prog = libc::sock_fprog { len: c.filter.len() as u16, filter: c.filter.as_ptr() as *mut _ };
+            // WAIT_KILLABLE_RECV: once the supervisor holds a call, only a fatal signal ends the wait, so a
+            // restarted call can never be performed twice.
             let listener = libc::syscall(
                 libc::SYS_seccomp,
                 libc::SECCOMP_SET_MODE_FILTER,
-                libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                libc::SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV,
                 &prog as *const libc::sock_fprog,
             );
             check(11, listener);

@@ -269,11 +269,14 @@ fn answer(req: &ScmpNotifReq, n: &Numbers, gate: &Gate, policy: &Policy, listene
             // SAFETY: bind on our duplicate with the copied address.
             return sys(unsafe { libc::bind(sock.as_raw_fd(), addr.as_ptr().cast(), addr.len() as u32) } as i64);
         }
-        if inet
-            && let Some(peer) = parse_sockaddr(&addr)
-            && !allowed(policy, gate, peer, || format!("connect {} {peer}", proto()))?
-        {
-            return Err(libc::EPERM);
+        // AF_UNSPEC disconnects a socket; any other address must be one the rules can judge.
+        let unspec = addr.len() >= 2 && u16::from_ne_bytes([addr[0], addr[1]]) == libc::AF_UNSPEC as u16;
+        if inet && !unspec {
+            let peer = parse_sockaddr(&addr).ok_or(libc::EPERM)?;
+            if !allowed(policy, gate, peer, || format!("connect {} {peer}", proto()))? {
+                return Err(libc::EPERM);
+            }
+            mem.live()?; // the caller may have given up (a fatal signal) while the call was held
         }
         // SAFETY: connect on our duplicate with the copied address.
         return sys(unsafe { libc::connect(sock.as_raw_fd(), addr.as_ptr().cast(), addr.len() as u32) } as i64);
@@ -288,11 +291,11 @@ fn answer(req: &ScmpNotifReq, n: &Numbers, gate: &Gate, policy: &Policy, listene
             return Err(libc::EMSGSIZE);
         }
         let data = mem.read(args[1], len)?;
-        if inet
-            && let Some(peer) = parse_sockaddr(&addr)
-            && !allowed(policy, gate, peer, || format!("sendto {} {peer}", proto()))?
-        {
-            return Err(libc::EPERM);
+        if inet && let Some(peer) = destination(&addr)? {
+            if !allowed(policy, gate, peer, || format!("sendto {} {peer}", proto()))? {
+                return Err(libc::EPERM);
+            }
+            mem.live()?;
         }
         let flags = args[3] as i32 | libc::MSG_NOSIGNAL;
         // SAFETY: sendto on our duplicate with copied buffers.
@@ -332,6 +335,24 @@ fn answer(req: &ScmpNotifReq, n: &Numbers, gate: &Gate, policy: &Policy, listene
     Err(libc::ENOSYS)
 }
 
+/// The destination of an addressed send on an IPv4 or IPv6 socket: none, or one the rules can judge. The kernel
+/// takes an `AF_UNSPEC` address on an IPv4 socket as IPv4, so it is judged as one; anything else unreadable is
+/// refused, never passed on unjudged.
+fn destination(addr: &[u8]) -> Result<Option<SocketAddr>, i32> {
+    if addr.is_empty() {
+        return Ok(None);
+    }
+    if let Some(peer) = parse_sockaddr(addr) {
+        return Ok(Some(peer));
+    }
+    if addr.len() >= 8 && u16::from_ne_bytes([addr[0], addr[1]]) == libc::AF_UNSPEC as u16 {
+        let mut v4 = addr.to_vec();
+        v4[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        return parse_sockaddr(&v4).map(Some).ok_or(libc::EPERM);
+    }
+    Err(libc::EPERM)
+}
+
 /// Judges a peer and, for an effect, waits for the gate. `Err` is an errno for the caller.
 fn allowed(policy: &Policy, gate: &Gate, peer: SocketAddr, what: impl FnOnce() -> String) -> Result<bool, i32> {
     match policy.judge(peer) {
@@ -368,11 +389,11 @@ fn send_message(
     if !(name.is_empty() || inet || domain == libc::AF_NETLINK) {
         return Err(libc::EPERM);
     }
-    if inet
-        && let Some(peer) = parse_sockaddr(&name)
-        && !allowed(policy, gate, peer, || format!("sendmsg {proto} {peer}"))?
-    {
-        return Err(libc::EPERM);
+    if inet && let Some(peer) = destination(&name)? {
+        if !allowed(policy, gate, peer, || format!("sendmsg {proto} {peer}"))? {
+            return Err(libc::EPERM);
+        }
+        mem.live()?;
     }
     let iovs = mem.read(hdr.msg_iov as u64, (hdr.msg_iovlen).min(IOV_MAX) * std::mem::size_of::<libc::iovec>())?;
     let mut data = Vec::new();
@@ -468,5 +489,22 @@ impl Memory {
 
     fn live(&self) -> Result<(), i32> {
         libseccomp::notify_id_valid(self.listener, self.id).map_err(|_| libc::ESRCH)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unspecified_family_is_judged_as_ipv4_and_anything_unreadable_is_refused() {
+        let mut addr = vec![0u8; 16];
+        addr[2..4].copy_from_slice(&6379u16.to_be_bytes());
+        addr[4..8].copy_from_slice(&[127, 0, 0, 1]);
+        // AF_UNSPEC (0): the kernel sends it to 127.0.0.1 on an IPv4 socket, so it is judged as that.
+        assert_eq!(destination(&addr), Ok(Some("127.0.0.1:6379".parse().unwrap())));
+        addr[..2].copy_from_slice(&(libc::AF_UNIX as u16).to_ne_bytes());
+        assert_eq!(destination(&addr), Err(libc::EPERM));
+        assert_eq!(destination(&[]), Ok(None));
     }
 }
