@@ -6,7 +6,7 @@
 //!   what one more function adds to a user's latency, without the invocation's fixed costs (the caller's
 //!   wake-up, building records); this is the figure held to the goal.
 //! - **per hop, end to end**: invocation latency divided by the chain length. It includes everything the
-//!   platform does per function (engine step, launch, fork or worker dispatch, protocol, result), and the no-op
+//!   platform does per function (engine step, launch, dispatch to an idle handler, protocol, result), and the no-op
 //!   itself, plus a share of the invocation's fixed costs.
 //! - **gap**: from the platform receiving function *i*'s result to it launching function *i+1*: the platform's
 //!   own transfer of control, without the runtime's start cost.

@@ -53,8 +53,7 @@ impl Builder {
         self
     }
 
-    /// The directory for the process runtime's files and sockets. Keep its path short: Unix socket paths are
-    /// limited to about 100 bytes.
+    /// The directory for the process runtime's files: runners, code, and the roots of confined handlers.
     pub fn work_dir(mut self, dir: impl Into<PathBuf>) -> Builder {
         self.work_dir = Some(dir.into());
         self

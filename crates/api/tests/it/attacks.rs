@@ -329,7 +329,7 @@ async fn disk_and_memory_stop_at_their_limits() {
         .filter_map(|l| l.as_str()?.split("allocated ").nth(1)?.split(' ').next()?.parse::<u64>().ok())
         .max()
         .unwrap_or(0);
-    assert!(reached <= 256, "a 256 MB function allocated {reached} MB of buffers");
+    assert!((32..=256).contains(&reached), "a 256 MB function allocated {reached} MB of buffers: {logs:?}");
     victim_unharmed(&s, &other).await;
     s.stop().await;
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use engine::oracle::{BranchPredictor, Memo};
+use engine::oracle::Memo;
 use model::{Application, Kind, Limits};
 use serde_json::{Value, json};
 use storage::MemoryStore;
@@ -59,26 +59,12 @@ impl Memo for NoMemo {
     fn train(&self, _: &str, _: &str, _: &Value, _: &Value) {}
 }
 
-/// A branch predictor that always predicts a target other than the learned one, with full confidence.
-struct Contrary(engine::tables::BranchTable);
-
-impl BranchPredictor for Contrary {
-    fn predict(&self, choice: &str, history: u64, targets: &[usize]) -> Option<(usize, f64)> {
-        let learned = self.0.predict(choice, history, targets).map(|(t, _)| t);
-        targets.iter().find(|t| Some(**t) != learned).map(|t| (*t, 1.0))
-    }
-    fn train(&self, choice: &str, history: u64, target: usize) {
-        self.0.train(choice, history, target)
-    }
-}
-
+/// The learning predictor, or the liar's branch predictor ([`crate::wasm::Liar`]: always the target other than the
+/// learned one), both without memoized outputs.
 fn oracle(lying: bool) -> engine::Oracle {
-    let sizes = engine::tables::Sizes::default();
-    let mut oracle = engine::tables::learning(sizes);
+    let mut oracle =
+        if lying { crate::wasm::Liar::oracle() } else { engine::tables::learning(engine::tables::Sizes::default()) };
     oracle.memo = Arc::new(NoMemo);
-    if lying {
-        oracle.branches = Arc::new(Contrary(engine::tables::BranchTable::new(sizes.branch_entries)));
-    }
     oracle
 }
 

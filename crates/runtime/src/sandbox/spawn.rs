@@ -140,15 +140,10 @@ fn os_err(what: &str) -> SpawnError {
     SpawnError(format!("{what}: {}", std::io::Error::last_os_error()))
 }
 
+/// A close-on-exec pipe, as descriptors.
 fn pipe() -> Result<(OwnedFd, OwnedFd), SpawnError> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills two fresh descriptors, owned from here on.
-    unsafe {
-        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
-            return Err(os_err("pipe"));
-        }
-        Ok((OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])))
-    }
+    let (r, w) = std::io::pipe().map_err(|e| SpawnError(format!("pipe: {e}")))?;
+    Ok((r.into(), w.into()))
 }
 
 fn spawn(plan: Plan) -> Result<Child, SpawnError> {
