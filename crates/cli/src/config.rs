@@ -15,7 +15,7 @@ pub(crate) fn read_config(path: Option<PathBuf>) -> anyhow::Result<(platform::Co
     let sandbox = sandbox_table(&mut table, &path)?;
     let config: platform::Config =
         toml::Value::Table(table).try_into().with_context(|| format!("{} is not a valid config", path.display()))?;
-    config.tables.check().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    config.check().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok((config, sandbox))
 }
 
@@ -84,6 +84,6 @@ pub(crate) fn read_serve_config(
     let sandbox = sandbox_table(&mut table, &path)?;
     let config: platform::Config =
         toml::Value::Table(table).try_into().with_context(|| format!("{} is not a valid config", path.display()))?;
-    config.tables.check().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    config.check().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok((config, limits, server, sandbox))
 }

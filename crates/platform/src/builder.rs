@@ -89,6 +89,7 @@ impl Builder {
     /// tokio runtime.
     pub fn build(self) -> Result<Platform, Error> {
         let Builder { store, config, work_dir, wasm_cache, runtimes: added, defaults, sandbox } = self;
+        config.check().map_err(Error::Setup)?;
         let native = Arc::new(NativeRuntime::new());
         let mut runtimes: Vec<Arc<dyn Runtime>> = vec![native.clone()];
         runtimes.extend(added);
@@ -103,7 +104,7 @@ impl Builder {
             runtimes.extend(defaults.runtimes);
         }
         let (recorder, rx) = mpsc::unbounded_channel::<RecorderMsg>();
-        tokio::spawn(record_writer(store.clone(), rx));
+        tokio::spawn(record_writer(store.clone(), std::time::Duration::from_millis(config.record_batch_ms), rx));
         let inner = Inner {
             store,
             native,

@@ -100,7 +100,14 @@ pub struct Config {
     /// Fuel (about one unit per wasm instruction) each WebAssembly activation may burn before it traps; none by
     /// default: fuel accounting slows every guest, and the timeout already bounds them.
     pub wasm_fuel: Option<u64>,
+    /// How long the record writer gathers finished invocations' activation records into one store transaction
+    /// (one sync to disk), in ms: default 20, at most [`RECORD_BATCH_MS_MAX`]; 0 writes each batch at once. Reads
+    /// of activations flush first, so they never miss a finished invocation; a crash loses at most this window.
+    pub record_batch_ms: u64,
 }
+
+/// The largest accepted [`Config::record_batch_ms`].
+pub const RECORD_BATCH_MS_MAX: u64 = 1000;
 
 impl Default for Config {
     fn default() -> Self {
@@ -109,7 +116,22 @@ impl Default for Config {
             tables: engine::tables::Sizes::default(),
             payload_bytes_max: 1024 * 1024,
             wasm_fuel: None,
+            record_batch_ms: 20,
         }
+    }
+}
+
+impl Config {
+    /// Checks every setting against its maximum; the error names the setting.
+    pub fn check(&self) -> Result<(), String> {
+        self.tables.check()?;
+        if self.record_batch_ms > RECORD_BATCH_MS_MAX {
+            return Err(format!(
+                "record_batch_ms is {}, over the maximum of {RECORD_BATCH_MS_MAX}",
+                self.record_batch_ms
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -180,9 +202,15 @@ pub(crate) enum RecorderMsg {
 /// Records sent together in one store transaction, at most (one invocation's are never split).
 const RECORD_BATCH_MAX: usize = 256;
 
-/// The one task that persists activation records, in the order invocations finished. Records that queued up while
-/// a write was under way go together in the next transaction: one sync to disk for many invocations.
-async fn record_writer(store: Arc<dyn storage::Store>, mut rx: mpsc::UnboundedReceiver<RecorderMsg>) {
+/// The one task that persists activation records, in the order invocations finished. It gathers the records of
+/// invocations that finish within `window` of the first (or up to [`RECORD_BATCH_MAX`] records) into one
+/// transaction: one sync to disk for many invocations, so that persisting records does not compete with the
+/// invocations themselves for the machine's cores and disk. A flush or a stop writes what was gathered at once.
+async fn record_writer(
+    store: Arc<dyn storage::Store>,
+    window: std::time::Duration,
+    mut rx: mpsc::UnboundedReceiver<RecorderMsg>,
+) {
     let mut next = None;
     loop {
         let msg = match next.take() {
@@ -194,19 +222,27 @@ async fn record_writer(store: Arc<dyn storage::Store>, mut rx: mpsc::UnboundedRe
         };
         match msg {
             RecorderMsg::Records(namespace, records) => {
+                let mut count = records.len();
                 let mut batch = vec![(namespace, records)];
-                let mut count = batch[0].1.len();
+                let deadline = tokio::time::Instant::now() + window;
                 while count < RECORD_BATCH_MAX {
-                    match rx.try_recv() {
-                        Ok(RecorderMsg::Records(namespace, records)) => {
+                    let more = match rx.try_recv() {
+                        Ok(msg) => Some(msg),
+                        Err(mpsc::error::TryRecvError::Disconnected) => None,
+                        Err(mpsc::error::TryRecvError::Empty) => {
+                            tokio::time::timeout_at(deadline, rx.recv()).await.ok().flatten()
+                        }
+                    };
+                    match more {
+                        Some(RecorderMsg::Records(namespace, records)) => {
                             count += records.len();
                             batch.push((namespace, records));
                         }
-                        Ok(other) => {
+                        Some(other) => {
                             next = Some(other); // a flush or stop waits for the records before it
                             break;
                         }
-                        Err(_) => break,
+                        None => break, // the window closed (or the platform is gone)
                     }
                 }
                 // Serializing records is CPU work: it runs on the blocking pool, so it never holds up an async

@@ -612,3 +612,85 @@ async function main() {
         assert!(value(p.store(), after).await.is_some(), "{function}: the activation went on after the errors");
     }
 }
+
+/// A store that counts the record transactions it is asked for.
+struct CountingStore {
+    inner: MemoryStore,
+    record_writes: std::sync::atomic::AtomicUsize,
+}
+
+impl Store for CountingStore {
+    fn get<'a>(
+        &'a self,
+        ns: &'a str,
+        key: &'a str,
+    ) -> storage::BoxFuture<'a, Result<storage::Versioned, storage::Error>> {
+        self.inner.get(ns, key)
+    }
+    fn apply(&self, batch: storage::Batch) -> storage::BoxFuture<'_, Result<storage::Version, storage::Error>> {
+        self.inner.apply(batch)
+    }
+    fn scan<'a>(
+        &'a self,
+        ns: &'a str,
+        prefix: &'a str,
+    ) -> storage::BoxFuture<'a, Result<Vec<(String, Value)>, storage::Error>> {
+        self.inner.scan(ns, prefix)
+    }
+    fn put_activations(
+        &self,
+        entries: Vec<storage::ActivationEntry>,
+    ) -> storage::BoxFuture<'_, Result<(), storage::Error>> {
+        self.record_writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.put_activations(entries)
+    }
+    fn get_activation<'a>(
+        &'a self,
+        ns: &'a str,
+        id: &'a str,
+    ) -> storage::BoxFuture<'a, Result<Option<storage::ActivationEntry>, storage::Error>> {
+        self.inner.get_activation(ns, id)
+    }
+    fn list_activations<'a>(
+        &'a self,
+        ns: &'a str,
+        query: &'a storage::ActivationQuery,
+    ) -> storage::BoxFuture<'a, Result<Vec<storage::ActivationEntry>, storage::Error>> {
+        self.inner.list_activations(ns, query)
+    }
+}
+
+/// Invocations that finish within `record_batch_ms` of each other have their records written in one
+/// transaction (one sync to disk), and a flush (which every read of activations through the API makes first) never
+/// waits for the window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_of_invocations_close_together_share_one_transaction() {
+    let store = Arc::new(CountingStore { inner: MemoryStore::new(), record_writes: Default::default() });
+    let config = platform::Config { record_batch_ms: 1000, ..Default::default() };
+    let p = Platform::builder(store.clone()).config(config).build().unwrap();
+    p.native().register("id", |_, input| async move { Ok(input) });
+    p.deploy_function(NS, native("id")).await.unwrap();
+    sequence(&p, "one", &["id"]).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(p.invoke(NS, "one", json!({"i": i})).await.unwrap().record.activation_id);
+    }
+    // The API flushes before it reads activations: a flush writes what was gathered at once.
+    let started = std::time::Instant::now();
+    p.flush_records().await;
+    assert!(started.elapsed() < Duration::from_millis(500), "a flush waited for the batch window");
+    assert!(p.activation(NS, &ids[4]).await.unwrap().is_some(), "the last invocation's record is readable at once");
+    assert_eq!(store.record_writes.load(std::sync::atomic::Ordering::SeqCst), 1, "five invocations, one transaction");
+    for id in &ids {
+        assert!(p.activation(NS, id).await.unwrap().is_some(), "record {id} was lost");
+    }
+}
+
+#[tokio::test]
+async fn a_record_batch_window_over_its_maximum_is_refused_by_name() {
+    let config = platform::Config { record_batch_ms: platform::RECORD_BATCH_MS_MAX + 1, ..Default::default() };
+    let Err(e) = Platform::builder(Arc::new(MemoryStore::new())).config(config).build() else {
+        panic!("a window over the maximum was accepted");
+    };
+    assert!(e.to_string().contains("record_batch_ms"), "{e}");
+}

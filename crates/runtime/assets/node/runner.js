@@ -69,32 +69,34 @@ process.stdout.write = capture('stdout');
 process.stderr.write = capture('stderr');
 send(socket, { op: 'ready', pid: process.pid });
 socket.on('close', () => process.exit(0)); // the platform retired this handler
+const env = process.env;
 const onRun = async (msg) => {
   current = { stdout: '', stderr: '' };
-  Object.assign(process.env, msg.env || {});
-  let outcome;
+  for (const [name, value] of Object.entries(msg.env || {})) {
+    if (env[name] !== value) env[name] = value;
+  }
+  let line; // the outcome, serialized once: a result that is not JSON is the action's error
   try {
     let result = await main(msg.args || {});
     if (result === undefined || result === null) result = {};
-    outcome = { op: 'result', value: result };
-    JSON.stringify(outcome);
+    line = JSON.stringify({ op: 'result', value: result });
   } catch (e) {
     if (e instanceof Error) {
       process.stderr.write(`${e.stack}\n`);
-      outcome = { op: 'error', message: `An error has occurred: ${e.name}: ${e.message}` };
+      line = JSON.stringify({ op: 'error', message: `An error has occurred: ${e.name}: ${e.message}` });
     } else {
       // A rejected promise with a plain value is an application error, as in OpenWhisk.
-      outcome = { op: 'result', value: { error: e === undefined ? 'rejected' : e } };
+      try {
+        line = JSON.stringify({ op: 'result', value: { error: e === undefined ? 'rejected' : e } });
+      } catch (err) {
+        line = JSON.stringify({ op: 'error', message: `The action returned a value that is not JSON: ${err.message}` });
+      }
     }
   }
   for (const stream of ['stdout', 'stderr']) {
     if (current[stream]) send(socket, { op: 'log', stream, line: current[stream] });
   }
   current = null;
-  try {
-    send(socket, outcome);
-  } catch (e) {
-    send(socket, { op: 'error', message: `The action returned a value that is not JSON: ${e.message}` });
-  }
+  socket.write(line + '\n');
 };
 sdk._attach(socket, lineReader, onRun);

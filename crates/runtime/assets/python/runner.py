@@ -1,6 +1,6 @@
 """specfaas Python runner: one handler process.
 
-Started by the platform as `python3 -u runner.py CODE_FILE MAIN`, with its channel to the platform on fd 3 (one end
+Started by the platform as `python3 -u -S runner.py CODE_FILE MAIN`, with its channel to the platform on fd 3 (one end
 of a socket pair the platform made: no one else can reach it). It loads the function's code, reports `ready`
 (or `init_error`), then runs one activation at a time, and is reused after a clean finish, as an OpenWhisk
 container is. The platform keeps a spare handler started, so loading stays off the invocation's path; killing a
@@ -22,8 +22,12 @@ import threading
 import traceback
 
 
+def encode(msg):
+    return (json.dumps(msg, separators=(",", ":")) + "\n").encode()
+
+
 def send(sock, lock, msg):
-    data = (json.dumps(msg, separators=(",", ":")) + "\n").encode()
+    data = encode(msg)
     with lock:
         sock.sendall(data)
 
@@ -57,6 +61,7 @@ class Capture:
         self.lock = threading.Lock()
         self.pipes = {}
         self.pending = {}
+        self.poll = select.poll()
         for fd, stream in self.STREAMS:
             r, w = os.pipe()
             os.dup2(w, fd)
@@ -64,6 +69,7 @@ class Capture:
             os.set_blocking(r, False)
             self.pipes[r] = stream
             self.pending[r] = b""
+            self.poll.register(r, select.POLLIN)
         threading.Thread(target=self.pump, daemon=True).start()
 
     def pump(self):
@@ -101,12 +107,26 @@ class Capture:
         except (OSError, ValueError):
             pass
         with self.lock:
+            # One poll, not a failing read per pipe: an activation that wrote nothing costs one system call here.
+            ready = {fd for fd, _ in self.poll.poll(0)}
             for r in self.pipes:
-                self.drain(r, final=True)
+                if r in ready or self.pending[r]:
+                    self.drain(r, final=True)
+
+
+def site_packages():
+    """Puts the interpreter's site-packages on the path, as `site` would, but runs none of their `.pth` files: the
+    runner starts with `-S`, so that the host's start-up hooks never run in a function's process."""
+    import site
+
+    for path in site.getsitepackages():
+        if os.path.isdir(path) and path not in sys.path:
+            sys.path.append(path)
 
 
 def main():
     code_file, main_name = sys.argv[1], sys.argv[2]
+    site_packages()
     sock = socket.socket(fileno=3)
     lock = threading.Lock()
     try:
@@ -122,28 +142,31 @@ def main():
     except BaseException as e:  # noqa: BLE001
         send(sock, lock, {"op": "init_error", "error": "%s: %s" % (type(e).__name__, e)})
         return
-    send(sock, lock, {"op": "ready", "pid": os.getpid()})
-
+    # Every thread exists before `ready`: a handler started in the background gets its priority back per thread.
     capture = Capture(sock, lock)
     sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
     sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
+    send(sock, lock, {"op": "ready", "pid": os.getpid()})
 
     reader = LineReader(sock)
     specfaas._attach(sock, lock, reader)
+    environ = os.environ
     for line in reader.lines():
         msg = json.loads(line)
         if msg.get("op") != "run":
             continue
-        os.environ.update(msg.get("env") or {})
+        for name, value in (msg.get("env") or {}).items():
+            if environ.get(name) != value:
+                environ[name] = value
         try:
             result = main_fn(msg.get("args") or {})
-            outcome = {"op": "result", "value": result}
-            json.dumps(outcome)  # a result that is not JSON is the function's error
+            data = encode({"op": "result", "value": result})  # a result that is not JSON is the function's error
         except BaseException as e:  # noqa: BLE001 - every failure of user code is reported
             traceback.print_exc()
-            outcome = {"op": "error", "message": "An error has occurred: %s: %s" % (type(e).__name__, e)}
+            data = encode({"op": "error", "message": "An error has occurred: %s: %s" % (type(e).__name__, e)})
         capture.barrier()
-        send(sock, lock, outcome)
+        with lock:
+            sock.sendall(data)
     os._exit(0)  # the platform closed the channel: this handler is retired
 
 

@@ -7,7 +7,8 @@
 //! runs, and reads the `result`.
 //!
 //! Hand-off: an activation goes straight to an idle handler; one spare handler is kept started, so starting one
-//! (tens of milliseconds: a sandbox, an interpreter, the code) stays off the invocation's path. A handler that
+//! (tens of milliseconds: a sandbox, an interpreter, the code) stays off the invocation's path. A spare starts in
+//! the background ([`sandbox::Priority`]), so that it never takes CPU from running invocations either. A handler that
 //! finishes cleanly is reused, as OpenWhisk reuses a warm container, unless it left processes behind; one that
 //! was killed, timed out or crashed is never reused. A handler that ran a **speculative** activation is parked
 //! until the activation is settled ([`Killer::settle`]: its result stands) and only then reused; if the run is
@@ -194,7 +195,7 @@ impl Runtime for ProcessRuntime {
                 pool: Mutex::new(Pool::default()),
             });
             // The first handler loads the code: its outcome is the load's.
-            let first = start_handler(&shared).await?;
+            let first = start_handler(&shared, sandbox::Priority::Foreground).await?;
             shared.handler_ready(first);
             shared.request_spawns();
             Ok(Arc::new(ProcessWarm { shared }) as Arc<dyn Warm>)
@@ -235,6 +236,9 @@ fn launch(inner: &Inner, spec: &FunctionSpec, fn_dir: &Path, file: &str, main: &
                 // A full path: Python finds its prefix (and standard library) from it.
                 interp.exe.display().to_string(),
                 "-u".into(),
+                // No `site` at start: the runner puts site-packages on the path itself, without running the host's
+                // `.pth` hooks (arbitrary code, tens of ms per handler start on some machines) in a tenant's process.
+                "-S".into(),
                 sdk.join("py/runner.py").display().to_string(),
                 code_file,
                 main.to_string(),
@@ -279,13 +283,17 @@ struct Exit {
 struct Proc {
     /// What is killed: confined, the first process of its PID namespace (`/bin/sh`, with the runner its child).
     pid: i32,
-    /// The runner itself, whose CPU time is measured.
-    runner: std::sync::OnceLock<i32>,
+    /// The CPU-time clock of the runner itself (all its threads), set once it is ready.
+    cpu_clock: std::sync::OnceLock<Option<libc::clockid_t>>,
     /// Forks the pids cgroup had refused when last looked at: more now means this activation met the limit.
     pids_refused_seen: AtomicU64,
     confined: bool,
     gate: Arc<Gate>,
-    cgroup: Option<sandbox::HandlerCgroup>,
+    /// Shared with the reaper, so the cgroup is removed only after the processes are gone.
+    cgroup: Option<Arc<sandbox::HandlerCgroup>>,
+    /// Tasks (processes and threads) in its cgroup once it was ready: the runner's own, which live as long as it.
+    /// No more after an activation means no process was left behind, without listing the cgroup.
+    tasks_at_ready: AtomicU64,
     root: Option<PathBuf>,
     exit: watch::Receiver<Option<Exit>>,
     stderr_tail: Arc<Mutex<String>>,
@@ -296,6 +304,9 @@ impl Proc {
         if self.exit.borrow().is_some() {
             return; // reaped: the pid may belong to someone else now
         }
+        if let Some(c) = &self.cgroup {
+            c.background();
+        }
         let target = if self.confined { self.pid } else { -self.pid };
         // SAFETY: kill(2) on our own child (confined: the first process of its PID namespace; else its group).
         unsafe {
@@ -303,8 +314,11 @@ impl Proc {
         }
     }
 
-    fn runner(&self) -> i32 {
-        self.runner.get().copied().unwrap_or(self.pid)
+    fn cpu_us(&self) -> Option<u64> {
+        if self.exit.borrow().is_some() {
+            return None; // reaped: the pid, and so its clock, may belong to someone else now
+        }
+        cpu_us(self.cpu_clock.get().copied().flatten())
     }
 
     fn stderr_tail(&self) -> String {
@@ -360,8 +374,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Starts one handler and waits until it has loaded the code.
-async fn start_handler(shared: &Arc<Shared>) -> Result<Handler, Error> {
+/// Starts one handler and waits until it has loaded the code. A [`sandbox::Priority::Background`] start (a spare)
+/// takes only CPU nothing else wants until it is ready.
+async fn start_handler(shared: &Arc<Shared>, priority: sandbox::Priority) -> Result<Handler, Error> {
     let spec = &shared.spec;
     let fail = |message: String| Error::Init { function: spec.name.clone(), message };
     let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(|e| Error::Io(format!("socketpair: {e}")))?;
@@ -378,6 +393,7 @@ async fn start_handler(shared: &Arc<Shared>) -> Result<Handler, Error> {
             processes: spec.limits.processes,
             tmp_mb: spec.limits.tmp_mb,
         },
+        priority,
         rlimits: l.rlimits.clone(),
         channel: OwnedFd::from(theirs),
         stderr: Some(OwnedFd::from(err_w)),
@@ -388,6 +404,7 @@ async fn start_handler(shared: &Arc<Shared>) -> Result<Handler, Error> {
         .map_err(|e| Error::Io(format!("the spawner failed: {e}")))?
         .map_err(|e| fail(e.0))?;
     let sandbox::Started { child, cgroup, root } = started;
+    let cgroup = cgroup.map(Arc::new);
     let stderr_tail = Arc::new(Mutex::new(String::new()));
     {
         let tail = stderr_tail.clone();
@@ -411,7 +428,7 @@ async fn start_handler(shared: &Arc<Shared>) -> Result<Handler, Error> {
     }
     let (exit_tx, exit_rx) = watch::channel(None);
     let pid = child.pid;
-    tokio::spawn(reap(child.pidfd, pid, exit_tx));
+    tokio::spawn(reap(child.pidfd, pid, exit_tx, cgroup.clone()));
     let gate = Arc::new(Gate::default());
     if let Some(listener) = child.listener {
         let (gate, policy) = (gate.clone(), shared.runtime.sandbox.policy.clone());
@@ -422,11 +439,12 @@ async fn start_handler(shared: &Arc<Shared>) -> Result<Handler, Error> {
     }
     let proc_ = Arc::new(Proc {
         pid,
-        runner: std::sync::OnceLock::new(),
+        cpu_clock: std::sync::OnceLock::new(),
         pids_refused_seen: AtomicU64::new(0),
         confined: shared.runtime.sandbox.confined(),
         gate,
         cgroup,
+        tasks_at_ready: AtomicU64::new(u64::MAX),
         root,
         exit: exit_rx,
         stderr_tail,
@@ -447,7 +465,14 @@ async fn start_handler(shared: &Arc<Shared>) -> Result<Handler, Error> {
     match first.as_deref().map(serde_json::from_str::<FromHandler>) {
         Some(Ok(FromHandler::Ready { .. })) => {
             let runner = if proc_.confined { first_child(pid).unwrap_or(pid) } else { pid };
-            let _ = proc_.runner.set(runner);
+            let _ = proc_.cpu_clock.set(cpu_clock(runner));
+            if priority == sandbox::Priority::Background {
+                // Ready to serve: from now on it competes for CPU like anything else.
+                shared.runtime.sandbox.to_foreground(runner, proc_.cgroup.as_deref());
+            }
+            if let Some(c) = &proc_.cgroup {
+                proc_.tasks_at_ready.store(c.tasks(), Ordering::Relaxed);
+            }
             Ok(Handler { proc_, lines, write })
         }
         Some(Ok(FromHandler::InitError { error })) => {
@@ -484,8 +509,14 @@ fn describe(exit: Option<&Exit>) -> String {
     }
 }
 
-/// Waits for a handler process to exit, reaps it, and publishes how it ended.
-async fn reap(pidfd: OwnedFd, pid: i32, exit: watch::Sender<Option<Exit>>) {
+/// Waits for a handler process to exit, reaps it, and publishes how it ended. Its cgroup (this task's share of
+/// it) is let go only then, so the last holder removes it empty.
+async fn reap(
+    pidfd: OwnedFd,
+    pid: i32,
+    exit: watch::Sender<Option<Exit>>,
+    _cgroup: Option<Arc<sandbox::HandlerCgroup>>,
+) {
     // SAFETY: the AsyncFd owns the pidfd, so the descriptor outlives its registration.
     let registered = unsafe { tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) };
     if let Ok(fd) = registered {
@@ -514,15 +545,22 @@ async fn reap(pidfd: OwnedFd, pid: i32, exit: watch::Sender<Option<Exit>>) {
 }
 
 impl Shared {
-    /// Starts handlers until the pool covers the waiting activations plus the spares.
+    /// Starts handlers until the pool covers the waiting activations plus the spares. A start for a waiting
+    /// activation runs in the foreground; a spare's in the background, so that it never takes CPU from running
+    /// invocations (their hand-offs and kills).
     fn request_spawns(self: &Arc<Self>) {
         let mut pool = lock(&self.pool);
         while pool.idle.len() + pool.starting < pool.waiters.len() + SPARES {
+            let priority = if pool.idle.len() + pool.starting < pool.waiters.len() {
+                sandbox::Priority::Foreground
+            } else {
+                sandbox::Priority::Background
+            };
             pool.starting += 1;
             let me = Arc::downgrade(self);
             tokio::spawn(async move {
                 let Some(shared) = me.upgrade() else { return };
-                let started = start_handler(&shared).await;
+                let started = start_handler(&shared, priority).await;
                 lock(&shared.pool).starting -= 1;
                 match started {
                     Ok(h) => shared.handler_ready(h),
@@ -557,13 +595,20 @@ struct ProcessWarm {
     shared: Arc<Shared>,
 }
 
-/// CPU time a process has used so far, in microseconds, from `/proc/PID/sched` (`se.sum_exec_runtime`, in ms with
-/// microsecond precision). `None` where the kernel does not provide it.
-fn cpu_us(pid: i32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/sched")).ok()?;
-    let line = text.lines().find(|l| l.starts_with("se.sum_exec_runtime"))?;
-    let ms: f64 = line.split(':').nth(1)?.trim().parse().ok()?;
-    Some((ms * 1000.0) as u64)
+/// The CPU-time clock of process `pid` (all its threads), for [`cpu_us`]. `None` where the kernel refuses it.
+fn cpu_clock(pid: i32) -> Option<libc::clockid_t> {
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: clock_getcpuclockid writes one clockid_t into a local.
+    (unsafe { libc::clock_getcpuclockid(pid, &mut clock) } == 0).then_some(clock)
+}
+
+/// CPU time the process of `clock` has used so far, in microseconds: one system call, no file to read or parse, so
+/// measuring a speculative run costs it almost nothing. `None` once the process is gone.
+fn cpu_us(clock: Option<libc::clockid_t>) -> Option<u64> {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec into a local.
+    (unsafe { libc::clock_gettime(clock?, &mut ts) } == 0)
+        .then(|| ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000)
 }
 
 /// What a [`Killer`] needs to stop (or settle) one activation.
@@ -586,7 +631,7 @@ impl KillState {
     fn kill_handler(&mut self) {
         if let Some(p) = &self.running {
             if let (Some(start), None) = (self.cpu_start_us, self.cpu_used_us) {
-                self.cpu_used_us = cpu_us(p.runner()).map(|now| now.saturating_sub(start));
+                self.cpu_used_us = p.cpu_us().map(|now| now.saturating_sub(start));
             }
             p.gate.kill();
             p.kill();
@@ -623,6 +668,7 @@ impl Warm for ProcessWarm {
                 let parked = s.parked.take();
                 drop(s);
                 if let (Some(h), Some(shared)) = (parked, shared.upgrade()) {
+                    // At once (two reads of open cgroup files), so the next invocation finds it idle.
                     reuse(&shared, h);
                 }
             }
@@ -631,8 +677,10 @@ impl Warm for ProcessWarm {
         tokio::spawn(async move {
             let (report, reusable) = run_activation(&shared, activation, host, &state, &killed).await;
             done(report);
-            // After the report, so the check for leftover processes is not on the invocation's path.
+            // After the report, and after the invocation has run on it, so that the check for leftover
+            // processes is not on the invocation's path.
             if let Some(handler) = reusable {
+                tokio::task::yield_now().await;
                 reuse(&shared, handler);
             }
         });
@@ -647,11 +695,14 @@ fn reuse(shared: &Arc<Shared>, handler: Handler) {
     if let Some(c) = &handler.proc_.cgroup {
         // Forks refused at the limit during a clean activation are its business, not a later one's failure.
         handler.proc_.pids_refused_seen.store(c.pids_refused(), Ordering::Relaxed);
-    }
-    if handler.proc_.cgroup.as_ref().is_some_and(|c| c.processes() > own) {
-        drop(handler); // its children would outlive the activation: retire it, with them
-        shared.request_spawns();
-        return;
+        // No more tasks than the runner's own (which it keeps as long as it lives): nothing was left behind. More:
+        // threads, or processes; only listing the cgroup tells.
+        let more_tasks = c.tasks() > handler.proc_.tasks_at_ready.load(Ordering::Relaxed);
+        if more_tasks && c.processes() > own {
+            drop(handler); // its children would outlive the activation: retire it, with them
+            shared.request_spawns();
+            return;
+        }
     }
     shared.handler_ready(handler);
 }
@@ -709,7 +760,7 @@ async fn run_activation(
         let mut s = lock(state);
         s.running = Some(proc_.clone());
         if activation.speculative {
-            s.cpu_start_us = cpu_us(proc_.runner());
+            s.cpu_start_us = proc_.cpu_us();
         }
         if s.killed {
             s.kill_handler();
@@ -779,7 +830,7 @@ async fn run_activation(
     // activation that was killed before it finished cleanly reports Killed.
     let outcome = if s.killed && !clean { Outcome::Killed } else { outcome };
     if let (Some(start), None) = (s.cpu_start_us, s.cpu_used_us) {
-        s.cpu_used_us = cpu_us(proc_.runner()).map(|now| now.saturating_sub(start));
+        s.cpu_used_us = proc_.cpu_us().map(|now| now.saturating_sub(start));
     }
     let cpu = s.cpu_used_us;
     let mut reusable = None;

@@ -103,25 +103,56 @@ pub struct Limits {
     pub tmp_mb: u64,
 }
 
+/// How much CPU a handler may take while it starts (loads its interpreter and code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// As much as anything else: an activation waits for this handler.
+    Foreground,
+    /// Only CPU that nothing else wants (the cpu cgroup's `cpu.idle`), until it is made [`HandlerCgroup::foreground`]:
+    /// a spare started ahead of need never delays a running invocation's hand-off or kill.
+    Background,
+}
+
 /// Where the cgroups of this platform's handlers live, and in which flavour.
 #[derive(Debug)]
 enum Cgroups {
-    /// cgroup v1: the platform's own cgroup in the memory and the pids hierarchies.
-    V1 { memory: PathBuf, pids: PathBuf },
-    /// cgroup v2 with the memory and pids controllers delegated to this subtree.
-    V2 { root: PathBuf },
+    /// cgroup v1: the platform's own cgroup in the memory and the pids hierarchies, and in the cpu hierarchy
+    /// where the machine has one with `cpu.idle` (optional: it only orders CPU, it confines nothing).
+    V1 { memory: PathBuf, pids: PathBuf, cpu: Option<PathBuf> },
+    /// cgroup v2 with the memory and pids controllers (and, where it can be, cpu) delegated to this subtree.
+    V2 { root: PathBuf, cpu: bool },
 }
 
-/// One handler's cgroups; removed when dropped (after its processes are gone).
+/// One handler's cgroups; removed when dropped, which must be after its processes are gone (the process runtime's
+/// reaper holds it until then).
 #[derive(Debug)]
 pub struct HandlerCgroup {
     dirs: Vec<PathBuf>,
     memory_events: PathBuf,
-    pids_events: PathBuf,
+    /// `pids.events` and `pids.current`, kept open: the checks after every activation are one `pread` each.
+    pids_events: Option<std::fs::File>,
+    pids_current: Option<std::fs::File>,
     procs: PathBuf,
+    /// Its `cpu.idle`, where there is a cpu cgroup.
+    cpu_idle: Option<PathBuf>,
 }
 
 impl HandlerCgroup {
+    /// Gives a handler started in the [`Priority::Background`] its full CPU share: it is ready to serve.
+    pub fn foreground(&self) {
+        if let Some(idle) = &self.cpu_idle {
+            let _ = std::fs::write(idle, "0");
+        }
+    }
+
+    /// Lets the handler run only on CPU nothing else wants: before it is killed, so that tearing it down (freeing
+    /// its memory, its namespaces) does not delay the report of the kill or other invocations.
+    pub fn background(&self) {
+        if let Some(idle) = &self.cpu_idle {
+            let _ = std::fs::write(idle, "1");
+        }
+    }
+
     /// `oom_kill` from the memory events: how often the kernel killed a process here for memory.
     pub fn oom_kills(&self) -> u64 {
         event(&self.memory_events, "oom_kill")
@@ -129,13 +160,27 @@ impl HandlerCgroup {
 
     /// `max` from the pids events: how often a fork failed at the limit.
     pub fn pids_refused(&self) -> u64 {
-        event(&self.pids_events, "max")
+        let text = read_at_start(self.pids_events.as_ref());
+        text.lines().find_map(|l| l.strip_prefix("max").and_then(|v| v.trim().parse().ok())).unwrap_or(0)
+    }
+
+    /// How many tasks (processes and threads) are in the cgroup now: one `pread`.
+    pub fn tasks(&self) -> u64 {
+        read_at_start(self.pids_current.as_ref()).trim().parse().unwrap_or(0)
     }
 
     /// How many processes are in the cgroup now.
     pub fn processes(&self) -> usize {
         std::fs::read_to_string(&self.procs).map(|t| t.lines().count()).unwrap_or(0)
     }
+}
+
+/// The start of an open control file, read again (`pread` at offset 0 renders it afresh).
+fn read_at_start(file: Option<&std::fs::File>) -> String {
+    use std::os::unix::fs::FileExt;
+    let mut buf = [0u8; 256];
+    let n = file.and_then(|f| f.read_at(&mut buf, 0).ok()).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
 fn event(file: &Path, name: &str) -> u64 {
@@ -167,6 +212,8 @@ pub struct Sandbox {
     id: u64,
     /// Where handler roots are made.
     roots: PathBuf,
+    /// Whether spares may start in the [`Priority::Background`] (this process may give their priority back).
+    can_background: bool,
 }
 
 /// What the sandbox needs and this machine lacks; the message says how to switch the sandbox off.
@@ -194,6 +241,7 @@ impl Sandbox {
             uid_base: config.uid_base,
             id: NEXT.fetch_add(1, Ordering::Relaxed),
             roots,
+            can_background: spawn::can_restore_priority(),
         };
         if config.mode == Mode::Off {
             return Ok(sandbox);
@@ -223,6 +271,24 @@ impl Sandbox {
         self.mode == Mode::Enforce
     }
 
+    /// The priority a start asked for, as this process can give it: a background start needs the right to give
+    /// the handler its priority back once it is ready.
+    fn priority(&self, asked: Priority) -> Priority {
+        if self.can_background { asked } else { Priority::Foreground }
+    }
+
+    /// A handler started in the background is ready to serve: it gets its full share of CPU back, its threads their
+    /// default priority, its cgroup (if any) out of `cpu.idle`.
+    pub fn to_foreground(&self, runner: i32, cgroup: Option<&HandlerCgroup>) {
+        if !self.can_background {
+            return;
+        }
+        spawn::foreground(runner);
+        if let Some(c) = cgroup {
+            c.foreground();
+        }
+    }
+
     /// Starts `true` confined as a handler would be; the error names the step that failed.
     fn probe(&self) -> Result<(), Missing> {
         let exe = ["/usr/bin/true", "/bin/true"].into_iter().find(|p| Path::new(p).exists()).unwrap_or("/bin/true");
@@ -235,6 +301,7 @@ impl Sandbox {
             env: Vec::new(),
             binds: Vec::new(),
             limits,
+            priority: Priority::Foreground,
             rlimits: Vec::new(),
             channel: theirs.into(),
             stderr: None,
@@ -295,6 +362,7 @@ impl Sandbox {
             stderr,
             rlimits,
             confine: None,
+            priority: self.priority(job.priority),
         };
         if !self.confined() {
             plan.cwd = cstr(b"/")?;
@@ -304,7 +372,7 @@ impl Sandbox {
         let root = self.roots.join(format!("h{}-{n}", std::process::id()));
         // Not create_dir_all: a handler started while the platform shuts down must not make its work dir again.
         std::fs::create_dir(&root).map_err(|e| spawn::SpawnError(format!("{}: {e}", root.display())))?;
-        let cgroup = self.make_cgroup(n, &job.limits)?;
+        let cgroup = self.make_cgroup(n, &job.limits, self.priority(job.priority))?;
         let uid = self.uid_base + (n % Config::UID_RANGE as u64) as u32;
         let steps = self.view(&root, &job.binds, job.limits.tmp_mb)?;
         plan.confine = Some(spawn::Confinement {
@@ -327,23 +395,32 @@ impl Sandbox {
         Ok(Started { child, cgroup: Some(cgroup), root: Some(root) })
     }
 
-    fn make_cgroup(&self, n: u64, limits: &Limits) -> Result<HandlerCgroup, spawn::SpawnError> {
+    fn make_cgroup(&self, n: u64, limits: &Limits, priority: Priority) -> Result<HandlerCgroup, spawn::SpawnError> {
         let name = format!("h{n}");
         let err = |what: &Path, e: std::io::Error| spawn::SpawnError(format!("cgroup {}: {e}", what.display()));
         let write = |file: PathBuf, value: String| std::fs::write(&file, value).map_err(|e| err(&file, e));
         let memory = limits.memory_mb * 1024 * 1024;
+        let idle = if priority == Priority::Background { "1" } else { "0" };
         match self.cgroups.as_ref().expect("enforce mode has cgroups") {
-            Cgroups::V1 { memory: mem_root, pids: pids_root } => {
+            Cgroups::V1 { memory: mem_root, pids: pids_root, cpu: cpu_root } => {
                 let (mem, pids) = (mem_root.join(&name), pids_root.join(&name));
-                for d in [&mem, &pids] {
+                let cpu = cpu_root.as_ref().map(|c| c.join(&name));
+                let mut dirs = vec![mem.clone(), pids.clone()];
+                dirs.extend(cpu.clone());
+                for d in &dirs {
                     std::fs::create_dir_all(d).map_err(|e| err(d, e))?;
                 }
                 let group = HandlerCgroup {
-                    dirs: vec![mem.clone(), pids.clone()],
+                    dirs,
                     memory_events: mem.join("memory.oom_control"),
-                    pids_events: pids.join("pids.events"),
+                    pids_events: std::fs::File::open(pids.join("pids.events")).ok(),
+                    pids_current: std::fs::File::open(pids.join("pids.current")).ok(),
                     procs: pids.join("cgroup.procs"),
+                    cpu_idle: cpu.map(|c| c.join("cpu.idle")),
                 };
+                if let Some(f) = &group.cpu_idle {
+                    write(f.clone(), idle.into())?;
+                }
                 write(mem.join("memory.limit_in_bytes"), memory.to_string())?;
                 if mem.join("memory.memsw.limit_in_bytes").exists() {
                     write(mem.join("memory.memsw.limit_in_bytes"), memory.to_string())?;
@@ -351,15 +428,20 @@ impl Sandbox {
                 write(pids.join("pids.max"), limits.processes.to_string())?;
                 Ok(group)
             }
-            Cgroups::V2 { root } => {
+            Cgroups::V2 { root, cpu } => {
                 let dir = root.join(&name);
                 std::fs::create_dir_all(&dir).map_err(|e| err(&dir, e))?;
                 let group = HandlerCgroup {
                     dirs: vec![dir.clone()],
                     memory_events: dir.join("memory.events"),
-                    pids_events: dir.join("pids.events"),
+                    pids_events: std::fs::File::open(dir.join("pids.events")).ok(),
+                    pids_current: std::fs::File::open(dir.join("pids.current")).ok(),
                     procs: dir.join("cgroup.procs"),
+                    cpu_idle: cpu.then(|| dir.join("cpu.idle")),
                 };
+                if let Some(f) = &group.cpu_idle {
+                    write(f.clone(), idle.into())?;
+                }
                 write(dir.join("memory.max"), memory.to_string())?;
                 let _ = write(dir.join("memory.swap.max"), "0".into());
                 write(dir.join("pids.max"), limits.processes.to_string())?;
@@ -477,6 +559,8 @@ pub struct Job {
     /// Its code and the SDK (host path → path inside); unconfined handlers use the host paths.
     pub binds: Vec<Bind>,
     pub limits: Limits,
+    /// Its CPU share while it starts (confined, with a cpu cgroup; unconfined handlers start in the foreground).
+    pub priority: Priority,
     pub rlimits: Vec<(u32, u64)>,
     pub channel: std::os::fd::OwnedFd,
     pub stderr: Option<std::os::fd::OwnedFd>,
@@ -488,6 +572,30 @@ pub struct Started {
     pub cgroup: Option<HandlerCgroup>,
     /// Its root directory on the host (the skeleton of its view), removed after it exits.
     pub root: Option<PathBuf>,
+}
+
+/// Removes the cgroups left under `parent` by platforms that are gone (`specfaas-<pid>-<n>` of a pid that no
+/// longer runs): a platform killed outright, or stopped while handlers were still dying, cannot remove its own.
+/// Their processes are gone, so the directories are empty.
+fn sweep_stale(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("specfaas-")).and_then(|r| r.split('-').next())
+        else {
+            continue;
+        };
+        if pid.parse::<u32>().is_err() || Path::new("/proc").join(pid).exists() {
+            continue; // not ours, or its platform still runs
+        }
+        let dir = entry.path();
+        if let Ok(handlers) = std::fs::read_dir(&dir) {
+            for h in handlers.flatten().filter(|h| h.file_type().is_ok_and(|t| t.is_dir())) {
+                let _ = std::fs::remove_dir(h.path());
+            }
+        }
+        let _ = std::fs::remove_dir(&dir);
+    }
 }
 
 /// The cgroups this platform's handlers go in: below the platform's own cgroup, in a directory of its own.
@@ -503,6 +611,9 @@ fn find_cgroups(id: u64) -> Result<Cgroups, Missing> {
     let base = Path::new("/sys/fs/cgroup");
     let ours = format!("specfaas-{}-{id}", std::process::id());
     let make = |dir: PathBuf| -> Result<PathBuf, Missing> {
+        if let Some(parent) = dir.parent() {
+            sweep_stale(parent);
+        }
         std::fs::create_dir_all(&dir)
             .map_err(|e| Missing(format!("cannot create the cgroup {}: {e}", dir.display())))?;
         Ok(dir)
@@ -510,7 +621,10 @@ fn find_cgroups(id: u64) -> Result<Cgroups, Missing> {
     if base.join("memory").is_dir() && base.join("pids").is_dir() {
         let memory = make(base.join("memory").join(path_of("memory").unwrap_or_default()).join(&ours))?;
         let pids = make(base.join("pids").join(path_of("pids").unwrap_or_default()).join(&ours))?;
-        return Ok(Cgroups::V1 { memory, pids });
+        let cpu = Some(base.join("cpu"))
+            .filter(|c| c.join("cpu.idle").is_file())
+            .and_then(|c| make(c.join(path_of("cpu").unwrap_or_default()).join(&ours)).ok());
+        return Ok(Cgroups::V1 { memory, pids, cpu });
     }
     if base.join("cgroup.controllers").is_file() {
         let controllers = std::fs::read_to_string(base.join("cgroup.controllers")).unwrap_or_default();
@@ -523,7 +637,10 @@ fn find_cgroups(id: u64) -> Result<Cgroups, Missing> {
         let _ = std::fs::write(parent.join("cgroup.subtree_control"), "+memory +pids");
         std::fs::write(root.join("cgroup.subtree_control"), "+memory +pids")
             .map_err(|e| Missing(format!("cannot delegate memory and pids to {}: {e}", root.display())))?;
-        return Ok(Cgroups::V2 { root });
+        // The cpu controller only orders CPU between handlers starting and serving: used where it can be had.
+        let _ = std::fs::write(parent.join("cgroup.subtree_control"), "+cpu");
+        let cpu = std::fs::write(root.join("cgroup.subtree_control"), "+cpu").is_ok();
+        return Ok(Cgroups::V2 { root, cpu });
     }
     Err(Missing("no cgroup memory and pids controllers under /sys/fs/cgroup".into()))
 }
@@ -531,11 +648,12 @@ fn find_cgroups(id: u64) -> Result<Cgroups, Missing> {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         match &self.cgroups {
-            Some(Cgroups::V1 { memory, pids }) => {
-                let _ = std::fs::remove_dir(memory);
-                let _ = std::fs::remove_dir(pids);
+            Some(Cgroups::V1 { memory, pids, cpu }) => {
+                for dir in [Some(memory), Some(pids), cpu.as_ref()].into_iter().flatten() {
+                    let _ = std::fs::remove_dir(dir);
+                }
             }
-            Some(Cgroups::V2 { root }) => {
+            Some(Cgroups::V2 { root, .. }) => {
                 let _ = std::fs::remove_dir(root);
             }
             None => {}

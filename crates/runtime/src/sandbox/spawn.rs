@@ -7,12 +7,17 @@
 //! hands the filter's notification descriptor to the parent, and executes the interpreter. A failing step is
 //! reported on a status pipe with its name and `errno`, so a start that fails says exactly where.
 //!
-//! All clones happen on one long-lived thread ([`Spawner`]): a child's parent-death signal fires when the thread
-//! that cloned it exits, and this one lives as long as the platform.
+//! All clones happen on two long-lived threads ([`Spawner`]): a child's parent-death signal fires when the thread
+//! that cloned it exits, and these live as long as the platform. One serves starts an activation waits for; the
+//! other, at the lowest priority (nice 19), serves [`Priority::Background`] starts (spares): the kernel's share of
+//! a start (copying the mount namespace in `clone`, building the view) then never delays a running invocation,
+//! and the child inherits the priority until [`foreground`] gives it back.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::mpsc;
+
+use super::Priority;
 
 /// One mount of a confined child's view, under its new root (whose directories, mount points and own files the
 /// parent made on the host before the clone: a child whose host uid is unmapped in its namespace cannot create
@@ -59,6 +64,8 @@ pub struct Plan {
     pub stderr: OwnedFd,
     pub rlimits: Vec<(u32, u64)>,
     pub confine: Option<Confinement>,
+    /// Which spawner thread clones it, and so the priority it starts at.
+    pub priority: Priority,
 }
 
 /// A started child.
@@ -99,35 +106,74 @@ const SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV: libc::c_ulong = 1 << 5;
 /// A plan, and where its outcome goes.
 type SpawnJob = (Plan, mpsc::Sender<Result<Child, SpawnError>>);
 
-/// Runs every clone on one thread that lives as long as the process.
+/// The nice value of background starts.
+const BACKGROUND_NICE: libc::c_int = 19;
+
+/// Runs every clone on two threads that live as long as the process: one per [`Priority`].
 pub struct Spawner {
-    jobs: std::sync::Mutex<mpsc::Sender<SpawnJob>>,
+    foreground: std::sync::Mutex<mpsc::Sender<SpawnJob>>,
+    background: std::sync::Mutex<mpsc::Sender<SpawnJob>>,
 }
 
 impl Spawner {
     pub fn new() -> Spawner {
-        let (tx, rx) = mpsc::channel::<SpawnJob>();
-        std::thread::Builder::new()
-            .name("specfaas-spawner".into())
-            .spawn(move || {
-                while let Ok((plan, reply)) = rx.recv() {
-                    let _ = reply.send(spawn(plan));
-                }
-            })
-            .expect("the spawner thread starts");
-        Spawner { jobs: std::sync::Mutex::new(tx) }
+        let thread = |name: &str, nice: libc::c_int| {
+            let (tx, rx) = mpsc::channel::<SpawnJob>();
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || {
+                    if nice != 0 {
+                        // SAFETY: setpriority of this thread (who = 0); lowering one's own priority needs nothing.
+                        unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+                    }
+                    while let Ok((plan, reply)) = rx.recv() {
+                        let _ = reply.send(spawn(plan));
+                    }
+                })
+                .expect("the spawner thread starts");
+            std::sync::Mutex::new(tx)
+        };
+        Spawner { foreground: thread("specfaas-spawner", 0), background: thread("specfaas-spawn-bg", BACKGROUND_NICE) }
     }
 
     /// Starts a child (blocking until it has executed the interpreter or failed).
     pub fn spawn(&self, plan: Plan) -> Result<Child, SpawnError> {
         let (tx, rx) = mpsc::channel();
-        self.jobs
-            .lock()
+        let jobs = match plan.priority {
+            Priority::Foreground => &self.foreground,
+            Priority::Background => &self.background,
+        };
+        jobs.lock()
             .unwrap_or_else(|e| e.into_inner())
             .send((plan, tx))
             .map_err(|_| SpawnError("the spawner thread is gone".into()))?;
         rx.recv().map_err(|_| SpawnError("the spawner thread is gone".into()))?
     }
+}
+
+/// Gives every thread of process `pid` the default priority (nice 0) back, after a background start: what the
+/// background spawner's nice value left on it. Needs `CAP_SYS_NICE` (see [`can_restore_priority`]).
+pub fn foreground(pid: i32) {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return };
+    for task in tasks.flatten() {
+        if let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<libc::id_t>().ok()) {
+            // SAFETY: setpriority of one thread of our own child.
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, 0) };
+        }
+    }
+}
+
+/// Whether this process may raise a thread's priority back to nice 0 (`CAP_SYS_NICE`): without it, starts stay
+/// in the foreground, rather than leave handlers at nice 19.
+pub fn can_restore_priority() -> bool {
+    const CAP_SYS_NICE: u32 = 23;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let hex = s.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim().to_string();
+            u64::from_str_radix(&hex, 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << CAP_SYS_NICE) != 0)
 }
 
 impl Default for Spawner {

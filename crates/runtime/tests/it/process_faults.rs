@@ -155,3 +155,67 @@ async fn a_clean_handler_is_reused_and_one_that_leaves_a_child_is_not() {
         assert_ne!(token(run(&*warm, json!({})).await.outcome), left_a_child, "a handler with a leftover child served");
     }
 }
+
+/// Spares start in the background (nice 19, and `cpu.idle` where there is a cpu cgroup), so that starting them
+/// never takes CPU from running invocations. Once one serves, every thread of it runs at the default priority
+/// again: a handler left at nice 19 would be slow forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spare_started_in_the_background_serves_at_the_default_priority() {
+    let code = "import os, subprocess\nTOKEN = os.urandom(8).hex()\ndef main(a):\n    if a.get('child'):\n        subprocess.Popen(['/bin/sleep', '30'])\n    nice = {}\n    for t in os.listdir('/proc/self/task'):\n        with open('/proc/self/task/%s/stat' % t) as f:\n            nice[t] = int(f.read().rsplit(')', 1)[1].split()[16])\n    return {'token': TOKEN, 'nice': nice}\n";
+    let warm = load(Kind::Python, code, Limits::default()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // the spare starts meanwhile
+    let first = match run(&*warm, json!({"child": true})).await.outcome {
+        Outcome::Success(v) => v,
+        other => panic!("{other:?}"),
+    };
+    // That handler (started in the foreground, by the load) left a child: it is retired, so the next activation
+    // runs on the spare, which was started in the background.
+    let spare = match run(&*warm, json!({})).await.outcome {
+        Outcome::Success(v) => v,
+        other => panic!("{other:?}"),
+    };
+    assert_ne!(spare["token"], first["token"], "the retired handler served again");
+    let nice = spare["nice"].as_object().unwrap();
+    assert!(nice.len() >= 2, "the runner's threads: {nice:?}");
+    assert!(nice.values().all(|n| n == 0), "a thread of a serving handler kept the background priority: {nice:?}");
+}
+
+/// A platform that died cannot remove its handlers' cgroups; the next sandbox on the machine does, and leaves
+/// those of live platforms alone.
+#[test]
+fn cgroups_left_by_a_dead_platform_are_removed() {
+    let base = std::path::Path::new("/sys/fs/cgroup/pids");
+    if !base.is_dir() {
+        return; // cgroup v2 machine: the same sweep runs on the unified hierarchy
+    }
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let rel = own.lines().find_map(|l| l.split_once(":pids:").map(|(_, p)| p.trim_start_matches('/').to_string()));
+    let parent = base.join(rel.unwrap_or_default());
+    let mut gone = std::process::Command::new("/bin/true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    let stale = parent.join(format!("specfaas-{dead}-7"));
+    let live = parent.join(format!("specfaas-{}-999999", std::process::id()));
+    for dir in [stale.join("h3"), live.join("h4")] {
+        std::fs::create_dir_all(&dir).unwrap();
+    }
+    let work = tempfile::Builder::new().prefix("sfsw").tempdir_in("/tmp").unwrap();
+    let sandbox = runtime::sandbox::Sandbox::new(&runtime::sandbox::Config::default(), work.path()).unwrap();
+    let (stale_left, live_left) = (stale.exists(), live.join("h4").exists());
+    let _ = std::fs::remove_dir(live.join("h4"));
+    let _ = std::fs::remove_dir(&live);
+    drop(sandbox);
+    assert!(!stale_left, "the dead platform's cgroup {} is still there", stale.display());
+    assert!(live_left, "a live platform's cgroup was removed");
+}
+
+/// The runner starts without `site` (`-S`: the host's `.pth` start-up hooks never run in a function), but puts
+/// the interpreter's site-packages on the path itself, so installed packages stay importable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn site_packages_are_on_the_path_without_running_site() {
+    let code = "import sys, site\ndef main(a):\n    return {'no_site': sys.flags.no_site, 'on_path': [p for p in site.getsitepackages() if p in sys.path]}\n";
+    let warm = load(Kind::Python, code, Limits::default()).await;
+    let Outcome::Success(v) = run(&*warm, json!({})).await.outcome else { panic!("the function failed") };
+    assert_eq!(v["no_site"], 1, "{v}");
+    assert!(!v["on_path"].as_array().unwrap().is_empty(), "no site-packages directory on the path: {v}");
+}
