@@ -84,6 +84,23 @@ def main(args):
     return {'dialed': True, 'outside': outside}
 ";
 
+/// The same with a blocking socket (no timeout): its held connect is performed on the supervisor's thread, where
+/// waiting for the handshake blocks no one else.
+const DIAL_PY_BLOCKING: &str = "import errno, socket
+def main(args):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.connect(('127.0.0.1', args['port']))
+    s.sendall(b'hello')
+    s.close()
+    try:
+        with open('/action/leak-pyb', 'w') as f:
+            f.write('escaped')
+        outside = 'written'
+    except OSError as e:
+        outside = errno.errorcode[e.errno]
+    return {'dialed': True, 'outside': outside}
+";
+
 const DIAL_JS: &str = "const net = require('net');
 const fs = require('fs');
 function main(args) {
@@ -117,14 +134,14 @@ fn leaks(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     found
 }
 
-/// Forced mispredictions with a lying branch predictor, and right ones with the learning predictor: a Python and a
-/// Node.js function connect straight to a loopback listener that the sandbox allows, on one branch of a `Choice`
+/// Forced mispredictions with a lying branch predictor, and right ones with the learning predictor: Python (with a
+/// non-blocking and a blocking socket) and Node.js functions connect straight to a loopback listener that the sandbox allows, on one branch of a `Choice`
 /// whose input is still being computed. The listener gets exactly as many connections as those functions have
 /// committed runs; a squashed run's connection is dropped while held, a correctly predicted one is released when
 /// the run becomes non-speculative; and no run's write outside its scratch space lands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_speculative_runs_connections_wait_and_a_squashed_runs_never_happen() {
-    for (kind, code) in [(Kind::Python, DIAL_PY), (Kind::Node, DIAL_JS)] {
+    for (kind, code) in [(Kind::Python, DIAL_PY), (Kind::Node, DIAL_JS), (Kind::Python, DIAL_PY_BLOCKING)] {
         let target = listener();
         let f = fixture_allowing(Arc::new(MemoryStore::new()), &[target.addr]);
         let p = &f.platform;

@@ -9,6 +9,12 @@
 //! handler cannot change what was checked. The [`Gate`] is what the supervisor knows about the activation the
 //! handler is running.
 //!
+//! A held `connect` on a non-blocking socket (Node.js's sockets, Python's with a timeout) is not waited for on the
+//! supervisor's thread: the supervisor leaves the notification unanswered, and the platform's answer to the
+//! [`Call::Syscall`] performs the connect and answers the kernel itself, in the thread that released it. A
+//! release then costs no thread wake-up. Calls that could block (a blocking socket's connect, sends) are
+//! performed by the supervisor's thread, after it is woken.
+//!
 //! **Invariant:** no supervised call of a speculative run reaches the network before the engine released it.
 
 use std::collections::HashSet;
@@ -127,6 +133,63 @@ impl Gate {
         drop_pending(&mut c);
     }
 
+    /// What to do with an effect on `peer` now: go on (not speculative, or to a peer already released), refuse (no
+    /// activation), or hold it.
+    fn decide(&self, peer: SocketAddr) -> Decision {
+        let c = lock(&self.current);
+        if c.phase != Phase::Running {
+            Decision::Refuse
+        } else if !c.speculative || c.released.contains(&peer) {
+            Decision::Go
+        } else {
+            Decision::Hold
+        }
+    }
+
+    /// Holds an effect on `peer` without waiting: `perform` runs where the platform releases it (and answers the
+    /// kernel), or never, if the run is squashed or ends first. Returns false if there is no activation to ask.
+    fn hold(self: &Arc<Self>, what: String, peer: SocketAddr, perform: Box<dyn FnOnce(bool) + Send>) -> bool {
+        let mut c = lock(&self.current);
+        if c.phase != Phase::Running {
+            return false;
+        }
+        let Some(host) = c.host.clone() else { return false };
+        c.next_pending += 1;
+        let ticket = c.next_pending;
+        c.pending.push((ticket, what.clone(), Instant::now()));
+        drop(c);
+        let gate = self.clone();
+        host(HostRequest {
+            call: Call::Syscall { call: what.clone() },
+            reply: Box::new(move |r| {
+                let released = gate.settle(ticket, what, Some(peer), Some(r));
+                perform(released);
+            }),
+        });
+        true
+    }
+
+    /// Records the outcome of held call `ticket`; returns whether it goes on.
+    fn settle(&self, ticket: u64, what: String, peer: Option<SocketAddr>, outcome: Option<Reply>) -> bool {
+        let mut c = lock(&self.current);
+        let Some(i) = c.pending.iter().position(|(t, _, _)| *t == ticket) else {
+            return false; // recorded as dropped when the activation ended
+        };
+        let (_, _, since) = c.pending.remove(i);
+        let waited_us = since.elapsed().as_micros() as u64;
+        let released = matches!(outcome, Some(Reply::Ok(_))) && c.phase == Phase::Running;
+        let release_us = match &outcome {
+            Some(Reply::Ok(v)) => released_at(v),
+            _ => None,
+        };
+        let fate = if released { HeldFate::Released } else { HeldFate::Dropped };
+        c.held.push(HeldCall { call: what, waited_us, fate, release_us });
+        if let (true, Some(p)) = (released, peer) {
+            c.released.insert(p);
+        }
+        released
+    }
+
     /// Whether an effect on `peer` (described by `what`) may go on now, waiting while the run is speculative.
     fn permit(&self, what: String, peer: Option<SocketAddr>) -> bool {
         let (reply, ticket) = {
@@ -162,24 +225,21 @@ impl Gate {
                 }
             }
         };
-        let mut c = lock(&self.current);
-        let Some(i) = c.pending.iter().position(|(t, _, _)| *t == ticket) else {
-            return false; // recorded as dropped when the activation ended
-        };
-        let (_, _, since) = c.pending.remove(i);
-        let waited_us = since.elapsed().as_micros() as u64;
-        let released = matches!(outcome, Some(Reply::Ok(_))) && c.phase == Phase::Running;
-        let release_us = match &outcome {
-            Some(Reply::Ok(v)) => released_at(v),
-            _ => None,
-        };
-        let fate = if released { HeldFate::Released } else { HeldFate::Dropped };
-        c.held.push(HeldCall { call: what, waited_us, fate, release_us });
-        if let (true, Some(p)) = (released, peer) {
-            c.released.insert(p);
-        }
-        released
+        self.settle(ticket, what, peer, outcome)
     }
+}
+
+/// What the gate says about an effect.
+enum Decision {
+    Go,
+    Refuse,
+    Hold,
+}
+
+/// How the supervisor answers a call: now, or later (a held call the platform will perform and answer).
+enum Answer {
+    Now(i64),
+    Later,
 }
 
 fn drop_pending(c: &mut Current) {
@@ -214,6 +274,8 @@ struct Numbers {
 
 /// Answers the handler's supervised calls until its processes are gone. Runs on its own thread.
 pub fn supervise(listener: OwnedFd, gate: Arc<Gate>, policy: Arc<Policy>) {
+    // Shared with held calls performed where the platform releases them.
+    let listener = Arc::new(listener);
     let n = |name| ScmpSyscall::from_name(name).expect("known system call");
     let numbers = Numbers {
         connect: n("connect"),
@@ -237,17 +299,39 @@ pub fn supervise(listener: OwnedFd, gate: Arc<Gate>, policy: Arc<Policy>) {
             return; // POLLHUP: every process of the handler is gone
         }
         let Ok(req) = ScmpNotifReq::receive(fd) else { continue };
-        let answer = answer(&req, &numbers, &gate, &policy, fd);
-        let resp = match answer {
-            Ok(val) => ScmpNotifResp::new_val(req.id, val, ScmpNotifRespFlags::empty()),
-            Err(errno) => ScmpNotifResp::new_error(req.id, -errno, ScmpNotifRespFlags::empty()),
-        };
-        let _ = resp.respond(fd); // the caller may be gone
+        match answer(&req, &numbers, &gate, &policy, &listener) {
+            Ok(Answer::Later) => {}
+            Ok(Answer::Now(val)) => respond(fd, req.id, Ok(val)),
+            Err(errno) => respond(fd, req.id, Err(errno)),
+        }
     }
 }
 
-/// The call's result, or an errno.
-fn answer(req: &ScmpNotifReq, n: &Numbers, gate: &Gate, policy: &Policy, listener: RawFd) -> Result<i64, i32> {
+/// Answers notification `id`: the call's result, or an errno.
+fn respond(listener: RawFd, id: u64, result: Result<i64, i32>) {
+    let resp = match result {
+        Ok(val) => ScmpNotifResp::new_val(id, val, ScmpNotifRespFlags::empty()),
+        Err(errno) => ScmpNotifResp::new_error(id, -errno, ScmpNotifRespFlags::empty()),
+    };
+    let _ = resp.respond(listener); // the caller may be gone
+}
+
+/// Whether `sock` is non-blocking: a connect on it returns at once, so it may run in whatever thread releases it.
+fn nonblocking(sock: &OwnedFd) -> bool {
+    // SAFETY: F_GETFL on our own duplicate.
+    let flags = unsafe { libc::fcntl(sock.as_raw_fd(), libc::F_GETFL) };
+    flags >= 0 && flags & libc::O_NONBLOCK != 0
+}
+
+/// The call's result (now, or later for a held call the platform performs), or an errno.
+fn answer(
+    req: &ScmpNotifReq,
+    n: &Numbers,
+    gate: &Arc<Gate>,
+    policy: &Policy,
+    shared: &Arc<OwnedFd>,
+) -> Result<Answer, i32> {
+    let listener = shared.as_raw_fd();
     let tid = req.pid as i32;
     let args = req.data.args;
     let call = req.data.syscall;
@@ -267,19 +351,35 @@ fn answer(req: &ScmpNotifReq, n: &Numbers, gate: &Gate, policy: &Policy, listene
                 return Err(libc::EPERM); // a function is no server: ephemeral ports only
             }
             // SAFETY: bind on our duplicate with the copied address.
-            return sys(unsafe { libc::bind(sock.as_raw_fd(), addr.as_ptr().cast(), addr.len() as u32) } as i64);
+            return now(unsafe { libc::bind(sock.as_raw_fd(), addr.as_ptr().cast(), addr.len() as u32) } as i64);
         }
         // AF_UNSPEC disconnects a socket; any other address must be one the rules can judge.
         let unspec = addr.len() >= 2 && u16::from_ne_bytes([addr[0], addr[1]]) == libc::AF_UNSPEC as u16;
         if inet && !unspec {
             let peer = parse_sockaddr(&addr).ok_or(libc::EPERM)?;
+            let effect = matches!(policy.judge(peer), Verdict::Effect);
+            if effect && nonblocking(&sock) && matches!(gate.decide(peer), Decision::Hold) {
+                let what = format!("connect {} {peer}", proto());
+                let (shared, id) = (shared.clone(), req.id);
+                let perform = Box::new(move |released: bool| {
+                    let mem = Memory { tid, listener: shared.as_raw_fd(), id };
+                    let result = if !released {
+                        Err(libc::EPERM)
+                    } else if let Err(e) = mem.live() {
+                        Err(e) // the caller gave up (a fatal signal) while the call was held
+                    } else {
+                        connect(&sock, &addr)
+                    };
+                    respond(shared.as_raw_fd(), id, result);
+                });
+                return if gate.hold(what, peer, perform) { Ok(Answer::Later) } else { Err(libc::EPERM) };
+            }
             if !allowed(policy, gate, peer, || format!("connect {} {peer}", proto()))? {
                 return Err(libc::EPERM);
             }
             mem.live()?; // the caller may have given up (a fatal signal) while the call was held
         }
-        // SAFETY: connect on our duplicate with the copied address.
-        return sys(unsafe { libc::connect(sock.as_raw_fd(), addr.as_ptr().cast(), addr.len() as u32) } as i64);
+        return connect(&sock, &addr).map(Answer::Now);
     }
     if call == n.sendto {
         let addr = mem.read(args[4], (args[5] as usize).min(128))?;
@@ -299,7 +399,7 @@ fn answer(req: &ScmpNotifReq, n: &Numbers, gate: &Gate, policy: &Policy, listene
         }
         let flags = args[3] as i32 | libc::MSG_NOSIGNAL;
         // SAFETY: sendto on our duplicate with copied buffers.
-        return sys(unsafe {
+        return now(unsafe {
             libc::sendto(
                 sock.as_raw_fd(),
                 data.as_ptr().cast(),
@@ -311,7 +411,7 @@ fn answer(req: &ScmpNotifReq, n: &Numbers, gate: &Gate, policy: &Policy, listene
         } as i64);
     }
     if call == n.sendmsg {
-        return send_message(&mem, &sock, args[1], args[2] as i32, domain, policy, gate, proto());
+        return send_message(&mem, &sock, args[1], args[2] as i32, domain, policy, gate, proto()).map(Answer::Now);
     }
     if call == n.sendmmsg {
         let count = (args[2] as usize).min(IOV_MAX);
@@ -330,9 +430,20 @@ fn answer(req: &ScmpNotifReq, n: &Numbers, gate: &Gate, policy: &Policy, listene
                 Err(_) => break,
             }
         }
-        return Ok(sent);
+        return Ok(Answer::Now(sent));
     }
     Err(libc::ENOSYS)
+}
+
+/// `connect` on our duplicate of the handler's socket, with the copied address.
+fn connect(sock: &OwnedFd, addr: &[u8]) -> Result<i64, i32> {
+    // SAFETY: connect on our duplicate with a copied address of its length.
+    sys(unsafe { libc::connect(sock.as_raw_fd(), addr.as_ptr().cast(), addr.len() as u32) } as i64)
+}
+
+/// A system call's result, answered now.
+fn now(r: i64) -> Result<Answer, i32> {
+    sys(r).map(Answer::Now)
 }
 
 /// The destination of an addressed send on an IPv4 or IPv6 socket: none, or one the rules can judge. The kernel
