@@ -135,38 +135,41 @@ impl Gate {
 
     /// What to do with an effect on `peer` now: go on (not speculative, or to a peer already released), refuse (no
     /// activation), or hold it.
-    fn decide(&self, peer: SocketAddr) -> Decision {
+    fn decide(&self, peer: Option<SocketAddr>) -> Decision {
         let c = lock(&self.current);
         if c.phase != Phase::Running {
             Decision::Refuse
-        } else if !c.speculative || c.released.contains(&peer) {
+        } else if !c.speculative || peer.is_some_and(|p| c.released.contains(&p)) {
             Decision::Go
         } else {
             Decision::Hold
         }
     }
 
+    /// Registers `what` as held and asks the platform to release it; `reply(ticket)` makes what gets the platform's
+    /// answer. `None` if there is no activation to ask for.
+    fn ask(&self, what: &str, reply: impl FnOnce(u64) -> Box<dyn FnOnce(Reply) + Send>) -> Option<u64> {
+        let mut c = lock(&self.current);
+        if c.phase != Phase::Running {
+            return None;
+        }
+        let host = c.host.clone()?;
+        c.next_pending += 1;
+        let ticket = c.next_pending;
+        c.pending.push((ticket, what.to_string(), Instant::now()));
+        drop(c);
+        host(HostRequest { call: Call::Syscall { call: what.to_string() }, reply: reply(ticket) });
+        Some(ticket)
+    }
+
     /// Holds an effect on `peer` without waiting: `perform` runs where the platform releases it (and answers the
     /// kernel), or never, if the run is squashed or ends first. Returns false if there is no activation to ask.
     fn hold(self: &Arc<Self>, what: String, peer: SocketAddr, perform: Box<dyn FnOnce(bool) + Send>) -> bool {
-        let mut c = lock(&self.current);
-        if c.phase != Phase::Running {
-            return false;
-        }
-        let Some(host) = c.host.clone() else { return false };
-        c.next_pending += 1;
-        let ticket = c.next_pending;
-        c.pending.push((ticket, what.clone(), Instant::now()));
-        drop(c);
-        let gate = self.clone();
-        host(HostRequest {
-            call: Call::Syscall { call: what.clone() },
-            reply: Box::new(move |r| {
-                let released = gate.settle(ticket, what, Some(peer), Some(r));
-                perform(released);
-            }),
-        });
-        true
+        let (gate, call) = (self.clone(), what.clone());
+        let reply = move |ticket| -> Box<dyn FnOnce(Reply) + Send> {
+            Box::new(move |r| perform(gate.settle(ticket, what, Some(peer), Some(r))))
+        };
+        self.ask(&call, reply).is_some()
     }
 
     /// Records the outcome of held call `ticket`; returns whether it goes on.
@@ -192,30 +195,22 @@ impl Gate {
 
     /// Whether an effect on `peer` (described by `what`) may go on now, waiting while the run is speculative.
     fn permit(&self, what: String, peer: Option<SocketAddr>) -> bool {
-        let (reply, ticket) = {
-            let mut c = lock(&self.current);
-            if c.phase != Phase::Running {
-                return false;
-            }
-            if !c.speculative || peer.is_some_and(|p| c.released.contains(&p)) {
-                return true;
-            }
-            let Some(host) = c.host.clone() else { return false };
-            c.next_pending += 1;
-            let ticket = c.next_pending;
-            c.pending.push((ticket, what.clone(), Instant::now()));
-            drop(c);
-            let (tx, rx) = std::sync::mpsc::channel::<Reply>();
-            host(HostRequest {
-                call: Call::Syscall { call: what.clone() },
-                reply: Box::new(move |r| {
-                    let _ = tx.send(r);
-                }),
-            });
-            (rx, ticket)
+        match self.decide(peer) {
+            Decision::Refuse => return false,
+            Decision::Go => return true,
+            Decision::Hold => {}
+        }
+        let (tx, answer) = std::sync::mpsc::channel::<Reply>();
+        let reply = move |_| -> Box<dyn FnOnce(Reply) + Send> {
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            })
+        };
+        let Some(ticket) = self.ask(&what, reply) else {
+            return false;
         };
         let outcome = loop {
-            match reply.recv_timeout(Duration::from_millis(20)) {
+            match answer.recv_timeout(Duration::from_millis(20)) {
                 Ok(r) => break Some(r),
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break None,
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
@@ -358,7 +353,7 @@ fn answer(
         if inet && !unspec {
             let peer = parse_sockaddr(&addr).ok_or(libc::EPERM)?;
             let effect = matches!(policy.judge(peer), Verdict::Effect);
-            if effect && nonblocking(&sock) && matches!(gate.decide(peer), Decision::Hold) {
+            if effect && nonblocking(&sock) && matches!(gate.decide(Some(peer)), Decision::Hold) {
                 let what = format!("connect {} {peer}", proto());
                 let (shared, id) = (shared.clone(), req.id);
                 let perform = Box::new(move |released: bool| {
