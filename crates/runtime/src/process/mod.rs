@@ -55,6 +55,28 @@ const INIT_TIMEOUT: Duration = Duration::from_secs(30);
 const EXIT_WAIT: Duration = Duration::from_secs(2);
 /// Open-file limit of function processes (OpenWhisk's value).
 const NOFILE_MAX: u64 = 1024;
+/// Descriptors the platform holds per warm handler: its channel, stderr pipe, pidfd, filter listener and two
+/// cgroup files.
+pub const FDS_PER_HANDLER: u64 = 6;
+
+/// Raises this process's soft open-file limit to its hard limit, once: the platform holds
+/// [`FDS_PER_HANDLER`] descriptors per warm handler, and the usual soft limit (1024) would cap a machine at about
+/// 170 of them, where the hard limit is usually far higher. Any process may raise its soft limit that far; this
+/// is what Go and systemd services do too. Function processes keep their own limit ([`NOFILE_MAX`]).
+fn raise_open_file_limit() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: plain system calls on a local struct.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+                lim.rlim_cur = lim.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
+        }
+    });
+}
+
 /// Idle handlers kept ready beyond the activations waiting for one.
 const SPARES: usize = 1;
 /// Idle handlers kept at most; more are retired when they finish.
@@ -95,6 +117,7 @@ impl ProcessRuntime {
     /// what is missing, where the machine cannot confine them.
     pub fn with_sandbox(dir: impl AsRef<Path>, config: &sandbox::Config) -> Result<Self, Error> {
         let dir = dir.as_ref().to_path_buf();
+        raise_open_file_limit();
         let io = |e: std::io::Error| Error::Io(format!("cannot prepare {}: {e}", dir.display()));
         std::fs::create_dir_all(dir.join("rt/py/specfaas")).map_err(io)?;
         std::fs::create_dir_all(dir.join("rt/js/node_modules/specfaas")).map_err(io)?;

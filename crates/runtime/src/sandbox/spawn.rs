@@ -100,6 +100,9 @@ const STAGES: &[&str] = &[
 ];
 
 const LISTENER: u32 = 0xffff;
+/// Where the child keeps its status and sync pipes once its standard streams (0..=3) are set up.
+const STATUS_FD: RawFd = 4;
+const SYNC_FD: RawFd = 5;
 /// `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` (Linux 5.19).
 const SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV: libc::c_ulong = 1 << 5;
 
@@ -183,12 +186,28 @@ impl Default for Spawner {
 }
 
 fn os_err(what: &str) -> SpawnError {
-    SpawnError(format!("{what}: {}", std::io::Error::last_os_error()))
+    os_error(what, std::io::Error::last_os_error())
+}
+
+/// `what` failed with `e`; running out of descriptors says which limit and how to raise it.
+fn os_error(what: &str, e: std::io::Error) -> SpawnError {
+    if e.raw_os_error() != Some(libc::EMFILE) {
+        return SpawnError(format!("{what}: {e}"));
+    }
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: a plain system call on a local struct.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    SpawnError(format!(
+        "{what}: {e}: the platform's open-file limit (RLIMIT_NOFILE, {}) is reached; each warm handler holds {} \
+         descriptors: raise the hard limit (`ulimit -Hn`, or LimitNOFILE= under systemd) or keep fewer functions warm",
+        lim.rlim_cur,
+        crate::process::FDS_PER_HANDLER
+    ))
 }
 
 /// A close-on-exec pipe, as descriptors.
 fn pipe() -> Result<(OwnedFd, OwnedFd), SpawnError> {
-    let (r, w) = std::io::pipe().map_err(|e| SpawnError(format!("pipe: {e}")))?;
+    let (r, w) = std::io::pipe().map_err(|e| os_error("pipe", e))?;
     Ok((r.into(), w.into()))
 }
 
@@ -291,7 +310,7 @@ fn spawn(plan: Plan) -> Result<Child, SpawnError> {
         let errno = std::io::Error::from_raw_os_error(value as i32);
         // SAFETY: reaping our own child, which exits right after reporting.
         unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
-        return Err(SpawnError(format!("the sandboxed process could not {stage}: {errno}")));
+        return Err(os_error(&format!("the sandboxed process could not {stage}"), errno));
     }
     Ok(Child { pid, pidfd, listener })
 }
@@ -356,8 +375,20 @@ unsafe fn child(
         for (from, to) in [(devnull, 0), (devnull, 1), (stderr, 2), (channel, 3)] {
             check(7, libc::dup2(from, to) as _);
         }
-        // Nothing else reaches the interpreter (the status pipe stays open until the exec closes it).
-        check(7, libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC));
+        // The status and sync pipes stay open until the exec closes them.
+        for (from, to) in [(status, STATUS_FD), (sync, SYNC_FD)] {
+            check(7, libc::dup3(from, to, libc::O_CLOEXEC) as _);
+        }
+        let (status, sync) = (STATUS_FD, SYNC_FD);
+        let check = |stage: usize, r: libc::c_long| {
+            if r < 0 {
+                fail(status, stage)
+            }
+        };
+        // Nothing else reaches the interpreter. The rest of the platform's descriptors are closed here, not only
+        // marked close-on-exec: the open-file limit set below counts from the lowest free number, and a platform
+        // with more descriptors than that limit would leave the filter's notification descriptor no room.
+        check(7, libc::syscall(libc::SYS_close_range, SYNC_FD as u32 + 1, u32::MAX, 0u32));
         if let Some(c) = &plan.confine {
             // Raw system calls: the C library's wrappers would try to change every thread of the parent, which
             // this child does not have, and wait for them forever.
