@@ -311,6 +311,9 @@ struct Proc {
     /// Forks the pids cgroup had refused when last looked at: more now means this activation met the limit.
     pids_refused_seen: AtomicU64,
     confined: bool,
+    /// Set by the first kill: a killed activation, its end and the retired handler each ask for one, and only the
+    /// first signal does anything (each further one is a system call that wakes the dying process again).
+    signalled: std::sync::atomic::AtomicBool,
     gate: Arc<Gate>,
     /// Shared with the reaper, so the cgroup is removed only after the processes are gone.
     cgroup: Option<Arc<sandbox::HandlerCgroup>>,
@@ -326,6 +329,9 @@ impl Proc {
     fn kill(&self) {
         if self.exit.borrow().is_some() {
             return; // reaped: the pid may belong to someone else now
+        }
+        if self.signalled.swap(true, Ordering::AcqRel) {
+            return;
         }
         if let Some(c) = &self.cgroup {
             c.background();
@@ -464,6 +470,7 @@ async fn start_handler(shared: &Arc<Shared>, priority: sandbox::Priority) -> Res
         pid,
         cpu_clock: std::sync::OnceLock::new(),
         pids_refused_seen: AtomicU64::new(0),
+        signalled: Default::default(),
         confined: shared.runtime.sandbox.confined(),
         gate,
         cgroup,

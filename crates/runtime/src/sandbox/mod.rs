@@ -116,9 +116,13 @@ pub enum Priority {
 /// Where the cgroups of this platform's handlers live, and in which flavour.
 #[derive(Debug)]
 enum Cgroups {
-    /// cgroup v1: the platform's own cgroup in the memory and the pids hierarchies, and in the cpu hierarchy
-    /// where the machine has one with `cpu.idle` (optional: it only orders CPU, it confines nothing).
-    V1 { memory: PathBuf, pids: PathBuf, cpu: Option<PathBuf> },
+    /// cgroup v1: a directory below the platform's own cgroup in the memory and the pids hierarchies; in the cpu
+    /// hierarchy, where the machine has one with `cpu.idle` (optional: it only orders CPU, it confines nothing),
+    /// handler cgroups are named with `cpu_prefix` and sit right beside the platform's threads, in its own cpu
+    /// cgroup: nested in a common directory, they would compete with the platform as that directory, one
+    /// ordinary entity whatever their own `cpu.idle`, and a spare starting or a killed handler dying would take
+    /// CPU from the platform's threads as an equal.
+    V1 { memory: PathBuf, pids: PathBuf, cpu: Option<PathBuf>, cpu_prefix: String },
     /// cgroup v2 with the memory and pids controllers (and, where it can be, cpu) delegated to this subtree.
     V2 { root: PathBuf, cpu: bool },
 }
@@ -402,9 +406,9 @@ impl Sandbox {
         let memory = limits.memory_mb * 1024 * 1024;
         let idle = if priority == Priority::Background { "1" } else { "0" };
         match self.cgroups.as_ref().expect("enforce mode has cgroups") {
-            Cgroups::V1 { memory: mem_root, pids: pids_root, cpu: cpu_root } => {
+            Cgroups::V1 { memory: mem_root, pids: pids_root, cpu: cpu_root, cpu_prefix } => {
                 let (mem, pids) = (mem_root.join(&name), pids_root.join(&name));
-                let cpu = cpu_root.as_ref().map(|c| c.join(&name));
+                let cpu = cpu_root.as_ref().map(|c| c.join(format!("{cpu_prefix}-{name}")));
                 let mut dirs = vec![mem.clone(), pids.clone()];
                 dirs.extend(cpu.clone());
                 for d in &dirs {
@@ -621,10 +625,12 @@ fn find_cgroups(id: u64) -> Result<Cgroups, Missing> {
     if base.join("memory").is_dir() && base.join("pids").is_dir() {
         let memory = make(base.join("memory").join(path_of("memory").unwrap_or_default()).join(&ours))?;
         let pids = make(base.join("pids").join(path_of("pids").unwrap_or_default()).join(&ours))?;
-        let cpu = Some(base.join("cpu"))
-            .filter(|c| c.join("cpu.idle").is_file())
-            .and_then(|c| make(c.join(path_of("cpu").unwrap_or_default()).join(&ours)).ok());
-        return Ok(Cgroups::V1 { memory, pids, cpu });
+        let cpu =
+            Some(base.join("cpu").join(path_of("cpu").unwrap_or_default())).filter(|c| c.join("cpu.idle").is_file());
+        if let Some(c) = &cpu {
+            sweep_stale(c);
+        }
+        return Ok(Cgroups::V1 { memory, pids, cpu, cpu_prefix: ours });
     }
     if base.join("cgroup.controllers").is_file() {
         let controllers = std::fs::read_to_string(base.join("cgroup.controllers")).unwrap_or_default();
@@ -648,8 +654,8 @@ fn find_cgroups(id: u64) -> Result<Cgroups, Missing> {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         match &self.cgroups {
-            Some(Cgroups::V1 { memory, pids, cpu }) => {
-                for dir in [Some(memory), Some(pids), cpu.as_ref()].into_iter().flatten() {
+            Some(Cgroups::V1 { memory, pids, .. }) => {
+                for dir in [memory, pids] {
                     let _ = std::fs::remove_dir(dir);
                 }
             }

@@ -199,14 +199,74 @@ fn cgroups_left_by_a_dead_platform_are_removed() {
     for dir in [stale.join("h3"), live.join("h4")] {
         std::fs::create_dir_all(&dir).unwrap();
     }
+    // In the cpu hierarchy, handler cgroups sit beside the platform, named after it.
+    let cpu = own_cpu_cgroup();
+    let (stale_cpu, live_cpu) = match &cpu {
+        Some(c) => (
+            Some(c.join(format!("specfaas-{dead}-7-h3"))),
+            Some(c.join(format!("specfaas-{}-999999-h4", std::process::id()))),
+        ),
+        None => (None, None),
+    };
+    for dir in stale_cpu.iter().chain(&live_cpu) {
+        std::fs::create_dir_all(dir).unwrap();
+    }
     let work = tempfile::Builder::new().prefix("sfsw").tempdir_in("/tmp").unwrap();
     let sandbox = runtime::sandbox::Sandbox::new(&runtime::sandbox::Config::default(), work.path()).unwrap();
     let (stale_left, live_left) = (stale.exists(), live.join("h4").exists());
+    let stale_cpu_left = stale_cpu.as_ref().is_some_and(|d| d.exists());
+    let live_cpu_left = live_cpu.as_ref().is_none_or(|d| d.exists());
     let _ = std::fs::remove_dir(live.join("h4"));
     let _ = std::fs::remove_dir(&live);
+    if let Some(d) = &live_cpu {
+        let _ = std::fs::remove_dir(d);
+    }
     drop(sandbox);
     assert!(!stale_left, "the dead platform's cgroup {} is still there", stale.display());
     assert!(live_left, "a live platform's cgroup was removed");
+    assert!(!stale_cpu_left, "the dead platform's cpu cgroup {:?} is still there", stale_cpu);
+    assert!(live_cpu_left, "a live platform's cpu cgroup was removed");
+}
+
+/// This process's cgroup in the v1 cpu hierarchy, where it has `cpu.idle`.
+fn own_cpu_cgroup() -> Option<std::path::PathBuf> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let rel = own.lines().find_map(|l| {
+        let (_, rest) = l.split_once(':')?;
+        let (controllers, path) = rest.split_once(':')?;
+        controllers.split(',').any(|c| c == "cpu").then(|| path.trim_start_matches('/').to_string())
+    })?;
+    Some(std::path::Path::new("/sys/fs/cgroup/cpu").join(rel)).filter(|d| d.join("cpu.idle").is_file())
+}
+
+/// A handler's cpu cgroup is a sibling of the platform's threads, not nested in a directory of the platform's
+/// handlers: nested, `cpu.idle` would only order handlers among themselves, and the directory would compete with
+/// the platform's threads as one ordinary entity, so a spare starting or a killed handler dying would take CPU
+/// from the platform as an equal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handler_cpu_cgroups_sit_beside_the_platform() {
+    let Some(cpu) = own_cpu_cgroup() else {
+        eprintln!("not exercised: no v1 cpu hierarchy with cpu.idle");
+        return;
+    };
+    let code = "import os\ndef main(a):\n    return {'pid': os.getpid()}\n";
+    let warm = load(Kind::Python, code, Limits::default()).await;
+    assert!(matches!(run(&*warm, json!({})).await.outcome, Outcome::Success(_)));
+    let prefix = format!("specfaas-{}-", std::process::id());
+    let ours: Vec<std::path::PathBuf> = std::fs::read_dir(&cpu)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)))
+        .map(|e| e.path())
+        .collect();
+    let busy =
+        ours.iter().filter(|d| std::fs::read_to_string(d.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty()));
+    assert!(busy.count() >= 1, "no handler's cpu cgroup beside the platform in {}: {ours:?}", cpu.display());
+    for dir in &ours {
+        let nested: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().filter(|e| e.path().is_dir()).collect();
+        assert!(nested.is_empty(), "{} holds nested cgroups: {nested:?}", dir.display());
+    }
+    drop(warm);
 }
 
 /// The runner starts without `site` (`-S`: the host's `.pth` start-up hooks never run in a function), but puts
