@@ -378,7 +378,7 @@ impl Sandbox {
         std::fs::create_dir(&root).map_err(|e| spawn::SpawnError(format!("{}: {e}", root.display())))?;
         let cgroup = self.make_cgroup(n, &job.limits, self.priority(job.priority))?;
         let uid = self.uid_base + (n % Config::UID_RANGE as u64) as u32;
-        let steps = self.view(&root, &job.binds, job.limits.tmp_mb)?;
+        let (steps, moves) = self.view(&root, &job.binds, job.limits.tmp_mb)?;
         plan.confine = Some(spawn::Confinement {
             uid_map: format!("1000 {uid} 1\n"),
             gid_map: format!("1000 {uid} 1\n"),
@@ -388,6 +388,7 @@ impl Sandbox {
             steps,
             filter: self.filter.clone(),
             cgroups: cgroup.dirs.iter().map(|d| d.join("cgroup.procs")).collect(),
+            moves,
         });
         let child = match self.spawner.spawn(plan) {
             Ok(c) => c,
@@ -456,8 +457,14 @@ impl Sandbox {
 
     /// Makes the skeleton of a handler's view under `root` on the host (directories, mount points, its own
     /// `/etc/passwd`), and returns the mounts that fill it: the runtime, `/etc` essentials, its binds, `/tmp`,
-    /// `/dev`, `/proc`.
-    fn view(&self, root: &Path, binds: &[Bind], tmp_mb: u64) -> Result<Vec<spawn::Step>, spawn::SpawnError> {
+    /// `/dev`, `/proc`; and the moves that put what is exposed from below the host's `/tmp` into the child's own
+    /// `/tmp`, over the scratch space.
+    fn view(
+        &self,
+        root: &Path,
+        binds: &[Bind],
+        tmp_mb: u64,
+    ) -> Result<(Vec<spawn::Step>, Vec<spawn::Move>), spawn::SpawnError> {
         use spawn::Step;
         let err = |p: &Path, e: std::io::Error| spawn::SpawnError(format!("cannot prepare {}: {e}", p.display()));
         let cstr = |p: &Path| {
@@ -474,13 +481,34 @@ impl Sandbox {
         let symlink =
             |target: &Path, link: &Path| std::os::unix::fs::symlink(target, inside(link)).map_err(|e| err(link, e));
         let mut steps = Vec::new();
+        let tmp = Path::new("/tmp");
+        let moves = std::cell::RefCell::new(Vec::new());
         let bind = |steps: &mut Vec<Step>, src: &Path, dst: &Path, device: bool| -> Result<(), spawn::SpawnError> {
+            // Below /tmp, the scratch tmpfs would hide it: bound at a staging point, moved in later.
+            let at = match dst.strip_prefix(tmp) {
+                Ok(below) if !below.as_os_str().is_empty() => {
+                    let mut moves = moves.borrow_mut();
+                    let staging = PathBuf::from(format!("/.specfaas-expose/{}", moves.len()));
+                    let mut dirs = Vec::new();
+                    let mut dir = tmp.to_path_buf();
+                    let parts: Vec<_> = below.components().collect();
+                    let keep = if src.is_dir() { parts.len() } else { parts.len() - 1 };
+                    for part in &parts[..keep] {
+                        dir.push(part);
+                        dirs.push(cstr(&dir)?);
+                    }
+                    let file = (!src.is_dir()).then(|| cstr(dst)).transpose()?;
+                    moves.push(spawn::Move { dirs, file, from: cstr(&staging)?, to: cstr(dst)? });
+                    staging
+                }
+                _ => dst.to_path_buf(),
+            };
             if src.is_dir() {
-                mkdir(dst)?;
+                mkdir(&at)?;
             } else {
-                file(dst, b"")?;
+                file(&at, b"")?;
             }
-            steps.push(Step::Bind { src: cstr(src)?, dst: cstr(&inside(dst))?, device });
+            steps.push(Step::Bind { src: cstr(src)?, dst: cstr(&inside(&at))?, device });
             Ok(())
         };
         bind(&mut steps, Path::new("/usr"), Path::new("/usr"), false)?;
@@ -521,7 +549,6 @@ impl Sandbox {
         }
         file(Path::new("/etc/passwd"), b"sandbox:x:1000:1000:specfaas:/tmp:/bin/sh\n")?;
         file(Path::new("/etc/group"), b"sandbox:x:1000:\n")?;
-        let tmp = Path::new("/tmp");
         mkdir(tmp)?;
         let options = format!("size={tmp_mb}m,mode=1777,nr_inodes=65536");
         steps.push(Step::Tmpfs { dst: cstr(&inside(tmp))?, options: CString::new(options).expect("no NUL") });
@@ -542,7 +569,7 @@ impl Sandbox {
         let proc = Path::new("/proc");
         mkdir(proc)?;
         steps.push(Step::Proc(cstr(&inside(proc))?));
-        Ok(steps)
+        Ok((steps, moves.into_inner()))
     }
 }
 

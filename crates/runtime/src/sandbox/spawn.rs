@@ -50,6 +50,21 @@ pub struct Confinement {
     pub filter: Vec<libc::sock_filter>,
     /// `cgroup.procs` files the child is put in before it goes on.
     pub cgroups: Vec<std::path::PathBuf>,
+    /// What was exposed from below the host's `/tmp`, moved into the child's own `/tmp` once the child is in its
+    /// new root (bound at its place before, it would be hidden under the scratch tmpfs).
+    pub moves: Vec<Move>,
+}
+
+/// One exposed mount, moved from a staging mount point into the child's `/tmp`. The child makes the mount point
+/// there itself, as the sandbox identity (the host cannot reach that tmpfs, and the child's own host uid is
+/// unmapped in its namespace, so it cannot create files as itself).
+pub struct Move {
+    /// Directories to make, outermost first.
+    pub dirs: Vec<CString>,
+    /// An empty file to make, when what is moved is a file.
+    pub file: Option<CString>,
+    pub from: CString,
+    pub to: CString,
 }
 
 /// Everything a child needs, prepared before the clone.
@@ -97,6 +112,7 @@ const STAGES: &[&str] = &[
     "hand over the notification descriptor",
     "enter the working directory",
     "execute the interpreter",
+    "expose a path from below /tmp",
 ];
 
 const LISTENER: u32 = 0xffff;
@@ -366,6 +382,25 @@ unsafe fn child(
             check(5, libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()));
             check(5, libc::umount2(c".".as_ptr(), libc::MNT_DETACH) as _);
             check(5, libc::chdir(c"/".as_ptr()) as _);
+            if !c.moves.is_empty() {
+                // From here on, files are made as the sandbox identity (mapped; the user namespace's first process
+                // may set it); nothing after this needs to reach beyond the view.
+                libc::syscall(libc::SYS_setfsuid, c.uid);
+                libc::syscall(libc::SYS_setfsgid, c.gid);
+            }
+            for m in &c.moves {
+                for dir in &m.dirs {
+                    if libc::mkdir(dir.as_ptr(), 0o755) < 0 && *libc::__errno_location() != libc::EEXIST {
+                        fail(status, 15);
+                    }
+                }
+                if let Some(file) = &m.file {
+                    let fd = libc::open(file.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC, 0o644);
+                    check(15, fd as _);
+                    libc::close(fd);
+                }
+                check(15, libc::mount(m.from.as_ptr(), m.to.as_ptr(), null, libc::MS_MOVE, null.cast()) as _);
+            }
             let ro = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
             check(6, libc::mount(null, c"/".as_ptr(), null, ro, null.cast()) as _);
             libc::sethostname(c"specfaas".as_ptr(), 8);

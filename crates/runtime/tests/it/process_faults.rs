@@ -320,3 +320,24 @@ async fn handlers_start_while_the_platform_holds_more_descriptors_than_a_functio
     }
     drop(held);
 }
+
+/// A directory exposed to functions from below the host's `/tmp` (a checkout there, a `SPECFAAS_NODE_PATH` there)
+/// is visible in the function, over its scratch `/tmp` rather than hidden under it, and the scratch space still
+/// takes writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_exposed_from_below_tmp_is_visible_beside_the_scratch_space() {
+    let shared = tempfile::Builder::new().prefix("sfexp").tempdir_in("/tmp").unwrap();
+    std::fs::create_dir(shared.path().join("pkg")).unwrap();
+    std::fs::write(shared.path().join("pkg/lib.txt"), "shared").unwrap();
+    let work = tempfile::Builder::new().prefix("sfrt").tempdir_in("/tmp").unwrap();
+    let mut config = runtime::sandbox::Config::default();
+    config.expose.push(shared.path().join("pkg"));
+    let rt = runtime::process::ProcessRuntime::with_sandbox(work.path(), &config).unwrap();
+    let code = format!(
+        "def main(a):\n    open('/tmp/scratch', 'w').write('x')\n    return {{'text': open('{}/pkg/lib.txt').read()}}\n",
+        shared.path().display()
+    );
+    let spec = crate::source("exposed", Kind::Python, &code, Limits::default());
+    let warm = rt.load(std::sync::Arc::new(spec)).await.unwrap();
+    assert_eq!(run(&*warm, json!({})).await.outcome, Outcome::Success(json!({"text": "shared"})));
+}
