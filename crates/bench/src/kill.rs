@@ -5,7 +5,9 @@
 //! Each activation sleeps in the function (Python `time.sleep`, a Node.js timer, a tokio sleep) or spins (a wasm
 //! loop, stopped by epoch interruption) and is killed 20 ms after it started. A Python or Node.js handler gets
 //! SIGKILL (confined, its whole PID namespace goes; both sides are measured, sandbox on and off); a native
-//! function's task is aborted. After each kill the warm function must still serve: the next activation is the check.
+//! function's task is aborted. A confined handler's report comes before its signal: the kill shuts its gate, puts
+//! it in the background and reports, and a background thread signals it (`runtime::process`); so this measures
+//! what the platform waits for, not the kernel's teardown, which follows. After each kill the warm function must still serve: the next activation is the check.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -15,9 +15,12 @@
 //! squashed instead, the handler is killed, so nothing a squashed run left in its scratch space reaches another
 //! activation.
 //!
-//! Kill: `SIGKILL` to the handler, from this process. Confined, the handler is the first process of its PID
-//! namespace, so the kernel ends every process of the namespace with it; unconfined, the signal goes to its
-//! process group.
+//! Kill: the activation's gate is shut (a held call is dropped, no supervised call goes out), its channel is no
+//! longer read, and the `Killed` report goes out at once, from the thread that kills. Then `SIGKILL` to the
+//! handler, from this process. Confined, the handler is the first process of its PID namespace, so the kernel ends
+//! every process of the namespace with it; it is put in the background first (`cpu.idle`), and the signal goes
+//! from a thread of its own (see [`signaller`]), so that neither the report nor the caller waits for the kernel to
+//! tear it down. Unconfined, the signal goes to its process group, at once.
 //!
 //! Limits: the timeout is enforced here; memory by the handler's memory cgroup (and `RLIMIT_AS` for Python, which
 //! turns most overruns into a `MemoryError`) and V8's heap limit for Node.js; processes by its pids cgroup;
@@ -326,15 +329,27 @@ struct Proc {
 }
 
 impl Proc {
-    fn kill(&self) {
+    /// Ends the handler. Confined with a cpu cgroup, it is first put in the background, where it takes only CPU
+    /// nothing else wants, and the signal is left to the [`signaller`]: the caller (the engine squashing a run,
+    /// a task reporting) does not wait for it, nor for the kernel's teardown that the signal starts. Otherwise
+    /// the signal goes at once.
+    fn kill(self: &Arc<Self>) {
         if self.exit.borrow().is_some() {
             return; // reaped: the pid may belong to someone else now
         }
         if self.signalled.swap(true, Ordering::AcqRel) {
             return;
         }
-        if let Some(c) = &self.cgroup {
-            c.background();
+        let demoted = self.confined && self.cgroup.as_ref().is_some_and(|c| c.background());
+        if !demoted || signaller().send(self.clone()).is_err() {
+            self.signal();
+        }
+    }
+
+    /// `SIGKILL`, now.
+    fn signal(&self) {
+        if self.exit.borrow().is_some() {
+            return; // reaped: the pid may belong to someone else now
         }
         let target = if self.confined { self.pid } else { -self.pid };
         // SAFETY: kill(2) on our own child (confined: the first process of its PID namespace; else its group).
@@ -401,6 +416,30 @@ impl Drop for Shared {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The thread that sends the `SIGKILL` of handlers already put in the background, at `SCHED_IDLE`.
+///
+/// `kill(2)` wakes the dying processes, and on a kernel that does not preempt (`preempt=none`) a woken one can hold
+/// the CPU of the thread that signalled it until the next tick, 4 ms at 250 Hz: measured, that was the p99 of a
+/// kill. Here it holds this thread's CPU instead, and at `SCHED_IDLE` waking this thread never preempts the one
+/// that asks. The handler, in the background already, takes only CPU nothing else wants until then.
+fn signaller() -> &'static std::sync::mpsc::Sender<Arc<Proc>> {
+    static TX: std::sync::OnceLock<std::sync::mpsc::Sender<Arc<Proc>>> = std::sync::OnceLock::new();
+    TX.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Arc<Proc>>();
+        let started = std::thread::Builder::new().name("specfaas-signal".into()).spawn(move || {
+            let param = libc::sched_param { sched_priority: 0 };
+            // SAFETY: sets this thread's own policy; the parameter outlives the call.
+            unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+            for proc_ in rx {
+                proc_.signal();
+            }
+        });
+        // Without the thread, the receiver is gone and every send fails: callers signal at once.
+        drop(started);
+        tx
+    })
 }
 
 /// Starts one handler and waits until it has loaded the code. A [`sandbox::Priority::Background`] start (a spare)
@@ -653,20 +692,30 @@ struct KillState {
     /// The handler's CPU time when this (speculative) activation started, and what it had used when killed.
     cpu_start_us: Option<u64>,
     cpu_used_us: Option<u64>,
+    /// Where the report goes, until it is sent: by the kill, at once, or by the activation's task.
+    done: Option<Done>,
+    /// The activation's log lines so far.
+    logs: Option<LogSink>,
 }
 
 impl KillState {
-    /// Kills the handler, if the activation has one. A measured activation's CPU time is read first, while the
-    /// process still exists.
-    fn kill_handler(&mut self) {
+    /// Kills the handler, if the activation has one, and returns what it held. A measured activation's CPU time is
+    /// read first, while the process still exists.
+    fn kill_handler(&mut self) -> Vec<sandbox::HeldCall> {
+        let mut held = Vec::new();
         if let Some(p) = &self.running {
             if let (Some(start), None) = (self.cpu_start_us, self.cpu_used_us) {
                 self.cpu_used_us = p.cpu_us().map(|now| now.saturating_sub(start));
             }
-            p.gate.kill();
+            held = p.gate.kill();
             p.kill();
         }
         self.parked = None; // dropping a handler retires it
+        held
+    }
+
+    fn logs(&mut self) -> Vec<String> {
+        self.logs.take().map(LogSink::into_lines).unwrap_or_default()
     }
 }
 
@@ -676,16 +725,26 @@ impl Warm for ProcessWarm {
     }
 
     fn start(&self, activation: Activation, host: Host, done: Done) -> Killer {
-        let state = Arc::new(Mutex::new(KillState::default()));
+        let logs = LogSink::new(self.shared.spec.limits.logs_bytes_max);
+        let state = Arc::new(Mutex::new(KillState { done: Some(done), logs: Some(logs), ..Default::default() }));
         let killed = Arc::new(Notify::new());
         let kill = {
             let state = state.clone();
             let killed = killed.clone();
             move || {
+                // The kill reports at once: once the gate is shut and the channel is no longer read, nothing the
+                // run does reaches anyone, so the report waits neither for the signal nor for a task to wake up.
                 let mut s = lock(&state);
                 s.killed = true;
-                s.kill_handler();
+                let held = s.kill_handler();
+                let report = s.done.take().map(|done| {
+                    let report = Report { outcome: Outcome::Killed, logs: s.logs(), cpu_us: s.cpu_used_us, held };
+                    (done, report)
+                });
                 drop(s);
+                if let Some((done, report)) = report {
+                    done(report);
+                }
                 killed.notify_one();
             }
         };
@@ -706,7 +765,10 @@ impl Warm for ProcessWarm {
         let shared = self.shared.clone();
         tokio::spawn(async move {
             let (report, reusable) = run_activation(&shared, activation, host, &state, &killed).await;
-            done(report);
+            let done = lock(&state).done.take(); // none if a kill reported first
+            if let Some(done) = done {
+                done(report);
+            }
             // After the report, and after the invocation has run on it, so that the check for leftover
             // processes is not on the invocation's path.
             if let Some(handler) = reusable {
@@ -769,20 +831,19 @@ async fn run_activation(
     killed: &Notify,
 ) -> (Report, Option<Handler>) {
     let spec = &shared.spec;
-    let mut logs = LogSink::new(spec.limits.logs_bytes_max);
     let timeout_ms = spec.limits.timeout_ms;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
-    let finish = |outcome, logs: LogSink| Report { outcome, logs: logs.into_lines(), cpu_us: None, held: Vec::new() };
+    let finish = |outcome| Report { outcome, logs: lock(state).logs(), cpu_us: None, held: Vec::new() };
     if lock(state).killed {
-        return (finish(Outcome::Killed, logs), None);
+        return (finish(Outcome::Killed), None);
     }
     let mut handler = tokio::select! {
         h = acquire(shared) => match h {
             Ok(h) => h,
-            Err(e) => return (finish(Outcome::DeveloperError(e.to_string()), logs), None),
+            Err(e) => return (finish(Outcome::DeveloperError(e.to_string())), None),
         },
-        _ = killed.notified() => return (finish(Outcome::Killed, logs), None),
-        _ = tokio::time::sleep_until(deadline) => return (finish(Outcome::Timeout { timeout_ms }, logs), None),
+        _ = killed.notified() => return (finish(Outcome::Killed), None),
+        _ = tokio::time::sleep_until(deadline) => return (finish(Outcome::Timeout { timeout_ms }), None),
     };
     let proc_ = handler.proc_.clone();
     proc_.gate.begin(host.clone(), activation.speculative);
@@ -794,7 +855,7 @@ async fn run_activation(
         }
         if s.killed {
             s.kill_handler();
-            return (finish(Outcome::Killed, logs), None);
+            return (Report { outcome: Outcome::Killed, logs: s.logs(), cpu_us: None, held: Vec::new() }, None);
         }
     }
     let mut exit = proc_.exit.clone();
@@ -808,7 +869,11 @@ async fn run_activation(
             tokio::select! {
                 next = handler.lines.next_line() => match next {
                     Ok(Some(l)) => match serde_json::from_str::<FromHandler>(&l) {
-                        Ok(FromHandler::Log { stream, line }) => logs.push(&stream, &line),
+                        Ok(FromHandler::Log { stream, line }) => {
+                            if let Some(logs) = lock(state).logs.as_mut() {
+                                logs.push(&stream, &line)
+                            }
+                        }
                         Ok(FromHandler::Call(call)) => {
                             let rid = call.rid;
                             match to_host_call(call) {
@@ -863,6 +928,7 @@ async fn run_activation(
         s.cpu_used_us = proc_.cpu_us().map(|now| now.saturating_sub(start));
     }
     let cpu = s.cpu_used_us;
+    let logs = s.logs();
     let mut reusable = None;
     if clean && !s.killed {
         // The handler will serve others: a late kill of this activation must not reach it.
@@ -879,7 +945,7 @@ async fn run_activation(
         drop(s);
         drop(handler);
     }
-    (Report { cpu_us: cpu, held, ..finish(outcome, logs) }, reusable)
+    (Report { outcome, logs, cpu_us: cpu, held }, reusable)
 }
 
 fn to_reply(rid: u64, reply: crate::Reply) -> Reply {

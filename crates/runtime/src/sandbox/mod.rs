@@ -150,11 +150,10 @@ impl HandlerCgroup {
     }
 
     /// Lets the handler run only on CPU nothing else wants: before it is killed, so that tearing it down (freeing
-    /// its memory, its namespaces) does not delay the report of the kill or other invocations.
-    pub fn background(&self) {
-        if let Some(idle) = &self.cpu_idle {
-            let _ = std::fs::write(idle, "1");
-        }
+    /// its memory, its namespaces) does not delay the report of the kill or other invocations. Returns whether
+    /// it did (there is a cpu cgroup and the write took).
+    pub fn background(&self) -> bool {
+        self.cpu_idle.as_ref().is_some_and(|idle| std::fs::write(idle, "1").is_ok())
     }
 
     /// `oom_kill` from the memory events: how often the kernel killed a process here for memory.

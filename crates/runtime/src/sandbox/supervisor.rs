@@ -125,12 +125,13 @@ impl Gate {
         std::mem::take(&mut c.held)
     }
 
-    /// The activation was killed: whatever it holds is dropped, and nothing more goes out.
-    pub fn kill(&self) {
+    /// The activation was killed: whatever it holds is dropped, and nothing more goes out. Returns what it held.
+    pub fn kill(&self) -> Vec<HeldCall> {
         let mut c = lock(&self.current);
         c.phase = Phase::Killed;
         c.host = None;
         drop_pending(&mut c);
+        std::mem::take(&mut c.held)
     }
 
     /// What to do with an effect on `peer` now: go on (not speculative, or to a peer already released), refuse (no

@@ -67,6 +67,54 @@ async fn busy_loops_are_killed_at_once() {
     }
 }
 
+/// Processes on the machine whose command line holds `marker`.
+fn alive_with(marker: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()))
+        .filter(|e| {
+            String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).unwrap_or_default()).contains(marker)
+        })
+        .count()
+}
+
+/// A kill reports at once and leaves the signal to a background thread: the signal must still come, and end the
+/// handler with the children it started (a shell that keeps the marker in its command line).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_handler_and_its_children_are_gone_soon_after_the_report() {
+    for (kind, code) in [
+        (
+            Kind::Python,
+            "import subprocess\ndef main(a):\n    subprocess.Popen(['/bin/sh', '-c', 'sleep 120; :', a['marker']])\n    while True:\n        pass\n",
+        ),
+        (
+            Kind::Node,
+            "function main(a) { require('child_process').spawn('/bin/sh', ['-c', 'sleep 120; :', a.marker], { detached: true, stdio: 'ignore' }); while (true) {} }",
+        ),
+    ] {
+        let marker = format!("killed-{kind:?}-{}", std::process::id());
+        let warm = load(kind, code, Limits::default()).await;
+        let mut running = start(&*warm, activation(json!({"marker": marker})), &MockHost::default());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while alive_with(&marker) == 0 {
+            if let Ok(report) = running.done.try_recv() {
+                panic!("{kind:?}: the function ended before it was killed: {report:?}");
+            }
+            assert!(std::time::Instant::now() < deadline, "{kind:?}: the child never started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        running.kill();
+        let report = tokio::time::timeout(Duration::from_secs(5), running.done).await.expect("kill hung").unwrap();
+        assert_eq!(report.outcome, Outcome::Killed, "{kind:?}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while alive_with(&marker) > 0 {
+            assert!(std::time::Instant::now() < deadline, "{kind:?}: the killed handler's child outlived it by 3 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn code_that_does_not_load_is_rejected_at_load() {
     assert!(load_err(Kind::Python, "def main(a)\n  return a").await.contains("SyntaxError"));
