@@ -125,6 +125,20 @@ pub async fn load(fixture: &dyn Fixture, behaviour: Behaviour, limits: Limits) -
 
 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
+/// Processes whose command line holds `marker`, anywhere on the machine: how tests see whether a function's
+/// processes outlived it.
+pub fn processes_with(marker: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .expect("/proc lists the machine's processes")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()))
+        .filter(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmdline).contains(marker)
+        })
+        .count()
+}
+
 pub fn activation(input: Value) -> Activation {
     let n = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Activation { id: format!("{n:032x}"), input, env: BTreeMap::new(), speculative: false }

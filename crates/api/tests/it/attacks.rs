@@ -203,19 +203,6 @@ async fn a_tenant_cannot_take_over_another_tenant_or_the_server() {
     s.stop().await;
 }
 
-/// Processes whose command line holds `marker`, anywhere on the machine.
-fn alive_with(marker: &str) -> usize {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()))
-        .filter(|e| {
-            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            String::from_utf8_lossy(&cmdline).contains(marker)
-        })
-        .count()
-}
-
 const SPAWNER: &str = r#"import subprocess, sys, time
 def main(a):
     started, refused = 0, None
@@ -242,12 +229,12 @@ async fn no_child_outlives_its_activation_and_forks_stop_at_the_limit() {
     let (status, result) = invoke(&s, &s.auth, "spawner", json!({"n": 64, "marker": "detached-7f3a"})).await;
     assert_eq!((status, &result["started"]), (200, &json!(64)), "{result}");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(alive_with("detached-7f3a"), 0, "children of a finished activation are gone");
+    assert_eq!(runtime::conformance::processes_with("detached-7f3a"), 0, "children of a finished activation are gone");
     let (status, result) =
         invoke(&s, &s.auth, "spawner", json!({"n": 8, "marker": "timedout-7f3a", "then_sleep": 30})).await;
     assert_eq!(status, 502, "a timeout: {result}");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(alive_with("timedout-7f3a"), 0, "children of a timed-out activation are gone");
+    assert_eq!(runtime::conformance::processes_with("timedout-7f3a"), 0, "children of a timed-out activation are gone");
     // A fork bomb stops at the limit.
     put(&s, &s.auth, "bomb", "python:3", SPAWNER, json!({"processes": 32})).await;
     let (status, result) = invoke(&s, &s.auth, "bomb", json!({"n": 500, "exec": "4711"})).await;
@@ -256,7 +243,7 @@ async fn no_child_outlives_its_activation_and_forks_stop_at_the_limit() {
     assert!(started < 32, "the limit of 32 held: {result}");
     assert!(result["refused"].is_string(), "{result}");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(alive_with("sleep\u{0}4711"), 0);
+    assert_eq!(runtime::conformance::processes_with("sleep\u{0}4711"), 0);
     let crash = "import os\ndef main(a):\n    while True:\n        os.fork()\n";
     put(&s, &s.auth, "crash", "python:3", crash, json!({"processes": 32})).await;
     let (status, result) = invoke(&s, &s.auth, "crash", json!({})).await;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use model::{Kind, Limits};
-use runtime::conformance::{MockHost, activation, run, start};
+use runtime::conformance::{MockHost, activation, processes_with, run, start};
 use runtime::{Outcome, Runtime, Warm};
 use serde_json::json;
 
@@ -67,18 +67,6 @@ async fn busy_loops_are_killed_at_once() {
     }
 }
 
-/// Processes on the machine whose command line holds `marker`.
-fn alive_with(marker: &str) -> usize {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()))
-        .filter(|e| {
-            String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).unwrap_or_default()).contains(marker)
-        })
-        .count()
-}
-
 /// A kill reports at once and leaves the signal to a background thread: the signal must still come, and end the
 /// handler with the children it started (a shell that keeps the marker in its command line).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,7 +85,7 @@ async fn a_killed_handler_and_its_children_are_gone_soon_after_the_report() {
         let warm = load(kind, code, Limits::default()).await;
         let mut running = start(&*warm, activation(json!({"marker": marker})), &MockHost::default());
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while alive_with(&marker) == 0 {
+        while processes_with(&marker) == 0 {
             if let Ok(report) = running.done.try_recv() {
                 panic!("{kind:?}: the function ended before it was killed: {report:?}");
             }
@@ -108,7 +96,7 @@ async fn a_killed_handler_and_its_children_are_gone_soon_after_the_report() {
         let report = tokio::time::timeout(Duration::from_secs(5), running.done).await.expect("kill hung").unwrap();
         assert_eq!(report.outcome, Outcome::Killed, "{kind:?}");
         let deadline = std::time::Instant::now() + Duration::from_secs(3);
-        while alive_with(&marker) > 0 {
+        while processes_with(&marker) > 0 {
             assert!(std::time::Instant::now() < deadline, "{kind:?}: the killed handler's child outlived it by 3 s");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
