@@ -45,7 +45,7 @@ fn catalog_of(names: &[String]) -> Arc<Catalog> {
 /// Runs one invocation of `app` where every function writes `k{run}` and returns its input plus one.
 fn chain_once(app: &Arc<Application>, catalog: &Arc<Catalog>, config: Config, oracle: &Oracle) -> Value {
     let mut e = engine::engine(app.clone(), catalog.clone(), config, oracle.clone());
-    let mut events = vec![Event::Start { input: json!({"n": 0}) }];
+    let mut events = vec![Event::Start { input: json!({"n": 0}), execution: Default::default() }];
     let mut request = 0;
     while let Some(event) = events.pop() {
         for action in e.step(event) {
@@ -106,7 +106,7 @@ pub fn run(iterations: usize) -> anyhow::Result<Report> {
         let launched = |actions: &[Action]| -> Vec<engine::RunId> {
             actions.iter().filter_map(|x| if let Action::Launch { run, .. } = x { Some(*run) } else { None }).collect()
         };
-        let mut runs = launched(&e.step(Event::Start { input: json!({}) }));
+        let mut runs = launched(&e.step(Event::Start { input: json!({}), execution: Default::default() }));
         let a = runs[0];
         let started = Instant::now();
         for i in 0..ACCESSES as u64 {

@@ -137,7 +137,15 @@ impl World {
         input: Value,
     ) -> Observed {
         let mut engine = crate::engine(app, catalog, config, oracle);
-        let mut queue: VecDeque<Event> = VecDeque::from([Event::Start { input }]);
+        let execution = crate::Execution {
+            id: "harness-execution".into(),
+            name: "harness-execution".into(),
+            namespace: "harness".into(),
+            start_ms: HARNESS_EPOCH_MS,
+            input: input.clone(),
+        };
+        let mut queue: VecDeque<Event> =
+            VecDeque::from([Event::Clock { unix_ms: HARNESS_EPOCH_MS }, Event::Start { input, execution }]);
         if let Some(cpu_percent) = self.load {
             queue.push_front(Event::Load { cpu_percent });
         }
@@ -246,6 +254,7 @@ impl World {
                 assert!(!timers.is_empty(), "the engine waits while nothing can move: a deadlock");
                 let (at, timer) = timers.remove(0);
                 now_ms = now_ms.max(at);
+                queue.push_back(Event::Clock { unix_ms: HARNESS_EPOCH_MS + now_ms as i64 });
                 queue.push_back(Event::TimerFired { timer });
                 continue;
             }
@@ -314,6 +323,9 @@ impl World {
         }
     }
 }
+
+/// The virtual clock's start: 2026-01-01T00:00:00Z, in ms since the Unix epoch.
+pub const HARNESS_EPOCH_MS: i64 = 1_767_225_600_000;
 
 /// A catalog of `functions`, all at version `version`, with default annotations.
 pub fn catalog<'a>(functions: impl IntoIterator<Item = &'a str>, version: &str) -> Arc<Catalog> {

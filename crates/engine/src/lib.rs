@@ -127,6 +127,9 @@ pub struct Config {
     /// Consecutive squashes of the same producer / consumer / key after which the consumer's read of that key
     /// waits for the producer.
     pub dependence_squashes: u32,
+    /// What a workflow may ask for: Map items and concurrency, retry attempts, waits, intrinsic nesting
+    /// (`[engine.workflows]`).
+    pub workflows: model::asl::Limits,
 }
 
 impl Default for Config {
@@ -145,6 +148,7 @@ impl Default for Config {
             branch_threshold: 0.6,
             path_history: 8,
             dependence_squashes: 3,
+            workflows: model::asl::Limits::default(),
         }
     }
 }
@@ -179,6 +183,9 @@ pub enum Cause {
     CrossInvocationConflict,
     /// It was past the end of the invocation (which ended, or failed, first).
     Abandoned,
+    /// It ran past its Task's `TimeoutSeconds`: it failed with `States.Timeout` (its fate is `failed`, or it is
+    /// run again if it was speculative).
+    TimedOut,
     /// A callee launched early on a prediction that its caller finished without calling.
     UncalledCallee,
 }
@@ -275,19 +282,21 @@ impl Status {
     }
 }
 
-/// The name of an error, as the Amazon States Language names errors: what `Retry` and `Catch` will match on.
+/// The name of an error, as the Amazon States Language names errors: what `Retry` and `Catch` match on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(into = "String")]
 pub enum ErrorName {
-    /// `States.Timeout`: the function ran past its timeout. Kept apart from every other failure.
+    /// `States.Timeout`: the function ran past its timeout, or the Task past its `TimeoutSeconds`. Kept apart
+    /// from every other failure.
     Timeout,
-    /// `States.TaskFailed`: the function failed: it returned an error, threw, crashed or ran out of memory.
+    /// `States.TaskFailed`: the function failed with no name of its own: it returned an error, crashed or ran
+    /// out of memory.
     TaskFailed,
-    /// `States.Runtime`: the workflow could not go on (a path matched nothing, a limit was reached).
+    /// `States.Runtime`: the workflow could not go on (a path matched nothing, no Choice rule matched, an
+    /// intrinsic function failed, a limit was reached). It is never retried or caught.
     Runtime,
-    /// `States.NoChoiceMatched`: no rule of a `Choice` matched and it has no `Default`.
-    NoChoiceMatched,
-    /// A name chosen by the application: a `Fail` state's `Error`.
+    /// A name chosen by the application: an exception's class (Python) or `error.name` (Node.js), or a `Fail`
+    /// state's `Error`.
     Custom(String),
 }
 
@@ -297,8 +306,18 @@ impl ErrorName {
             ErrorName::Timeout => "States.Timeout",
             ErrorName::TaskFailed => "States.TaskFailed",
             ErrorName::Runtime => "States.Runtime",
-            ErrorName::NoChoiceMatched => "States.NoChoiceMatched",
             ErrorName::Custom(name) => name,
+        }
+    }
+}
+
+impl From<&str> for ErrorName {
+    fn from(name: &str) -> ErrorName {
+        match name {
+            "States.Timeout" => ErrorName::Timeout,
+            "States.TaskFailed" => ErrorName::TaskFailed,
+            "States.Runtime" => ErrorName::Runtime,
+            other => ErrorName::Custom(other.to_string()),
         }
     }
 }
@@ -315,6 +334,41 @@ impl fmt::Display for ErrorName {
     }
 }
 
+/// The execution an invocation is, as the context object (`$$.Execution`, `$$.StateMachine`) shows it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Execution {
+    /// The invocation's id (its activation id).
+    pub id: String,
+    /// The execution's name: its id, unless the caller named it.
+    pub name: String,
+    /// The namespace the application is deployed in: `$$.StateMachine.Id` is `NAMESPACE:APPLICATION`.
+    pub namespace: String,
+    /// When the invocation started, in ms since the Unix epoch.
+    pub start_ms: i64,
+    /// The invocation's input, as given.
+    pub input: Value,
+}
+
+impl Execution {
+    /// `$$.Execution.StartTime`.
+    pub fn start_time(&self) -> String {
+        rfc3339(self.start_ms)
+    }
+
+    /// What `States.MathRandom`, `States.UUID` and jittered retries draw from, with the walk's position: the same
+    /// per execution and state, so a walk derived again draws the same values.
+    pub fn seed(&self) -> u64 {
+        self.id.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3))
+    }
+}
+
+/// An instant (ms since the Unix epoch) as RFC 3339 with milliseconds, as Step Functions writes times.
+pub(crate) fn rfc3339(ms: i64) -> String {
+    let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
 /// How a function run ended, as the platform reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -323,25 +377,41 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// A failure named `States.TaskFailed`: the function returned an error, threw or crashed.
+    /// A failure named `States.TaskFailed`: the function returned an error, or crashed.
     pub fn failed(status: Status, error: Value) -> Outcome {
-        Outcome::Failure(Failure { status, name: ErrorName::TaskFailed, error })
+        Outcome::Failure(Failure::new(status, ErrorName::TaskFailed, error))
     }
 }
 
-/// A failed run: OpenWhisk's status, the error's name, and the error value (its cause) the function produced.
+/// A failed run: OpenWhisk's status, the error's name, the error value the function produced, and its cause.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Failure {
     pub status: Status,
     pub name: ErrorName,
     /// What the activation record shows as `{"error": ...}`.
     pub error: Value,
+    /// What a workflow shows as the `Cause`: the exception's message, or the error as text.
+    pub cause: String,
+}
+
+impl Failure {
+    /// A failure whose cause is `error` as text (a string as it is, anything else as JSON).
+    pub fn new(status: Status, name: ErrorName, error: Value) -> Failure {
+        let cause = match &error {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        Failure { status, name, error, cause }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    /// The invocation begins with this input.
-    Start { input: Value },
+    /// The invocation begins with this input, as this execution.
+    Start { input: Value, execution: Execution },
+    /// The platform's clock, in ms since the Unix epoch: sent before events that may walk the workflow, for
+    /// `$$.State.EnteredTime` and `Wait` timestamps. The engine never reads a clock itself.
+    Clock { unix_ms: i64 },
     /// The machine's CPU load changed; the speculation depth follows it.
     Load { cpu_percent: u8 },
     /// Running code made a call.

@@ -1,22 +1,32 @@
 //! Walking a workflow graph from one Task to the next, in two modes.
 //!
 //! - **Concrete**: on real data. This is the semantics of the application: it records the path, counts steps
-//!   against `steps_max`, trains the branch predictor on each `Choice` it evaluates, and turns data errors into a
-//!   failed completion.
+//!   against `steps_max`, trains the branch predictor on each `Choice` it evaluates, turns data errors into a
+//!   failed completion (`States.Runtime`), and stops at a `Wait` or a retry's back-off with [`Stop::Delay`]: the
+//!   engine sets a timer and walks on when it fires.
 //! - **Speculative**: on partly predicted data. A value the engine does not know yet (the output of a function that
 //!   has not finished and missed in the memo table) is the [`UNKNOWN`] marker. A `Choice` that reads an unknown
-//!   value asks the branch predictor; a Task whose input still holds an unknown value, an error, or a branch the
-//!   predictor is unsure of stops the walk ([`Stop::Blocked`]). Nothing a speculative walk does is observable: every
-//!   speculative derivation is checked later by a concrete walk from real data.
+//!   value asks the branch predictor; a Task whose input still holds an unknown value, an error, a `Wait`, or a
+//!   branch the predictor is unsure of stops the walk ([`Stop::Blocked`]). Nothing a speculative walk does is
+//!   observable: every speculative derivation is checked later by a concrete walk from real data.
+//!
+//! `Parallel` branches and `Map` iterations are walked in program order: branch 0 (iteration 0) to its end, then
+//! branch 1, and so on; their outputs are collected in a fan-out frame and become the state's result, in order.
+//! A failed task is handed to [`Walker::recover`], which applies the `Retry` and `Catch` of the failed state and
+//! then of each enclosing `Parallel` or `Map`, innermost first.
 
 use std::collections::VecDeque;
 
-use model::path::Path;
-use model::workflow::{Graph, Io, Next, PathField, StateId, StateKind, select_path};
+use model::asl::Limits;
+use model::path::{Path, Scope, Template};
+use model::workflow::{
+    Concurrency, Graph, Integration, Io, Jitter, Next, PathField, Recovery, StateId, StateKind, Text, Timeout, WaitFor,
+    select_path,
+};
 use serde_json::{Value, json};
 
 use crate::oracle::BranchPredictor;
-use crate::{ErrorName, Status};
+use crate::{ErrorName, Execution, Status};
 
 /// Stands for a value that is not known yet, in speculative walks only. Concrete walks never interpret it.
 pub(crate) const UNKNOWN: &str = "\u{0}specfaas:unknown\u{0}";
@@ -60,15 +70,29 @@ fn touches_unknown(path: &Path, v: &Value) -> bool {
     is_unknown(node)
 }
 
-/// Where a frame's graph sits: `(Parallel state, branch index)` pairs from the top-level graph down.
+/// Where a frame's graph sits: `(Parallel or Map state, branch or iteration index)` pairs from the top-level graph
+/// down.
 type GraphPath = Vec<(StateId, usize)>;
+
+/// The retry bookkeeping of the state a Graph frame is at; reset when the frame moves on.
+#[derive(Debug, Clone, PartialEq, Default)]
+struct Attempts {
+    /// Retries spent, per retrier of the state.
+    per_retrier: Vec<u32>,
+    /// Retries of the state so far: `$$.State.RetryCount`.
+    count: u32,
+    /// The walk stopped here for a delay (a retry's back-off, or a `Wait`) and resumes at this state: its entry
+    /// was already counted, and a `Wait` is over.
+    resumed: bool,
+}
 
 #[derive(Debug, Clone, PartialEq)]
 enum Frame {
-    /// Walking a graph; `input` is the raw input of `state`.
-    Graph { path: GraphPath, state: StateId, input: Value },
-    /// Collecting branch outputs of the Parallel state the Graph frame below this one is at.
-    Parallel { raw: Value, effective: Value, results: Vec<Value> },
+    /// Walking a graph; `input` is the raw input of `state`, the `step`-th state entered in this frame.
+    Graph { path: GraphPath, state: StateId, input: Value, step: u32, attempts: Attempts },
+    /// Collecting the outputs of the Parallel branches or Map iterations of the state the Graph frame below this one
+    /// is at. `inputs` holds each branch's (iteration's) input.
+    FanOut { raw: Value, inputs: Vec<Value>, results: Vec<Value> },
 }
 
 /// A position in the walk of one invocation, cheap enough to clone per speculative derivation.
@@ -82,10 +106,14 @@ pub(crate) struct Cursor {
 /// Why a walk stopped.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Stop {
-    /// At a Task state: `function` must run on `input` (never holds an unknown value).
-    Task { function: String, input: Value },
+    /// At a Task state: `function` must run on `input` (never holds an unknown value), within `timeout_ms` if the
+    /// state sets `TimeoutSeconds(Path)`.
+    Task { function: String, input: Value, timeout_ms: Option<u64> },
     /// The program ended; `error` names the failure, if it failed.
     Complete { status: Status, result: Value, error: Option<ErrorName> },
+    /// Concrete walks only: time must pass (a `Wait`, or a retry's back-off) before the walk goes on from the
+    /// cursor, with no result.
+    Delay { ms: u64 },
     /// Speculative walks only: the next function cannot be predicted yet.
     Blocked,
 }
@@ -132,12 +160,17 @@ pub(crate) struct Walker<'a> {
     pub app: &'a str,
     pub branches: &'a dyn BranchPredictor,
     pub history_len: usize,
+    pub execution: &'a Execution,
+    /// The platform's clock, as last told ([`crate::Event::Clock`]), in ms since the Unix epoch.
+    pub now_ms: i64,
+    pub limits: &'a Limits,
 }
 
 fn graph_at<'a>(root: &'a Graph, path: &[(StateId, usize)]) -> &'a Graph {
     path.iter().fold(root, |g, (state, branch)| match &g.states[*state].kind {
         StateKind::Parallel { branches, .. } => &branches[*branch],
-        _ => unreachable!("graph paths only pass through Parallel states"),
+        StateKind::Map { map, .. } => &map.processor,
+        _ => unreachable!("graph paths only pass through Parallel and Map states"),
     })
 }
 
@@ -156,21 +189,57 @@ fn fnv_u64(h: u64, x: u64) -> u64 {
     (h ^ x).wrapping_mul(0x100000001b3)
 }
 
+const FNV_START: u64 = 0xcbf29ce484222325;
+
+/// A failed completion named `States.Runtime`: the workflow could not go on.
 fn runtime_error(message: String) -> Stop {
-    Stop::Complete {
-        status: Status::ApplicationError,
-        result: json!({ "error": format!("States.Runtime: {message}") }),
-        error: Some(ErrorName::Runtime),
-    }
+    failed(Status::ApplicationError, ErrorName::Runtime, message)
+}
+
+/// A failed completion: the result is `{"error": NAME, "cause": TEXT}`, as Step Functions reports a failed
+/// execution.
+pub(crate) fn failed(status: Status, name: ErrorName, cause: String) -> Stop {
+    Stop::Complete { status, result: json!({ "error": name.as_str(), "cause": cause }), error: Some(name) }
+}
+
+/// A retry's interval before attempt `attempt` (1 for the first retry), in ms, before jitter.
+fn backoff_ms(interval_seconds: u64, rate: f64, attempt: u32, max_delay_seconds: Option<u64>) -> u64 {
+    let seconds = interval_seconds as f64 * rate.powi(attempt.saturating_sub(1) as i32);
+    let capped = match max_delay_seconds {
+        Some(max) => seconds.min(max as f64),
+        None => seconds,
+    };
+    (capped * 1000.0).min(u64::MAX as f64 / 2.0) as u64
 }
 
 impl Cursor {
     pub fn start(root: &Graph, input: Value) -> Cursor {
-        Cursor { frames: vec![Frame::Graph { path: Vec::new(), state: root.start, input }], history: VecDeque::new() }
+        let first = Frame::Graph { path: Vec::new(), state: root.start, input, step: 0, attempts: Attempts::default() };
+        Cursor { frames: vec![first], history: VecDeque::new() }
     }
 
     fn history_hash(&self) -> u64 {
-        self.history.iter().fold(0xcbf29ce484222325u64, |h, x| (h ^ x).wrapping_mul(0x100000001b3))
+        self.history.iter().fold(FNV_START, |h, x| (h ^ x).wrapping_mul(0x100000001b3))
+    }
+
+    /// Where the walk stands, as a number that is the same however the walk got here: the seed of
+    /// `States.MathRandom` and `States.UUID` in this state, mixed with the execution.
+    fn position_hash(&self) -> u64 {
+        let mut h = FNV_START;
+        for frame in &self.frames {
+            if let Frame::Graph { path, state, step, .. } = frame {
+                h = fnv_u64(h, path.last().map_or(u64::MAX, |(_, b)| *b as u64));
+                h = fnv_u64(fnv_u64(h, *state as u64), *step as u64);
+            }
+        }
+        h
+    }
+
+    fn top(&self) -> (&GraphPath, StateId, &Value, &Attempts) {
+        match self.frames.last() {
+            Some(Frame::Graph { path, state, input, attempts, .. }) => (path, *state, input, attempts),
+            _ => unreachable!("a live cursor has a Graph frame on top"),
+        }
     }
 }
 
@@ -185,23 +254,73 @@ impl Walker<'_> {
         }
     }
 
-    fn effective_input(&self, io: &Io, raw: &Value, mode: &Mode) -> Result<Value, Stop> {
-        let r = io.effective_input(raw);
+    /// The context object (`$$`) at the state the cursor is at; `item` is the Map item for `ItemSelector`.
+    fn context(&self, cursor: &Cursor, item: Option<(usize, &Value)>) -> Value {
+        let (path, state, _, attempts) = cursor.top();
+        let mut context = json!({
+            "Execution": {
+                "Id": self.execution.id,
+                "Input": self.execution.input,
+                "Name": self.execution.name,
+                "StartTime": self.execution.start_time(),
+            },
+            "State": {
+                "Name": graph_at(self.root, path).states[state].name,
+                "EnteredTime": crate::rfc3339(self.now_ms),
+                "RetryCount": attempts.count,
+            },
+            "StateMachine": { "Id": format!("{}:{}", self.execution.namespace, self.app), "Name": self.app },
+        });
+        if let Some((index, value)) = item {
+            context["Map"] = json!({ "Item": { "Index": index, "Value": value } });
+        }
+        context
+    }
+
+    /// Evaluates a template of the state the cursor is at; the context object is built only if it is read.
+    fn template(
+        &self,
+        t: &Template,
+        input: &Value,
+        cursor: &Cursor,
+        item: Option<(usize, &Value)>,
+    ) -> Result<Value, String> {
+        let seed = fnv_u64(cursor.position_hash(), self.execution.seed());
+        if t.uses_context() {
+            let context = self.context(cursor, item);
+            t.eval(input, Scope { context: &context, seed })
+        } else {
+            t.eval(input, Scope { context: &Value::Null, seed })
+        }
+    }
+
+    fn effective_input(&self, io: &Io, raw: &Value, cursor: &Cursor, mode: &Mode) -> Result<Value, Stop> {
+        let r = select_field(&io.input_path, raw, "InputPath").and_then(|selected| match &io.parameters {
+            Some(t) => self.template(t, &selected, cursor, None).map_err(|e| format!("Parameters: {e}")),
+            None => Ok(selected),
+        });
         match mode {
             Mode::Concrete(_) => r.map_err(runtime_error),
             Mode::Speculative { .. } => self.spec_value(r, raw).ok_or(Stop::Blocked),
         }
     }
 
-    fn output(&self, io: &Io, raw: &Value, result: Value, mode: &Mode) -> Result<Value, Stop> {
+    /// The state's output from its raw input and its work's `result`: `ResultSelector`, `ResultPath`, `OutputPath`.
+    fn output(&self, io: &Io, raw: &Value, result: Value, cursor: &Cursor, mode: &Mode) -> Result<Value, Stop> {
         let speculative = matches!(mode, Mode::Speculative { .. });
         if speculative && is_unknown(&result) && io.result_path == PathField::Null {
             // The result is discarded: the output is the raw input, known or not.
-            let discard = Io { result_selector: None, ..io.clone() };
-            return discard.output(raw, Value::Null).map_err(|_| Stop::Blocked);
+            return select_field(&io.output_path, raw, "OutputPath").map_err(|_| Stop::Blocked);
         }
         let both_known = !speculative || !(contains_unknown(raw) || contains_unknown(&result));
-        let r = io.output(raw, result);
+        let r = (|| {
+            let result = match &io.result_selector {
+                Some(t) => self.template(t, &result, cursor, None).map_err(|e| format!("ResultSelector: {e}"))?,
+                None => result,
+            };
+            let combined = place(&io.result_path, raw, result)?;
+            select_field(&io.output_path, &combined, "OutputPath")
+        })();
         match (mode, r) {
             (Mode::Concrete(_), r) => r.map_err(runtime_error),
             (Mode::Speculative { .. }, Ok(v)) => Ok(v),
@@ -219,7 +338,7 @@ impl Walker<'_> {
     }
 
     /// Moves past the Task at the top of `cursor` with its `result`, then walks to the next Task or the end.
-    /// Without a `result`, walks from where the cursor is (the start of the program).
+    /// Without a `result`, walks from where the cursor is (the start of the program, or after a delay).
     pub fn advance(
         &self,
         cursor: &mut Cursor,
@@ -228,14 +347,19 @@ impl Walker<'_> {
         decisions: &mut Vec<Decision>,
     ) -> Stop {
         if let Some(result) = result {
-            let Some(Frame::Graph { path, state, input }) = cursor.frames.last() else {
+            let (path, state, input, _) = cursor.top();
+            let StateKind::Task { io, next, integration, .. } = &graph_at(self.root, path).states[state].kind else {
                 unreachable!("a cursor given a result is at a Task state")
             };
-            let StateKind::Task { io, next, .. } = &graph_at(self.root, path).states[*state].kind else {
-                unreachable!("a cursor given a result is at a Task state")
+            let result = match integration {
+                Integration::Direct => result,
+                Integration::LambdaInvoke if is_unknown(&result) => result,
+                Integration::LambdaInvoke => {
+                    json!({ "ExecutedVersion": "$LATEST", "Payload": result, "StatusCode": 200 })
+                }
             };
             let next = *next;
-            match self.output(io, &input.clone(), result, mode) {
+            match self.output(io, &input.clone(), result, cursor, mode) {
                 Ok(output) => {
                     if let Some(stop) = self.goto(cursor, next, output, mode) {
                         return stop;
@@ -247,13 +371,93 @@ impl Walker<'_> {
         self.walk(cursor, mode, decisions)
     }
 
+    /// The Task at the top of `cursor` failed with `name` and `cause`: applies `Retry` and `Catch`, of the Task and
+    /// then of each enclosing `Parallel` or `Map`. Returns a [`Stop::Delay`] for a retry (the cursor then stands at
+    /// the state to run again), the walk on from a catcher's target, or the failed completion.
+    pub fn recover(
+        &self,
+        cursor: &mut Cursor,
+        status: Status,
+        name: ErrorName,
+        cause: String,
+        mode: &mut Mode,
+        decisions: &mut Vec<Decision>,
+    ) -> Stop {
+        loop {
+            let (path, state, raw, _) = cursor.top();
+            let recovery: Option<&Recovery> = match &graph_at(self.root, path).states[state].kind {
+                StateKind::Task { recovery, .. }
+                | StateKind::Parallel { recovery, .. }
+                | StateKind::Map { recovery, .. } => Some(recovery),
+                _ => None,
+            };
+            let raw = raw.clone();
+            if let Some(recovery) = recovery {
+                if let Some(stop) = self.retry(cursor, recovery, &name, mode) {
+                    return stop;
+                }
+                if let Some(catcher) = recovery.catch.iter().find(|c| c.errors.matches(name.as_str())) {
+                    let error = json!({ "Error": name.as_str(), "Cause": cause });
+                    let output = match place(&catcher.result_path, &raw, error) {
+                        Ok(v) => v,
+                        Err(e) => return runtime_error(format!("Catch ResultPath: {e}")),
+                    };
+                    if let Some(stop) = self.goto(cursor, Next::State(catcher.next), output, mode) {
+                        return stop;
+                    }
+                    return self.walk(cursor, mode, decisions);
+                }
+            }
+            // Not handled here: the enclosing Parallel or Map fails with the same error, or the execution does.
+            cursor.frames.pop();
+            match cursor.frames.pop() {
+                Some(Frame::FanOut { .. }) => {}
+                None => return failed(status, name, cause),
+                Some(Frame::Graph { .. }) => unreachable!("Graph frames nest only under fan-out frames"),
+            }
+        }
+    }
+
+    /// A retrier of the state at the top of `cursor` that matches `name` and has attempts left: counts the attempt
+    /// and returns the delay (the cursor stays at the state, marked to resume there).
+    fn retry(&self, cursor: &mut Cursor, recovery: &Recovery, name: &ErrorName, mode: &Mode) -> Option<Stop> {
+        // The first retrier that matches decides, with attempts left or not.
+        let (index, retrier) = recovery.retry.iter().enumerate().find(|(_, r)| r.errors.matches(name.as_str()))?;
+        let seed = fnv_u64(cursor.position_hash(), self.execution.seed());
+        let Some(Frame::Graph { attempts, .. }) = cursor.frames.last_mut() else {
+            unreachable!("a Graph frame on top")
+        };
+        if attempts.per_retrier.len() < recovery.retry.len() {
+            attempts.per_retrier.resize(recovery.retry.len(), 0);
+        }
+        let spent = attempts.per_retrier[index];
+        if spent >= retrier.max_attempts {
+            return None;
+        }
+        if matches!(mode, Mode::Speculative { .. }) {
+            return Some(Stop::Blocked);
+        }
+        attempts.per_retrier[index] = spent + 1;
+        attempts.count += 1;
+        attempts.resumed = true;
+        let mut ms = backoff_ms(retrier.interval_seconds, retrier.backoff_rate, spent + 1, retrier.max_delay_seconds);
+        if retrier.jitter == Jitter::Full {
+            // Drawn from the execution and position, so a walk derived again draws the same delay.
+            let draw = fnv_u64(seed, u64::from(attempts.count)).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 11;
+            ms = (draw as f64 / (1u64 << 53) as f64 * ms as f64) as u64;
+        }
+        Some(Stop::Delay { ms })
+    }
+
     /// Sets the top frame to `next`, or ends the frame; `Some` when that ends the program.
     fn goto(&self, cursor: &mut Cursor, next: Next, output: Value, mode: &mut Mode) -> Option<Stop> {
         match next {
             Next::State(s) => {
-                if let Some(Frame::Graph { state, input, .. }) = cursor.frames.last_mut() {
+                if let Some(Frame::Graph { state, input, step, attempts, .. }) = cursor.frames.last_mut() {
                     *state = s;
                     *input = output;
+                    *step += 1;
+                    *attempts = Attempts::default();
                 }
                 None
             }
@@ -266,77 +470,227 @@ impl Walker<'_> {
         cursor.frames.pop();
         match cursor.frames.last_mut() {
             None => Some(Stop::Complete { status: Status::Success, result: output, error: None }),
-            Some(Frame::Parallel { results, effective, .. }) => {
+            Some(Frame::FanOut { results, inputs, .. }) => {
                 results.push(output);
                 let done = results.len();
-                let effective = effective.clone();
+                let next_input = inputs.get(done).cloned();
                 let Some(Frame::Graph { path, state, .. }) = cursor.frames.iter().rev().nth(1) else {
-                    unreachable!("a Parallel frame sits on the Graph frame of its state")
+                    unreachable!("a fan-out frame sits on the Graph frame of its state")
                 };
                 let (path, state) = (path.clone(), *state);
-                let StateKind::Parallel { branches, io, next } = &graph_at(self.root, &path).states[state].kind else {
-                    unreachable!("the Graph frame under a Parallel frame is at that Parallel state")
-                };
-                if done < branches.len() {
+                if let Some(input) = next_input {
                     let mut branch_path = path;
                     branch_path.push((state, done));
-                    let start = branches[done].start;
-                    cursor.frames.push(Frame::Graph { path: branch_path, state: start, input: effective });
+                    let start = graph_at(self.root, &branch_path).start;
+                    let frame =
+                        Frame::Graph { path: branch_path, state: start, input, step: 0, attempts: Attempts::default() };
+                    cursor.frames.push(frame);
                     return None;
                 }
-                let Some(Frame::Parallel { raw, results, .. }) = cursor.frames.pop() else { unreachable!() };
-                match self.output(io, &raw, Value::Array(results), mode) {
-                    Ok(output) => self.goto(cursor, *next, output, mode),
+                let Some(Frame::FanOut { raw, results, .. }) = cursor.frames.pop() else { unreachable!() };
+                let (io, next) = match &graph_at(self.root, &path).states[state].kind {
+                    StateKind::Parallel { io, next, .. } | StateKind::Map { io, next, .. } => (io, *next),
+                    _ => unreachable!("the Graph frame under a fan-out frame is at a Parallel or Map state"),
+                };
+                match self.output(io, &raw, Value::Array(results), cursor, mode) {
+                    Ok(output) => self.goto(cursor, next, output, mode),
                     Err(stop) => Some(stop),
                 }
             }
-            Some(Frame::Graph { .. }) => unreachable!("Graph frames nest only under Parallel frames"),
+            Some(Frame::Graph { .. }) => unreachable!("Graph frames nest only under fan-out frames"),
         }
     }
 
-    /// Walks states until a function must run, the program ends, or (speculatively) the walk is blocked.
+    /// Starts the fan-out of the state at the top of `cursor`: one branch (iteration) per input, or, with none, the
+    /// state's output at once.
+    fn fan_out(
+        &self,
+        cursor: &mut Cursor,
+        raw: Value,
+        inputs: Vec<Value>,
+        io: &Io,
+        next: Next,
+        mode: &mut Mode,
+    ) -> Option<Stop> {
+        if inputs.is_empty() {
+            return match self.output(io, &raw, json!([]), cursor, mode) {
+                Ok(output) => self.goto(cursor, next, output, mode),
+                Err(stop) => Some(stop),
+            };
+        }
+        let (path, state, _, _) = cursor.top();
+        let mut branch_path = path.clone();
+        branch_path.push((state, 0));
+        let start = graph_at(self.root, &branch_path).start;
+        let first = inputs[0].clone();
+        cursor.frames.push(Frame::FanOut { raw, inputs, results: Vec::new() });
+        cursor.frames.push(Frame::Graph {
+            path: branch_path,
+            state: start,
+            input: first,
+            step: 0,
+            attempts: Attempts::default(),
+        });
+        None
+    }
+
+    /// The inputs of a Map state's iterations, from its raw input.
+    fn map_inputs(
+        &self,
+        spec: &model::workflow::MapSpec,
+        io: &Io,
+        raw: &Value,
+        cursor: &Cursor,
+        mode: &Mode,
+    ) -> Result<Vec<Value>, Stop> {
+        let speculative = matches!(mode, Mode::Speculative { .. });
+        let fail = |m: String| if speculative { Stop::Blocked } else { runtime_error(m) };
+        let effective = select_field(&io.input_path, raw, "InputPath").map_err(fail)?;
+        let items = select_path(&spec.items_path, &effective, "ItemsPath").map_err(fail)?;
+        if speculative && contains_unknown(&items) && !matches!(&items, Value::Array(_)) {
+            return Err(Stop::Blocked);
+        }
+        let Value::Array(items) = items else {
+            let what = spec.items_path.as_ref().map_or("$".to_string(), |p| p.to_string());
+            return Err(fail(format!("ItemsPath {what} selects a {}, not an array", model::path::type_name(&items))));
+        };
+        let max = self.limits.map_items_max as usize;
+        if items.len() > max {
+            return Err(fail(format!(
+                "the Map has {} items, over the platform's limit of {max} (engine.workflows.map_items_max)",
+                items.len()
+            )));
+        }
+        if let Concurrency::Path(p) = &spec.max_concurrency {
+            let bound = self.limits.map_concurrency_max;
+            match p.get(&effective) {
+                Some(v) if v.as_u64().is_some_and(|n| n <= bound.into()) => {}
+                Some(v) if speculative && contains_unknown(v) => return Err(Stop::Blocked),
+                other => {
+                    return Err(fail(format!(
+                        "MaxConcurrencyPath {p} must select an integer from 0 to {bound} (engine.workflows.map_concurrency_max), not {}",
+                        other.map_or("nothing".to_string(), |v| v.to_string())
+                    )));
+                }
+            }
+        }
+        let mut inputs = Vec::with_capacity(items.len());
+        for (index, item) in items.iter().enumerate() {
+            inputs.push(match &spec.item_selector {
+                None => item.clone(),
+                Some(t) => match self.template(t, &effective, cursor, Some((index, item))) {
+                    Ok(v) => v,
+                    Err(_) if speculative && (contains_unknown(item) || contains_unknown(&effective)) => unknown(),
+                    Err(e) => return Err(fail(format!("ItemSelector: {e}"))),
+                },
+            });
+        }
+        Ok(inputs)
+    }
+
+    /// How long a `Wait` state waits, in ms, from its raw input.
+    fn wait_ms(&self, until: &WaitFor, input: &Value) -> Result<u64, String> {
+        let max = self.limits.wait_seconds_max;
+        let over = |what: String| {
+            format!("{what}, over the platform's longest wait of {max} s (engine.workflows.wait_seconds_max)")
+        };
+        let seconds = |n: u64| if n > max { Err(over(format!("the Wait is {n} s"))) } else { Ok(n * 1000) };
+        let until_ms = |at: i64| {
+            let ms = (at - self.now_ms).max(0) as u64;
+            if ms > max * 1000 { Err(over(format!("the Wait's timestamp is {} s away", ms / 1000))) } else { Ok(ms) }
+        };
+        match until {
+            WaitFor::Seconds(n) => seconds(*n),
+            WaitFor::Timestamp(at) => until_ms(*at),
+            WaitFor::SecondsPath(p) => match p.get(input) {
+                Some(v) if v.as_u64().is_some() => seconds(v.as_u64().unwrap_or_default()),
+                other => Err(format!(
+                    "SecondsPath {p} must select a non-negative integer, not {}",
+                    other.map_or("nothing".to_string(), |v| v.to_string())
+                )),
+            },
+            WaitFor::TimestampPath(p) => match p.get(input) {
+                Some(Value::String(s)) => until_ms(model::asl::parse_timestamp(s)?),
+                other => Err(format!(
+                    "TimestampPath {p} must select an RFC 3339 timestamp string, not {}",
+                    other.map_or("nothing".to_string(), |v| v.to_string())
+                )),
+            },
+        }
+    }
+
+    /// A `Task`'s own time limit, from its raw input.
+    fn timeout_ms(&self, timeout: &Timeout, raw: &Value) -> Result<Option<u64>, String> {
+        match timeout {
+            Timeout::None => Ok(None),
+            Timeout::Seconds(n) => Ok(Some(n.saturating_mul(1000))),
+            Timeout::Path(p) => match p.get(raw).and_then(Value::as_u64) {
+                Some(n) if n > 0 => Ok(Some(n.saturating_mul(1000))),
+                _ => Err(format!("TimeoutSecondsPath {p} must select a positive integer")),
+            },
+        }
+    }
+
+    /// A `Fail` state's `Error` or `Cause`.
+    fn text(&self, text: &Text, input: &Value, cursor: &Cursor, what: &str) -> Result<String, String> {
+        match text {
+            Text::Given(s) => Ok(s.clone()),
+            Text::Selected(t) => match self.template(t, input, cursor, None)? {
+                Value::String(s) => Ok(s),
+                other => Err(format!("{what} must give a string, not {}", model::path::type_name(&other))),
+            },
+        }
+    }
+
+    /// Walks states until a function must run, the program ends, time must pass, or (speculatively) the walk is
+    /// blocked.
     fn walk(&self, cursor: &mut Cursor, mode: &mut Mode, decisions: &mut Vec<Decision>) -> Stop {
         loop {
-            let Some(Frame::Graph { path, state, input }) = cursor.frames.last() else {
-                unreachable!("a live cursor has a Graph frame on top")
-            };
-            let (path, state, input) = (path.clone(), *state, input.clone());
-            match mode {
-                Mode::Concrete(c) => {
-                    *c.steps += 1;
-                    if *c.steps > c.steps_max {
-                        let m = format!(
-                            "the invocation exceeded its limit of {} state transitions (steps_max)",
-                            c.steps_max
-                        );
-                        return runtime_error(m);
+            let (path, state, input, attempts) = cursor.top();
+            let (path, state, input, resumed) = (path.clone(), state, input.clone(), attempts.resumed);
+            if !resumed {
+                match mode {
+                    Mode::Concrete(c) => {
+                        *c.steps += 1;
+                        if *c.steps > c.steps_max {
+                            let m = format!(
+                                "the invocation exceeded its limit of {} state transitions (steps_max)",
+                                c.steps_max
+                            );
+                            return runtime_error(m);
+                        }
                     }
-                }
-                Mode::Speculative { steps_left, .. } => {
-                    if *steps_left == 0 {
-                        return Stop::Blocked;
+                    Mode::Speculative { steps_left, .. } => {
+                        if *steps_left == 0 {
+                            return Stop::Blocked;
+                        }
+                        *steps_left -= 1;
                     }
-                    *steps_left -= 1;
                 }
             }
             let graph = graph_at(self.root, &path);
             let st = &graph.states[state];
             let history = cursor.history_hash();
-            // The history is hashed from state ids, which identify a state as its qualified name does, without
-            // building the name on every step of every speculative walk.
-            let id = path
-                .iter()
-                .fold(fnv_u64(0xcbf29ce484222325, state as u64), |h, (s, b)| fnv_u64(fnv_u64(h, *s as u64), *b as u64));
-            cursor.history.push_back(id);
-            if cursor.history.len() > self.history_len {
-                cursor.history.pop_front();
+            if !resumed {
+                // The history is hashed from state ids, which identify a state as its qualified name does, without
+                // building the name on every step of every speculative walk.
+                let id = path
+                    .iter()
+                    .fold(fnv_u64(FNV_START, state as u64), |h, (s, b)| fnv_u64(fnv_u64(h, *s as u64), *b as u64));
+                cursor.history.push_back(id);
+                if cursor.history.len() > self.history_len {
+                    cursor.history.pop_front();
+                }
+                if let Mode::Concrete(c) = mode {
+                    c.path.push(qualified(self.root, &path, state));
+                }
             }
-            if let Mode::Concrete(c) = mode {
-                c.path.push(qualified(self.root, &path, state));
+            if let Some(Frame::Graph { attempts, .. }) = cursor.frames.last_mut() {
+                attempts.resumed = false;
             }
             let in_state = |e: Stop| match e {
                 Stop::Complete { status, result: Value::Object(mut m), error } => {
-                    if let Some(Value::String(s)) = m.get_mut("error") {
+                    if let Some(Value::String(s)) = m.get_mut("cause") {
                         s.push_str(&format!(" (state \"{}\")", st.name));
                     }
                     Stop::Complete { status, result: Value::Object(m), error }
@@ -344,13 +698,18 @@ impl Walker<'_> {
                 other => other,
             };
             match &st.kind {
-                StateKind::Task { function, io, .. } => {
-                    return match self.effective_input(io, &input, mode) {
-                        Ok(effective) if contains_unknown(&effective) && matches!(mode, Mode::Speculative { .. }) => {
-                            Stop::Blocked
-                        }
-                        Ok(effective) => Stop::Task { function: function.clone(), input: effective },
-                        Err(stop) => in_state(stop),
+                StateKind::Task { function, io, timeout, .. } => {
+                    let effective = match self.effective_input(io, &input, cursor, mode) {
+                        Ok(effective) => effective,
+                        Err(stop) => return in_state(stop),
+                    };
+                    if contains_unknown(&effective) && matches!(mode, Mode::Speculative { .. }) {
+                        return Stop::Blocked;
+                    }
+                    return match self.timeout_ms(timeout, &input) {
+                        Ok(timeout_ms) => Stop::Task { function: function.clone(), input: effective, timeout_ms },
+                        Err(_) if matches!(mode, Mode::Speculative { .. }) => Stop::Blocked,
+                        Err(e) => in_state(runtime_error(e)),
                     };
                 }
                 StateKind::Choice { input_path, output_path, rules, default } => {
@@ -387,16 +746,11 @@ impl Walker<'_> {
                         }
                         match target.or(*default) {
                             Some(t) => t,
+                            // Step Functions reports this as States.Runtime too; it cannot be caught.
                             None => {
-                                let error = format!(
-                                    "States.NoChoiceMatched: no Choice rule matched and there is no Default (state \"{}\")",
-                                    st.name
-                                );
-                                return Stop::Complete {
-                                    status: Status::ApplicationError,
-                                    result: json!({ "error": error }),
-                                    error: Some(ErrorName::NoChoiceMatched),
-                                };
+                                return in_state(runtime_error(
+                                    "no Choice rule matched the input and the state has no Default".into(),
+                                ));
                             }
                         }
                     };
@@ -420,9 +774,9 @@ impl Walker<'_> {
                     }
                 }
                 StateKind::Pass { io, result, next } => {
-                    let output = self
-                        .effective_input(io, &input, mode)
-                        .and_then(|effective| self.output(io, &input, result.clone().unwrap_or(effective), mode));
+                    let output = self.effective_input(io, &input, cursor, mode).and_then(|effective| {
+                        self.output(io, &input, result.clone().unwrap_or(effective), cursor, mode)
+                    });
                     match output {
                         Ok(output) => {
                             if let Some(stop) = self.goto(cursor, *next, output, mode) {
@@ -432,20 +786,51 @@ impl Walker<'_> {
                         Err(stop) => return in_state(stop),
                     }
                 }
-                StateKind::Parallel { branches, io, .. } => {
-                    let effective = match self.effective_input(io, &input, mode) {
+                StateKind::Parallel { branches, io, next, .. } => {
+                    let effective = match self.effective_input(io, &input, cursor, mode) {
                         Ok(v) => v,
                         Err(stop) => return in_state(stop),
                     };
-                    let mut branch_path = path;
-                    branch_path.push((state, 0));
-                    let start = branches[0].start;
-                    cursor.frames.push(Frame::Parallel {
-                        raw: input,
-                        effective: effective.clone(),
-                        results: Vec::new(),
-                    });
-                    cursor.frames.push(Frame::Graph { path: branch_path, state: start, input: effective });
+                    let inputs = vec![effective; branches.len()];
+                    if let Some(stop) = self.fan_out(cursor, input, inputs, io, *next, mode) {
+                        return in_state(stop);
+                    }
+                }
+                StateKind::Map { map, io, next, .. } => {
+                    let inputs = match self.map_inputs(map, io, &input, cursor, mode) {
+                        Ok(inputs) => inputs,
+                        Err(stop) => return in_state(stop),
+                    };
+                    if let Some(stop) = self.fan_out(cursor, input, inputs, io, *next, mode) {
+                        return in_state(stop);
+                    }
+                }
+                StateKind::Wait { until, input_path, output_path, next } => {
+                    let output = self
+                        .select(input_path, &input, "InputPath", mode)
+                        .and_then(|v| self.select(output_path, &v, "OutputPath", mode));
+                    let output = match output {
+                        Ok(output) => output,
+                        Err(stop) => return in_state(stop),
+                    };
+                    if !resumed {
+                        if matches!(mode, Mode::Speculative { .. }) {
+                            return Stop::Blocked;
+                        }
+                        match self.wait_ms(until, &input) {
+                            Ok(0) => {}
+                            Ok(ms) => {
+                                if let Some(Frame::Graph { attempts, .. }) = cursor.frames.last_mut() {
+                                    attempts.resumed = true;
+                                }
+                                return Stop::Delay { ms };
+                            }
+                            Err(e) => return in_state(runtime_error(e)),
+                        }
+                    }
+                    if let Some(stop) = self.goto(cursor, *next, output, mode) {
+                        return stop;
+                    }
                 }
                 StateKind::Succeed { input_path, output_path } => {
                     let output = self
@@ -461,13 +846,48 @@ impl Walker<'_> {
                     }
                 }
                 StateKind::Fail { error, cause } => {
-                    return Stop::Complete {
-                        status: Status::ApplicationError,
-                        result: json!({ "error": error, "cause": cause }),
-                        error: Some(ErrorName::Custom(error.clone())),
+                    let texts = self
+                        .text(error, &input, cursor, "ErrorPath")
+                        .and_then(|e| Ok((e, self.text(cause, &input, cursor, "CausePath")?)));
+                    return match texts {
+                        Ok((error, cause)) => {
+                            // A Fail state inside a branch fails the branch: its Parallel or Map may catch it.
+                            if cursor.frames.len() > 1 {
+                                let name = ErrorName::from(error.as_str());
+                                cursor.frames.pop();
+                                cursor.frames.pop();
+                                return self.recover(cursor, Status::ApplicationError, name, cause, mode, decisions);
+                            }
+                            failed(Status::ApplicationError, ErrorName::from(error.as_str()), cause)
+                        }
+                        Err(_) if matches!(mode, Mode::Speculative { .. }) => Stop::Blocked,
+                        Err(e) => in_state(runtime_error(e)),
                     };
                 }
             }
+        }
+    }
+}
+
+/// `InputPath`/`OutputPath` selection: `$` by default, `null` gives `{}`.
+fn select_field(field: &PathField, value: &Value, what: &str) -> Result<Value, String> {
+    match field {
+        PathField::Default => Ok(value.clone()),
+        PathField::Null => Ok(Value::Object(Default::default())),
+        PathField::Path(p) => p.get(value).cloned().ok_or_else(|| format!("{what} {p} selects nothing")),
+    }
+}
+
+/// `ResultPath`: where `result` goes in `raw`.
+fn place(field: &PathField, raw: &Value, result: Value) -> Result<Value, String> {
+    match field {
+        PathField::Default => Ok(result),
+        PathField::Null => Ok(raw.clone()),
+        PathField::Path(p) if p.segments.is_empty() => Ok(result),
+        PathField::Path(p) => {
+            let mut doc = raw.clone();
+            p.set(&mut doc, result)?;
+            Ok(doc)
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod asl;
 pub mod call;
 pub mod choice;
 pub mod function;
+pub mod intrinsics;
 pub mod json;
 pub mod manifest;
 pub mod path;

@@ -2,12 +2,14 @@
 //! `ResultSelector` templates (`{"user.$": "$.name", "fixed": 1}`).
 //!
 //! Reference paths select exactly one node; wildcards, filters and slices are rejected at parse time, as in AWS
-//! Step Functions. The context object (`$$`) and intrinsic functions (`States.Format(...)`) are not supported yet
-//! and are rejected with an error that says so.
+//! Step Functions. In a template, a `.$` value may also be a context-object path (`$$.Execution.Id`) or an
+//! intrinsic function (`States.Format('{}', $.a)`, see [`crate::intrinsics`]); a plain [`Path`] is always on the
+//! state's input.
 
 use serde_json::{Map, Value};
 
 use crate::Error;
+use crate::intrinsics::{Env, Intrinsic};
 
 /// One step of a reference path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,10 +40,14 @@ impl Path {
     pub fn parse(text: &str) -> Result<Path, Error> {
         let fail = |message: &str| Error::Path { path: text.to_string(), message: message.to_string() };
         if text.starts_with("$$") {
-            return Err(fail("the context object ($$) is not supported yet"));
+            return Err(fail(
+                "the context object ($$) can be read only in Parameters, ResultSelector and ItemSelector",
+            ));
         }
         if text.starts_with("States.") {
-            return Err(fail("intrinsic functions (States.*) are not supported yet"));
+            return Err(fail(
+                "an intrinsic function (States.*) can be used only as a \".$\" value in a template, or as ErrorPath/CausePath",
+            ));
         }
         let rest = text.strip_prefix('$').ok_or_else(|| fail("a path must start with '$'"))?;
         let bytes: Vec<char> = rest.chars().collect();
@@ -144,13 +150,45 @@ pub fn type_name(value: &Value) -> &'static str {
     }
 }
 
-/// A `Parameters` or `ResultSelector` template: literals, plus `"key.$": "$.path"` entries that copy from input.
+/// A `Parameters` or `ResultSelector` template: literals, plus `"key.$"` entries whose value is a path on the
+/// input, a path on the context object, or an intrinsic function.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Template {
     Literal(Value),
     Path(Path),
+    /// `$$...`: a path on the context object.
+    Context(Path),
+    Intrinsic(Box<Intrinsic>),
     Object(Vec<(String, Template)>),
     Array(Vec<Template>),
+}
+
+/// What a template is evaluated against besides the input: the context object, and the seed of its
+/// `States.MathRandom` and `States.UUID` (see [`Env::seed`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    pub context: &'a Value,
+    pub seed: u64,
+}
+
+impl Scope<'_> {
+    /// For evaluations that have no context object (tests, and data flow outside a workflow).
+    pub const EMPTY: Scope<'static> = Scope { context: &Value::Null, seed: 0 };
+}
+
+/// Parses the value of a `"key.$"` entry, or an `ErrorPath`: an input path, a context path or an intrinsic.
+pub fn parse_dynamic(text: &str) -> Result<Template, Error> {
+    if Intrinsic::is_intrinsic(text) {
+        let intrinsic = Intrinsic::parse(text, crate::intrinsics::NESTING_DEFAULT)
+            .map_err(|message| Error::Path { path: text.to_string(), message })?;
+        return Ok(Template::Intrinsic(Box::new(intrinsic)));
+    }
+    if let Some(rest) = text.strip_prefix('$')
+        && rest.starts_with('$')
+    {
+        return Ok(Template::Context(Path::parse(rest)?));
+    }
+    Ok(Template::Path(Path::parse(text)?))
 }
 
 impl Template {
@@ -164,7 +202,7 @@ impl Template {
                             path: key.clone(),
                             message: "a key ending in \".$\" needs a path string as its value".into(),
                         })?;
-                        entries.push((name.to_string(), Template::Path(Path::parse(text)?)));
+                        entries.push((name.to_string(), parse_dynamic(text)?));
                     } else {
                         entries.push((key.clone(), Template::parse(v)?));
                     }
@@ -177,22 +215,79 @@ impl Template {
     }
 
     /// Instantiates the template against `input`. A path that selects nothing is an error, as in Step Functions.
-    pub fn eval(&self, input: &Value) -> Result<Value, String> {
+    pub fn eval(&self, input: &Value, scope: Scope) -> Result<Value, String> {
+        self.eval_at(input, scope, 0)
+    }
+
+    /// `at` numbers the intrinsic calls of one template, so that two `States.UUID()` in it differ.
+    fn eval_at(&self, input: &Value, scope: Scope, at: u64) -> Result<Value, String> {
         Ok(match self {
             Template::Literal(v) => v.clone(),
-            Template::Path(p) => p
-                .get(input)
+            Template::Path(p) => {
+                p.get(input).cloned().ok_or_else(|| format!("the path {p} selects nothing in the input"))?
+            }
+            Template::Context(p) => p
+                .get(scope.context)
                 .cloned()
-                .ok_or_else(|| format!("the path {p} in Parameters selects nothing in the input"))?,
+                .ok_or_else(|| format!("the path ${p} selects nothing in the context object"))?,
+            Template::Intrinsic(f) => {
+                let seed = scope.seed ^ at.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                f.eval(&Env { input, context: scope.context, seed })?
+            }
             Template::Object(entries) => {
                 let mut map = Map::new();
-                for (k, t) in entries {
-                    map.insert(k.clone(), t.eval(input)?);
+                for (i, (k, t)) in entries.iter().enumerate() {
+                    map.insert(k.clone(), t.eval_at(input, scope, at.wrapping_mul(31).wrapping_add(i as u64 + 1))?);
                 }
                 Value::Object(map)
             }
-            Template::Array(items) => Value::Array(items.iter().map(|t| t.eval(input)).collect::<Result<_, _>>()?),
+            Template::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| t.eval_at(input, scope, at.wrapping_mul(31).wrapping_add(i as u64 + 1)))
+                    .collect::<Result<_, _>>()?,
+            ),
         })
+    }
+
+    /// Whether evaluating it reads the context object's `field` (e.g. `"State"`): a walk that does not know that
+    /// part of the context yet cannot evaluate it.
+    pub fn reads_context(&self, field: &str) -> bool {
+        let reads = |p: &Path| match p.segments.first() {
+            None => true,
+            Some(Segment::Field(f)) => f == field,
+            Some(Segment::Index(_)) => false,
+        };
+        match self {
+            Template::Literal(_) | Template::Path(_) => false,
+            Template::Context(p) => reads(p),
+            Template::Intrinsic(f) => f.paths().into_iter().any(|(context, p)| context && reads(p)),
+            Template::Object(entries) => entries.iter().any(|(_, t)| t.reads_context(field)),
+            Template::Array(items) => items.iter().any(|t| t.reads_context(field)),
+        }
+    }
+
+    /// Whether evaluating it reads the context object at all.
+    pub fn uses_context(&self) -> bool {
+        match self {
+            Template::Literal(_) | Template::Path(_) => false,
+            Template::Context(_) => true,
+            Template::Intrinsic(f) => f.paths().into_iter().any(|(context, _)| context),
+            Template::Object(entries) => entries.iter().any(|(_, t)| t.uses_context()),
+            Template::Array(items) => items.iter().any(Template::uses_context),
+        }
+    }
+
+    /// Every input path it reads, intrinsic arguments included.
+    pub fn input_paths(&self) -> Vec<&Path> {
+        match self {
+            Template::Literal(_) | Template::Context(_) => Vec::new(),
+            Template::Path(p) => vec![p],
+            Template::Intrinsic(f) => f.paths().into_iter().filter(|(c, _)| !c).map(|(_, p)| p).collect(),
+            Template::Object(entries) => entries.iter().flat_map(|(_, t)| t.input_paths()).collect(),
+            Template::Array(items) => items.iter().flat_map(|t| t.input_paths()).collect(),
+        }
     }
 }
 
@@ -223,6 +318,7 @@ mod tests {
             ("$.a[*]", "brackets"),
             ("$..a", "empty field"),
             ("$$.Execution.Id", "context object"),
+            ("States.Format('x')", "intrinsic"),
             ("$.a.*", "plain field"),
         ] {
             let err = Path::parse(path).unwrap_err().to_string();
@@ -242,7 +338,20 @@ mod tests {
     #[test]
     fn templates() {
         let t = Template::parse(&json!({"u.$": "$.user", "k": [1, {"n.$": "$.n"}]})).unwrap();
-        assert_eq!(t.eval(&json!({"user": "al", "n": 3})).unwrap(), json!({"u": "al", "k": [1, {"n": 3}]}));
-        assert!(t.eval(&json!({"user": "al"})).unwrap_err().contains("$.n"));
+        assert_eq!(
+            t.eval(&json!({"user": "al", "n": 3}), Scope::EMPTY).unwrap(),
+            json!({"u": "al", "k": [1, {"n": 3}]})
+        );
+        assert!(t.eval(&json!({"user": "al"}), Scope::EMPTY).unwrap_err().contains("$.n"));
+        let context = json!({"Execution": {"Id": "e1"}});
+        let scope = Scope { context: &context, seed: 7 };
+        let t = Template::parse(
+            &json!({"id.$": "$$.Execution.Id", "both.$": "States.Format('{}-{}', $.n, $$.Execution.Id)"}),
+        )
+        .unwrap();
+        assert_eq!(t.eval(&json!({"n": 3}), scope).unwrap(), json!({"id": "e1", "both": "3-e1"}));
+        assert!(t.reads_context("Execution") && !t.reads_context("State"));
+        let err = Template::parse(&json!({"x.$": "States.Nope(1)"})).unwrap_err().to_string();
+        assert!(err.contains("States.Nope"), "{err}");
     }
 }

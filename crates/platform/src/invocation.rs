@@ -69,7 +69,7 @@ struct TrackedRun {
 /// How a runtime's report reaches the engine: OpenWhisk's status, and the error's name, with a timeout kept apart.
 fn to_outcome(report: &Report, payload_bytes_max: u64) -> Outcome {
     use runtime::Outcome as R;
-    let failed = |status, name, error| Outcome::Failure(Failure { status, name, error });
+    let failed = |status, name, error| Outcome::Failure(Failure::new(status, name, error));
     match &report.outcome {
         R::Success(v) => {
             let size = serde_json::to_vec(v).map_or(0, |b| b.len()) as u64;
@@ -82,6 +82,12 @@ fn to_outcome(report: &Report, payload_bytes_max: u64) -> Outcome {
             Outcome::Success(v.clone())
         }
         R::ApplicationError(e) => failed(Status::ApplicationError, ErrorName::TaskFailed, e.clone()),
+        R::Threw { name, cause, message } => Outcome::Failure(Failure {
+            status: Status::DeveloperError,
+            name: ErrorName::from(name.as_str()),
+            error: json!(message),
+            cause: cause.clone(),
+        }),
         R::DeveloperError(m) => failed(Status::DeveloperError, ErrorName::TaskFailed, json!(m)),
         R::Timeout { timeout_ms } => failed(
             Status::DeveloperError,
@@ -117,7 +123,18 @@ pub(crate) async fn run(
     let mut replies: HashMap<RequestId, ReplyTo> = HashMap::new();
     let mut next_request: RequestId = 0;
     let mut load = inner.load.load(Ordering::Relaxed);
-    let mut events = VecDeque::from([Event::Load { cpu_percent: load }, Event::Start { input }]);
+    let execution = engine::Execution {
+        id: app_id.clone(),
+        name: app_id.clone(),
+        namespace: namespace.clone(),
+        start_ms: epoch_ms(started) as i64,
+        input: input.clone(),
+    };
+    let mut events = VecDeque::from([
+        Event::Load { cpu_percent: load },
+        Event::Clock { unix_ms: epoch_ms(started) as i64 },
+        Event::Start { input, execution },
+    ]);
     let mut completion: Option<Completion> = None;
 
     loop {
@@ -230,6 +247,10 @@ pub(crate) async fn run(
             break;
         }
         let Some(msg) = rx.recv().await else { break };
+        // The engine reads no clock: it is told the time before the events that may walk the workflow.
+        if matches!(app.program, model::Program::Workflow(_)) {
+            events.push_back(Event::Clock { unix_ms: epoch_ms(SystemTime::now()) as i64 });
+        }
         let now = inner.load.load(Ordering::Relaxed);
         if now != load {
             load = now;

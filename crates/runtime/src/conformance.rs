@@ -173,9 +173,14 @@ pub async fn returned_error_is_an_application_error(f: &dyn Fixture) {
     assert_eq!(run(&*warm, json!({})).await.outcome, Outcome::ApplicationError(json!("bad input")));
 }
 
+/// A thrown exception keeps its name and message, as Lambda reports them (a workflow's `Retry` and `Catch` match
+/// on the name); a runtime that cannot tell them reports a developer error that shows the message.
 pub async fn exception_is_a_developer_error(f: &dyn Fixture) {
     let warm = load(f, Behaviour::Throw, Limits::default()).await;
     match run(&*warm, json!({})).await.outcome {
+        Outcome::Threw { name, cause, message } => {
+            assert!(!name.is_empty() && cause.contains("boom") && message.contains(&name), "{name} {cause} {message}")
+        }
         Outcome::DeveloperError(m) => assert!(m.contains("boom"), "{m}"),
         other => panic!("expected a developer error, got {other:?}"),
     }

@@ -70,7 +70,10 @@ pub enum Outcome {
     Success(Value),
     /// The function returned `{"error": ...}` (or, in Node.js, rejected with a plain value): the error value.
     ApplicationError(Value),
-    /// The function threw, crashed, exited, ran out of memory or returned something that is not a dictionary.
+    /// The function threw an exception: its class name (Python) or `error.name` (Node.js), its message, and what
+    /// OpenWhisk shows for it (`An error has occurred: NAME: MESSAGE`).
+    Threw { name: String, cause: String, message: String },
+    /// The function crashed, exited, ran out of memory or returned something that is not a dictionary.
     DeveloperError(String),
     /// The function ran past its timeout and was killed.
     Timeout { timeout_ms: u64 },

@@ -84,7 +84,8 @@ fn smarthome_takes_the_other_branches() {
     let (code, out) =
         run("smarthome", "smarthome", json!({"user": "alice", "password": "nope", "room": "living"}), data.path());
     assert_eq!(code, 3);
-    assert_eq!(out["result"], json!({"error": "login failed for user 'alice'"}));
+    // A workflow's failure as Step Functions reports it: the error's name, and its cause.
+    assert_eq!(out["result"], json!({"error": "States.TaskFailed", "cause": "login failed for user 'alice'"}));
     assert_eq!(out["activation"]["response"]["status"], "application error");
     assert_eq!(annotation(&out["activation"], "path"), json!(["Login", "LoggedIn?", "Fail"]));
 }
@@ -167,7 +168,8 @@ fn limits_come_from_a_config_file() {
     let out = specfaas(&args);
     assert_eq!(out.status.code(), Some(3));
     let out: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(out["result"]["error"].as_str().unwrap().contains("limit of 3 state transitions (steps_max)"), "{out}");
+    assert_eq!(out["result"]["error"], "States.Runtime", "{out}");
+    assert!(out["result"]["cause"].as_str().unwrap().contains("limit of 3 state transitions (steps_max)"), "{out}");
     std::fs::write(&config, "[engine]\nsteps_maximum = 3\n").unwrap();
     let out = specfaas(&args);
     assert_eq!(out.status.code(), Some(1));

@@ -1,10 +1,8 @@
 //! The oldest slot: committing its writes in program order, failing the invocation with it, or running it again.
 
-use serde_json::json;
-
 use super::Engine;
 use super::runs::{Role, RunState, Source};
-use super::slots::{End, Head};
+use super::slots::{End, Head, Then};
 use crate::{Action, Cause, Fate, Outcome, Status};
 
 impl Engine {
@@ -23,11 +21,6 @@ impl Engine {
             let speculative_run = run.is_some_and(|r| self.runs[r].speculative);
             match outcome {
                 Outcome::Failure(failure) => {
-                    let end = End {
-                        status: failure.status,
-                        result: json!({ "error": failure.error }),
-                        error: Some(failure.name),
-                    };
                     if speculative_run && failure.status != Status::ApplicationError {
                         // It crashed, threw or timed out while speculative, perhaps on a state that is gone, or
                         // slowed by waiting on older writers: run it again, for real.
@@ -42,22 +35,19 @@ impl Engine {
                         // current: validate that as a commit of nothing; a conflict re-runs it for real.
                         let expect = std::mem::take(&mut self.runs[run].versions);
                         if !expect.is_empty() {
-                            self.head = Head::ValidatingFailure { end };
+                            self.head = Head::ValidatingFailure { failure };
                             out.push(Action::Commit { run, writes: Vec::new(), expect });
                             return;
                         }
                     }
-                    if let Some(run) = run {
-                        self.runs[run].state = RunState::Ended(Fate::Failed);
-                    }
-                    return self.complete(end, out);
+                    return self.fail_head(failure, out);
                 }
                 Outcome::Success(output) => {
                     let skipped = head.is_skipped();
                     let then = if head.cursor.is_some() {
                         self.check_next(0, out)
                     } else {
-                        Some(End { status: Status::Success, result: output.clone(), error: None })
+                        Some(Then::End(End { status: Status::Success, result: output.clone(), error: None }))
                     };
                     let head = &self.slots[0];
                     if self.config.speculation
@@ -90,12 +80,9 @@ impl Engine {
     /// invocation ends.
     pub(super) fn committed(&mut self, out: &mut Vec<Action>) {
         let then = match std::mem::replace(&mut self.head, Head::Open) {
-            Head::ValidatingFailure { end } => {
-                // The failed run's reads held: the invocation fails as it would have without speculation.
-                if let Some(run) = self.slots[0].run() {
-                    self.runs[run].state = RunState::Ended(Fate::Failed);
-                }
-                return self.complete(end, out);
+            Head::ValidatingFailure { failure } => {
+                // The failed run's reads held: it failed as it would have without speculation.
+                return self.fail_head(failure, out);
             }
             Head::Committing { then } => then,
             other => unreachable!("a commit landed while the oldest slot was {other:?}"),
@@ -127,8 +114,14 @@ impl Engine {
                 }
             }
         }
-        if let Some(end) = then {
-            return self.complete(end, out);
+        match then {
+            Some(Then::End(end)) => return self.complete(end, out),
+            Some(Then::Delay(ms, cursor)) => {
+                let timer = self.set_timer(super::Timer::Resume, ms, out);
+                self.delayed = Some((timer, cursor));
+                return;
+            }
+            None => {}
         }
         // Reads that waited on the committed slot can now be answered from the store.
         self.retry_stalled(out);

@@ -1,6 +1,6 @@
 //! Deriving younger slots on predicted data, and validating the next slot against a finished slot's real output.
 
-use super::slots::{End, Progress, Slot, WalkMark};
+use super::slots::{End, Progress, Slot, Then, WalkMark};
 use super::{Engine, SPECULATIVE_STEPS};
 use crate::walk::{Concrete, Decision, Mode, Stop, contains_unknown, unknown};
 use crate::{Action, BranchRecord, Cause, Outcome};
@@ -48,20 +48,20 @@ impl Engine {
             };
             let mut cursor = self.slots[index].cursor.clone().expect("checked above");
             let mut decisions = Vec::new();
-            let (app, branches) = (self.app.clone(), self.oracle.branches.clone());
+            let (app, branches, ctx) = (self.app.clone(), self.oracle.branches.clone(), self.walk_context());
             let stop = {
-                let walker = Self::walker(&app, &*branches, self.config.path_history)
-                    .expect("slots with cursors belong to workflows");
+                let walker = Self::walker(&app, &*branches, &ctx).expect("slots with cursors belong to workflows");
                 let mut mode = Mode::Speculative { high: self.config.branch_threshold, steps_left: SPECULATIVE_STEPS };
                 walker.advance(&mut cursor, Some(assumed.clone()), &mut mode, &mut decisions)
             };
             match stop {
-                Stop::Task { function, input } => {
+                Stop::Task { function, input, timeout_ms } => {
                     debug_assert!(!contains_unknown(&input));
                     self.stats.branch_predictions += decisions.iter().filter(|d| d.predicted).count() as u32;
                     self.slots[index].derived = Some(assumed);
                     let mut slot = self.new_slot(Some(cursor), function, input);
                     slot.decisions = decisions;
+                    slot.timeout_ms = timeout_ms;
                     self.slots.push_back(slot);
                     let new = self.slots.len() - 1;
                     self.maybe_skip_or_launch(new, out);
@@ -70,7 +70,7 @@ impl Engine {
                     self.slots[index].derived = Some(assumed);
                     return;
                 }
-                Stop::Blocked => return,
+                Stop::Blocked | Stop::Delay { .. } => return,
             }
         }
     }
@@ -97,8 +97,9 @@ impl Engine {
 
     /// Walks on from the finished slot at `index` with its real output, and keeps, replaces or drops the next
     /// slot accordingly. Concrete for the oldest slot (this is the application's semantics); speculative for a
-    /// younger one (an early check). Returns how the program ends if the walk reaches the end.
-    pub(super) fn check_next(&mut self, index: usize, out: &mut Vec<Action>) -> Option<End> {
+    /// younger one (an early check). Returns how the program ends if the walk reaches the end, or the delay the
+    /// walk stopped at.
+    pub(super) fn check_next(&mut self, index: usize, out: &mut Vec<Action>) -> Option<Then> {
         let output = self.slots[index].output()?.clone();
         let mut cursor = self.slots[index].cursor.clone()?;
         let concrete = index == 0;
@@ -106,10 +107,9 @@ impl Engine {
         if concrete {
             self.slots[0].walked_from = Some(WalkMark { path_len: self.path.len(), steps: self.steps });
         }
-        let (app, branches) = (self.app.clone(), self.oracle.branches.clone());
+        let (app, branches, ctx) = (self.app.clone(), self.oracle.branches.clone(), self.walk_context());
         let stop = {
-            let walker = Self::walker(&app, &*branches, self.config.path_history)
-                .expect("slots with cursors belong to workflows");
+            let walker = Self::walker(&app, &*branches, &ctx).expect("slots with cursors belong to workflows");
             let mut mode = if concrete {
                 Mode::Concrete(Concrete {
                     path: &mut self.path,
@@ -134,7 +134,7 @@ impl Engine {
             if wrong_branch { Cause::ControlMispredict } else { Cause::MemoMismatch }
         };
         match stop {
-            Stop::Task { function, input } => {
+            Stop::Task { function, input, timeout_ms } => {
                 let keep = self.slots.get(index + 1).is_some_and(|n| n.function == function && n.input == input);
                 if keep {
                     let next = &mut self.slots[index + 1];
@@ -160,6 +160,7 @@ impl Engine {
                         slot.journal = journal;
                     }
                     slot.decisions = taken;
+                    slot.timeout_ms = timeout_ms;
                     self.slots.push_back(slot);
                     let new = self.slots.len() - 1;
                     self.maybe_skip_or_launch(new, out);
@@ -173,7 +174,17 @@ impl Engine {
                     self.squash_from(index + 1, cause, out);
                 }
                 self.slots[index].derived = Some(output);
-                Some(End { status, result, error })
+                Some(Then::End(End { status, result, error }))
+            }
+            Stop::Delay { ms } => {
+                // Time must pass before the next state: nothing younger was derived past it (speculative walks stop
+                // at a Wait), but drop whatever was derived on a path the real output did not take.
+                if let Some(next) = self.slots.get(index + 1) {
+                    let cause = cause_against(next);
+                    self.squash_from(index + 1, cause, out);
+                }
+                self.slots[index].derived = Some(output);
+                Some(Then::Delay(ms, cursor))
             }
             Stop::Blocked => None,
         }

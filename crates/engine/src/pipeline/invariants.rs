@@ -48,6 +48,9 @@ impl Engine {
                 }
             }
         }
+        if self.delayed.is_some() && !(self.slots.is_empty() && self.head == Head::Open) {
+            return fail("a delayed walk is pending while slots are in the pipeline".into());
+        }
         // The head's phase agrees with the oldest slot.
         match &self.head {
             Head::Open => {}
@@ -118,7 +121,7 @@ mod tests {
         let app = model::Application::sequence("s", &["a".into(), "b".into()], &|_| true).unwrap();
         let catalog = crate::harness::catalog(["a", "b"], "v");
         let mut engine = crate::engine(Arc::new(app), catalog, Config::default(), Oracle::nothing());
-        let actions = engine.step(Event::Start { input: json!({}) });
+        let actions = engine.step(Event::Start { input: json!({}), execution: Default::default() });
         let Some(Action::Launch { run, .. }) = actions.first() else { panic!("{actions:?}") };
         (engine, *run)
     }

@@ -43,6 +43,7 @@ mod invariants;
 mod runs;
 mod slots;
 
+use crate::walk;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -53,8 +54,8 @@ use crate::buffer::DataBuffer;
 use crate::oracle::BranchPredictor;
 use crate::walk::{Concrete, Cursor, Mode, Stop, Walker};
 use crate::{
-    Action, BranchRecord, Catalog, Cause, Completion, Config, ErrorName, Event, Fate, Oracle, RunId, RunSummary, Stats,
-    Status,
+    Action, BranchRecord, Catalog, Cause, Completion, Config, ErrorName, Event, Execution, Failure, Fate, Oracle,
+    Outcome, RunId, RunSummary, Stats, Status, TimerId,
 };
 use access::PendingRead;
 use runs::{Role, Run, RunState, RunTable};
@@ -64,6 +65,14 @@ use slots::{End, Head, Progress, Slot};
 /// root of the pipeline, because slots, runs and effects all name slots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct SlotId(u32);
+
+/// What a walk needs from the engine besides the graph and the predictor.
+struct WalkContext {
+    history_len: usize,
+    execution: Arc<Execution>,
+    now_ms: i64,
+    limits: model::asl::Limits,
+}
 
 /// Steps a speculative walk may take before it gives up (it is never observable, so this bounds only work).
 const SPECULATIVE_STEPS: u32 = 64;
@@ -93,6 +102,27 @@ pub struct Engine {
     depth: u32,
     budget_left: u32,
     stats: Stats,
+    /// The execution, for the context object.
+    execution: Arc<Execution>,
+    /// The platform's clock, as last told.
+    now_ms: i64,
+    /// What each timer set is for.
+    timers: HashMap<TimerId, Timer>,
+    next_timer: u32,
+    /// The concrete walk waits for `timer` (a `Wait`, or a retry's back-off) and then goes on from the cursor. No
+    /// slot is in the pipeline meanwhile.
+    delayed: Option<(TimerId, Cursor)>,
+}
+
+/// Why a timer was set.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Timer {
+    /// The run's Task has `TimeoutSeconds`: past it, the run fails with `States.Timeout`.
+    TaskTimeout(RunId),
+    /// The delayed concrete walk goes on.
+    Resume,
+    /// The workflow's own `TimeoutSeconds`: past it, the execution fails with `States.Timeout`.
+    Execution,
 }
 
 impl Engine {
@@ -117,6 +147,11 @@ impl Engine {
             depth,
             budget_left: config.budget,
             stats: Stats::default(),
+            execution: Arc::new(Execution::default()),
+            now_ms: 0,
+            timers: HashMap::new(),
+            next_timer: 0,
+            delayed: None,
         }
     }
 
@@ -128,6 +163,10 @@ impl Engine {
     /// Applies one event; returns what the platform must do, in order.
     pub fn step(&mut self, event: Event) -> Vec<Action> {
         let mut out = Vec::new();
+        if let Event::Clock { unix_ms } = event {
+            self.now_ms = unix_ms; // only read by later walks
+            return out;
+        }
         if self.is_done() {
             // Late events (a killed run's report, a call racing the end, a timer) change nothing.
             if let Event::Call { run, request, .. } = event {
@@ -137,7 +176,11 @@ impl Engine {
             return out;
         }
         match event {
-            Event::Start { input } => self.start(input, &mut out),
+            Event::Start { input, execution } => {
+                self.execution = Arc::new(execution);
+                self.start(input, &mut out)
+            }
+            Event::Clock { .. } => unreachable!("handled above"),
             Event::Load { cpu_percent } => {
                 if self.config.speculation {
                     self.depth = self.config.depth_at(cpu_percent);
@@ -163,8 +206,7 @@ impl Engine {
                 let end = End { status: Status::InternalError, result: json!({ "error": error }), error: None };
                 self.complete(end, &mut out);
             }
-            // No state sets a timer yet (`Wait` and retry back-off will): one that fires changes nothing.
-            Event::TimerFired { .. } => {}
+            Event::TimerFired { timer } => self.timer_fired(timer, &mut out),
         }
         if !self.is_done() {
             self.fill(&mut out);
@@ -177,13 +219,140 @@ impl Engine {
     }
 
     /// A walker over the application's workflow, or `None` for an implicit chain.
-    /// A walk needs only the branch predictor: it alone is cloned out of `self`, so the walk can borrow the path
-    /// and step count mutably.
-    fn walker<'a>(app: &'a Application, branches: &'a dyn BranchPredictor, history_len: usize) -> Option<Walker<'a>> {
+    /// A walk needs only the branch predictor and the execution: they alone are cloned out of `self`, so the walk
+    /// can borrow the path and step count mutably.
+    fn walker<'a>(app: &'a Application, branches: &'a dyn BranchPredictor, ctx: &'a WalkContext) -> Option<Walker<'a>> {
         match &app.program {
-            Program::Workflow(root) => Some(Walker { root, app: &app.name, branches, history_len }),
+            Program::Workflow(root) => Some(Walker {
+                root,
+                app: &app.name,
+                branches,
+                history_len: ctx.history_len,
+                execution: &ctx.execution,
+                now_ms: ctx.now_ms,
+                limits: &ctx.limits,
+            }),
             Program::Function(_) => None,
         }
+    }
+
+    /// What a walk needs from `self` besides the graph and the predictor, cloned out so the walk can borrow the
+    /// path and step count mutably.
+    fn walk_context(&self) -> WalkContext {
+        WalkContext {
+            history_len: self.config.path_history,
+            execution: self.execution.clone(),
+            now_ms: self.now_ms,
+            limits: self.config.workflows,
+        }
+    }
+
+    /// Walks concretely from `cursor`: with the task's `result`, or (without) from where the cursor stands.
+    fn walk_concrete(
+        &mut self,
+        cursor: &mut Cursor,
+        result: Option<Value>,
+        decisions: &mut Vec<walk::Decision>,
+    ) -> Stop {
+        let (app, branches, ctx) = (self.app.clone(), self.oracle.branches.clone(), self.walk_context());
+        let walker = Self::walker(&app, &*branches, &ctx).expect("slots with cursors belong to workflows");
+        let mut mode =
+            Mode::Concrete(Concrete { path: &mut self.path, steps: &mut self.steps, steps_max: self.config.steps_max });
+        walker.advance(cursor, result, &mut mode, decisions)
+    }
+
+    fn set_timer(&mut self, why: Timer, delay_ms: u64, out: &mut Vec<Action>) -> TimerId {
+        self.next_timer += 1;
+        let timer = TimerId(self.next_timer);
+        self.timers.insert(timer, why);
+        out.push(Action::SetTimer { timer, delay_ms });
+        timer
+    }
+
+    fn timer_fired(&mut self, timer: TimerId, out: &mut Vec<Action>) {
+        match self.timers.remove(&timer) {
+            None => {}
+            Some(Timer::TaskTimeout(run)) => {
+                if !self.runs.is_running(run) {
+                    return;
+                }
+                let cause = "the Task ran past its TimeoutSeconds".to_string();
+                out.push(Action::Kill { run, cause: Cause::TimedOut });
+                let failure =
+                    Failure { status: Status::DeveloperError, name: ErrorName::Timeout, error: json!(cause), cause };
+                self.finished(run, Outcome::Failure(failure), out);
+            }
+            Some(Timer::Resume) => {
+                let Some((expected, mut cursor)) = self.delayed.take() else { return };
+                debug_assert_eq!(expected, timer, "one delay at a time");
+                let mut decisions = Vec::new();
+                let stop = self.walk_concrete(&mut cursor, None, &mut decisions);
+                self.go_on(stop, cursor, decisions, out);
+            }
+            Some(Timer::Execution) => {
+                let cause = "the execution ran past its TimeoutSeconds".to_string();
+                let result = json!({ "error": ErrorName::Timeout.as_str(), "cause": cause });
+                self.complete(End { status: Status::DeveloperError, result, error: Some(ErrorName::Timeout) }, out);
+            }
+        }
+    }
+
+    /// Goes on from a concrete walk into an empty pipeline (at the start, after a delay, after a failure was
+    /// recovered): runs the task it reached, waits, or completes.
+    fn go_on(&mut self, stop: Stop, cursor: Cursor, decisions: Vec<walk::Decision>, out: &mut Vec<Action>) {
+        debug_assert!(self.slots.is_empty(), "a concrete walk goes on into an empty pipeline");
+        match stop {
+            Stop::Task { function, input, timeout_ms } => {
+                let mut slot = self.new_slot(Some(cursor), function, input);
+                slot.timeout_ms = timeout_ms;
+                slot.decisions = decisions;
+                self.slots.push_back(slot);
+                self.maybe_skip_or_launch(0, out);
+                self.advance_head(out);
+            }
+            Stop::Complete { status, result, error } => self.complete(End { status, result, error }, out),
+            Stop::Delay { ms } => {
+                let timer = self.set_timer(Timer::Resume, ms, out);
+                self.delayed = Some((timer, cursor));
+            }
+            Stop::Blocked => unreachable!("concrete walks never block"),
+        }
+    }
+
+    /// The oldest slot failed, and its failure stands: a workflow applies `Retry` and `Catch`; otherwise the
+    /// invocation fails.
+    fn fail_head(&mut self, failure: Failure, out: &mut Vec<Action>) {
+        if let Some(run) = self.slots[0].run() {
+            self.runs[run].state = RunState::Ended(Fate::Failed);
+        }
+        let cursor = self.slots[0].cursor.clone();
+        let (Some(mut cursor), model::app::Form::Workflow) = (cursor, self.app.form) else {
+            // A sequence or an implicit chain fails the OpenWhisk way: with the function's error.
+            let end =
+                End { status: failure.status, result: json!({ "error": failure.error }), error: Some(failure.name) };
+            return self.complete(end, out);
+        };
+        let mut decisions = Vec::new();
+        let stop = {
+            let (app, branches, ctx) = (self.app.clone(), self.oracle.branches.clone(), self.walk_context());
+            let walker = Self::walker(&app, &*branches, &ctx).expect("a workflow");
+            let mut mode = Mode::Concrete(Concrete {
+                path: &mut self.path,
+                steps: &mut self.steps,
+                steps_max: self.config.steps_max,
+            });
+            walker.recover(&mut cursor, failure.status, failure.name, failure.cause, &mut mode, &mut decisions)
+        };
+        if let Stop::Complete { status, result, error } = stop {
+            return self.complete(End { status, result, error }, out);
+        }
+        // Recovered: what was derived past the failure assumed success.
+        if self.slots.len() > 1 {
+            self.squash_from(1, Cause::ControlMispredict, out);
+        }
+        self.slots.pop_front();
+        self.head = Head::Open;
+        self.go_on(stop, cursor, decisions, out);
     }
 
     fn slot_index(&self, id: SlotId) -> Option<usize> {
@@ -197,32 +366,22 @@ impl Engine {
 
     fn start(&mut self, input: Value, out: &mut Vec<Action>) {
         let app = self.app.clone();
-        let slot = match &app.program {
+        match &app.program {
             Program::Workflow(root) => {
+                if let Some(seconds) = root.timeout_seconds {
+                    self.set_timer(Timer::Execution, seconds.saturating_mul(1000), out);
+                }
                 let mut cursor = Cursor::start(root, input);
                 let mut decisions = Vec::new();
-                let branches = self.oracle.branches.clone();
-                let stop = {
-                    let walker = Self::walker(&app, &*branches, self.config.path_history).expect("a workflow");
-                    let mut mode = Mode::Concrete(Concrete {
-                        path: &mut self.path,
-                        steps: &mut self.steps,
-                        steps_max: self.config.steps_max,
-                    });
-                    walker.advance(&mut cursor, None, &mut mode, &mut decisions)
-                };
-                match stop {
-                    Stop::Task { function, input } => self.new_slot(Some(cursor), function, input),
-                    Stop::Complete { status, result, error } => {
-                        return self.complete(End { status, result, error }, out);
-                    }
-                    Stop::Blocked => unreachable!("concrete walks never block"),
-                }
+                let stop = self.walk_concrete(&mut cursor, None, &mut decisions);
+                self.go_on(stop, cursor, decisions, out);
             }
-            Program::Function(f) => self.new_slot(None, f.clone(), input),
-        };
-        self.slots.push_back(slot);
-        self.launch_slot(0, out);
+            Program::Function(f) => {
+                let slot = self.new_slot(None, f.clone(), input);
+                self.slots.push_back(slot);
+                self.launch_slot(0, out);
+            }
+        }
     }
 
     /// Launches the current run of the slot at `index`; a speculative launch spends budget.
@@ -244,6 +403,9 @@ impl Engine {
         let slot = &mut self.slots[index];
         slot.progress = Progress::Running(run);
         slot.journal.restart();
+        if let Some(ms) = slot.timeout_ms {
+            self.set_timer(Timer::TaskTimeout(run), ms, out);
+        }
     }
 
     /// Creates a run and emits its launch; `None` (and the invocation failed) when the run budget is spent.

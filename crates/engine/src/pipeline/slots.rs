@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::SlotId;
 use super::effects::Journal;
 use crate::walk::{Cursor, Decision};
-use crate::{ErrorName, Outcome, RunId, Status};
+use crate::{ErrorName, Failure, Outcome, RunId, Status};
 
 /// Where a slot's function stands.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,16 +30,26 @@ pub(super) struct End {
     pub error: Option<ErrorName>,
 }
 
+/// What follows the oldest slot's commit, when it is not the next slot.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Then {
+    /// The invocation ends.
+    End(End),
+    /// The concrete walk waits this many ms (a `Wait`), then goes on from the cursor.
+    Delay(u64, Cursor),
+}
+
 /// The phase of the oldest slot, and so of the invocation.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Head {
     /// Launching, running or finishing; nothing is in flight for it.
     Open,
-    /// Its writes are committing. When they land it leaves the pipeline, and the invocation ends if `then` says so.
-    Committing { then: Option<End> },
+    /// Its writes are committing. When they land it leaves the pipeline, and the invocation ends or waits if
+    /// `then` says so.
+    Committing { then: Option<Then> },
     /// Its run returned an error while speculative; the committed state it read is being validated by a commit of
-    /// nothing. When that lands, the invocation fails with `end`.
-    ValidatingFailure { end: End },
+    /// nothing. When that lands, the failure stands (and goes to `Retry`, `Catch` or the invocation's result).
+    ValidatingFailure { failure: Failure },
     /// The invocation is over.
     Done,
 }
@@ -67,6 +77,8 @@ pub(super) struct Slot {
     pub journal: Journal,
     /// Keys for which an older write squashed this slot: its commit is no clean read of them.
     pub raw_keys: Vec<String>,
+    /// The Task's `TimeoutSeconds`, in ms: each run of the slot fails with `States.Timeout` past it.
+    pub timeout_ms: Option<u64>,
 }
 
 impl Slot {
@@ -82,6 +94,7 @@ impl Slot {
             walked_from: None,
             journal: Journal::default(),
             raw_keys: Vec::new(),
+            timeout_ms: None,
         }
     }
 

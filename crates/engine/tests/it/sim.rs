@@ -40,11 +40,11 @@ impl Function for Scripted {
             Op::Return(v) => Step::Finish(Outcome::Success(v)),
             Op::ReturnReplies => Step::Finish(Outcome::Success(json!({ "replies": self.replies }))),
             Op::Fail(status, error) => Step::Finish(Outcome::failed(status, error)),
-            Op::TimeOut => Step::Finish(Outcome::Failure(Failure {
-                status: Status::DeveloperError,
-                name: ErrorName::Timeout,
-                error: json!("The action exceeded its time limits of 10 milliseconds."),
-            })),
+            Op::TimeOut => Step::Finish(Outcome::Failure(Failure::new(
+                Status::DeveloperError,
+                ErrorName::Timeout,
+                json!("The action exceeded its time limits of 10 milliseconds."),
+            ))),
         }
     }
 }

@@ -111,13 +111,65 @@ fn invalid_documents_name_file_state_and_problem() {
                 .into(),
             &["state \"C\"", "never reach an end"],
         ),
-        ("j.json", task(r#""Retry":[],"#), &["state \"T\"", "Retry is not supported yet"]),
-        ("k.json", task(r#""Catch":[],"#), &["Catch is not supported yet"]),
-        ("l.json", r#"{"StartAt":"M","States":{"M":{"Type":"Map","End":true}}}"#.into(), &["Map is not supported yet"]),
-        ("m.json", r#"{"StartAt":"W","States":{"W":{"Type":"Wait","Seconds":1,"End":true}}}"#.into(), &["Wait"]),
+        (
+            "j.json",
+            task(r#""Retry":[{"ErrorEquals":["States.ALL"]},{"ErrorEquals":["X"]}],"#),
+            &["j.json", "state \"T\"", "Retry[0]", "States.ALL", "last"],
+        ),
+        (
+            "k.json",
+            task(r#""Catch":[{"ErrorEquals":["States.ALL","X"],"Next":"T"}],"#),
+            &["state \"T\"", "Catch[0]", "States.ALL", "alone"],
+        ),
+        (
+            "l.json",
+            r#"{"StartAt":"M","States":{"M":{"Type":"Map","End":true}}}"#.into(),
+            &["l.json", "state \"M\"", "needs \"ItemProcessor\""],
+        ),
+        (
+            "m.json",
+            r#"{"StartAt":"W","States":{"W":{"Type":"Wait","Seconds":1,"Timestamp":"2026-01-01T00:00:00Z","End":true}}}"#
+                .into(),
+            &["m.json", "state \"W\"", "exactly one of", "Seconds and Timestamp"],
+        ),
+        ("m2.json", task(r#""Retry":[{"ErrorEquals":["X"],"MaxAttempts":-1}],"#), &["Retry[0]", "MaxAttempts", "negative"]),
+        ("m3.json", task(r#""Retry":[{"ErrorEquals":["X"],"MaxAttempts":5000}],"#), &["MaxAttempts 5000", "retry_attempts_max"]),
+        ("m4.json", task(r#""Retry":[{"ErrorEquals":["X"],"BackoffRate":0.5}],"#), &["BackoffRate", "at least 1.0"]),
+        ("m5.json", task(r#""Catch":[{"ErrorEquals":["X"]}],"#), &["Catch[0]", "needs \"Next\""]),
+        ("m6.json", task(r#""Parameters":{"x.$":"States.Nope($.a)"},"#), &["state \"T\"", "States.Nope"]),
+        ("m7.json", task(r#""Parameters":{"x.$":"States.ArrayGetItem($.a)"},"#), &["state \"T\"", "States.ArrayGetItem", "2"]),
+        ("m8.json", task(r#""QueryLanguage":"JSONata","#), &["state \"T\"", "JSONata", "not supported"]),
+        (
+            "m9.json",
+            r#"{"QueryLanguage":"JSONata","StartAt":"S","States":{"S":{"Type":"Succeed"}}}"#.into(),
+            &["m9.json", "JSONata"],
+        ),
+        (
+            "m10.json",
+            r#"{"StartAt":"M","States":{"M":{"Type":"Map","End":true,"ItemProcessor":{
+                 "ProcessorConfig":{"Mode":"DISTRIBUTED"},"StartAt":"S","States":{"S":{"Type":"Succeed"}}}}}}"#
+                .into(),
+            &["distributed Map"],
+        ),
+        (
+            "m11.json",
+            r#"{"StartAt":"T","States":{"T":{"Type":"Task","Resource":"arn:aws:states:::dynamodb:putItem","End":true}}}"#.into(),
+            &["state \"T\"", "lambda:invoke is supported"],
+        ),
+        (
+            "m12.json",
+            r#"{"StartAt":"T","States":{"T":{"Type":"Task","Resource":"arn:aws:states:::lambda:invoke","End":true}}}"#.into(),
+            &["FunctionName"],
+        ),
+        ("m13.json", task(r#""TimeoutSeconds":0,"#), &["TimeoutSeconds", "positive"]),
+        (
+            "m14.json",
+            r#"{"StartAt":"W","States":{"W":{"Type":"Wait","Seconds":999999,"End":true}}}"#.into(),
+            &["Seconds 999999", "wait_seconds_max"],
+        ),
         ("n.json", task(r#""Colour":1,"#), &["field \"Colour\" is not allowed in a Task state"]),
         ("o.json", task(r#""InputPath":"a.b","#), &["InputPath", "must start with '$'"]),
-        ("p.json", task(r#""Parameters":{"x.$":"States.Format('{}', $.a)"},"#), &["intrinsic functions"]),
+        ("p.json", task(r#""InputPath":"States.Format('{}', $.a)","#), &["InputPath", "intrinsic function"]),
         (
             "q.json",
             r#"{"StartAt":"C","States":{"C":{"Type":"Choice","Choices":[{"Variable":"$.x","Next":"D"}]},
@@ -138,6 +190,60 @@ fn invalid_documents_name_file_state_and_problem() {
     ];
     for (file, text, needles) in cases {
         check(file, &text, Err(needles));
+    }
+}
+
+/// A definition as Step Functions exports it: Lambda ARNs, `lambda:invoke`, `QueryLanguage`, `Map`, `Retry`,
+/// `Catch`, `Wait`, timeouts, intrinsic functions and the context object all deploy unchanged.
+#[test]
+fn definitions_exported_from_aws_deploy_unchanged() {
+    let text = r#"{
+      "QueryLanguage": "JSONPath", "TimeoutSeconds": 300,
+      "StartAt": "Login",
+      "States": {
+        "Login": {"Type": "Task", "QueryLanguage": "JSONPath",
+          "Resource": "arn:aws:lambda:eu-west-1:123456789012:function:login:prod",
+          "TimeoutSeconds": 10, "ResultPath": "$.auth", "Next": "Read",
+          "Retry": [{"ErrorEquals": ["States.Timeout", "Throttled"], "IntervalSeconds": 2, "MaxAttempts": 4,
+                     "BackoffRate": 1.5, "MaxDelaySeconds": 30, "JitterStrategy": "FULL"},
+                    {"ErrorEquals": ["States.ALL"]}],
+          "Catch": [{"ErrorEquals": ["States.TaskFailed"], "ResultPath": "$.error", "Next": "Denied"}]},
+        "Read": {"Type": "Task", "Resource": "arn:aws:states:::lambda:invoke",
+          "Parameters": {"FunctionName": "arn:aws:lambda:eu-west-1:123456789012:function:read",
+                         "Payload": {"user.$": "$.user", "id.$": "$$.Execution.Id",
+                                     "greeting.$": "States.Format('hi {}', $.user)"}},
+          "ResultSelector": {"value.$": "$.Payload"}, "OutputPath": "$.value", "Next": "Pause"},
+        "Pause": {"Type": "Wait", "SecondsPath": "$.delay", "Next": "Each"},
+        "Each": {"Type": "Map", "ItemsPath": "$.rooms", "MaxConcurrency": 4,
+          "ItemSelector": {"room.$": "$$.Map.Item.Value", "index.$": "$$.Map.Item.Index"},
+          "ItemProcessor": {"ProcessorConfig": {"Mode": "INLINE"}, "StartAt": "Act",
+            "States": {"Act": {"Type": "Task", "Resource": "act", "End": true}}},
+          "ResultPath": "$.acted", "End": true},
+        "Denied": {"Type": "Fail", "ErrorPath": "$.error.Error", "CausePath": "States.Format('no: {}', $.user)"}
+      }
+    }"#;
+    let g = asl::parse("exported.json", text, &known).unwrap();
+    assert_eq!(g.timeout_seconds, Some(300));
+    let StateKind::Task { function, integration, recovery, .. } = &g.states[g.start].kind else { panic!() };
+    assert_eq!(function, "login", "a Lambda ARN with an alias names the function");
+    assert_eq!(*integration, model::workflow::Integration::Direct);
+    assert_eq!(recovery.retry.len(), 2);
+    assert_eq!(recovery.retry[1].max_attempts, 3, "ASL's defaults");
+    assert_eq!(recovery.retry[1].interval_seconds, 1);
+    assert_eq!(recovery.retry[1].backoff_rate, 2.0);
+    let read = g.states.iter().find(|s| s.name == "Read").unwrap();
+    let StateKind::Task { function, integration, .. } = &read.kind else { panic!() };
+    assert_eq!((function.as_str(), *integration), ("read", model::workflow::Integration::LambdaInvoke));
+    assert!(matches!(g.states.iter().find(|s| s.name == "Each").unwrap().kind, StateKind::Map { .. }));
+    for (resource, name) in [
+        ("arn:aws:lambda:us-east-1:1:function:act", Some("act")),
+        ("arn:aws:lambda:us-east-1:1:function:act:7", Some("act")),
+        ("1:function:act", Some("act")),
+        ("act:live", Some("act")),
+        ("arn:aws:states:::lambda:invoke", None),
+        ("arn:aws:s3:::bucket", None),
+    ] {
+        assert_eq!(asl::lambda_function_name(resource), name, "{resource}");
     }
 }
 

@@ -154,14 +154,22 @@ async fn a_timeout_is_a_developer_error_and_commits_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failure_other_than_a_timeout_is_named_task_failed() {
+async fn an_exception_is_named_by_its_class_and_other_failures_task_failed() {
     let f = fixture();
     let p = &f.platform;
     let code = "def main(a):\n    raise ValueError('no')\n";
     p.deploy_function(NS, source("raises", Kind::Python, code, Limits::default())).await.unwrap();
     let inv = p.invoke(NS, "raises", json!({})).await.unwrap();
     assert_eq!(inv.status, Status::DeveloperError);
-    assert_eq!(inv.error, Some(engine::ErrorName::TaskFailed));
+    assert_eq!(inv.error, Some(engine::ErrorName::Custom("ValueError".into())), "as Lambda names it");
+    let code = "exports.main = () => { const e = new Error('nope'); e.name = 'Denied'; throw e; };\n";
+    p.deploy_function(NS, source("throws", Kind::Node, code, Limits::default())).await.unwrap();
+    let inv = p.invoke(NS, "throws", json!({})).await.unwrap();
+    assert_eq!(inv.error.map(|e| e.to_string()), Some("Denied".to_string()), "error.name");
+    let code = "def main(a):\n    return {'error': 'bad'}\n";
+    p.deploy_function(NS, source("returns_error", Kind::Python, code, Limits::default())).await.unwrap();
+    let inv = p.invoke(NS, "returns_error", json!({})).await.unwrap();
+    assert_eq!(inv.status, Status::ApplicationError);
     assert_eq!(inv.error.map(|e| e.to_string()), Some("States.TaskFailed".to_string()));
 }
 
@@ -511,7 +519,7 @@ async fn records_show_predicted_and_actual_branches_of_squashed_runs() {
         assert_eq!(p.invoke(NS, "smarthome", ok).await.unwrap().status, Status::Success);
     }
     let inv = p.invoke(NS, "smarthome", json!({"user": "mallory", "password": "x", "room": "living"})).await.unwrap();
-    assert_eq!(inv.result, json!({"error": "login failed for user 'mallory'"}));
+    assert_eq!(inv.result, json!({"error": "States.TaskFailed", "cause": "login failed for user 'mallory'"}));
     let squashed: Vec<_> = inv.runs.iter().filter(|r| fate(r) == "squashed").collect();
     assert!(!squashed.is_empty(), "ReadTemp must have started on the predicted branch: {:?}", inv.runs);
     let spec =

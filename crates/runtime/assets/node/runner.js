@@ -83,7 +83,13 @@ const onRun = async (msg) => {
   } catch (e) {
     if (e instanceof Error) {
       process.stderr.write(`${e.stack}\n`);
-      line = JSON.stringify({ op: 'error', message: `An error has occurred: ${e.name}: ${e.message}` });
+      // The name and message go up as Lambda reports them, for a workflow's Retry and Catch.
+      line = JSON.stringify({
+        op: 'error',
+        message: `An error has occurred: ${e.name}: ${e.message}`,
+        name: String(e.name),
+        cause: String(e.message),
+      });
     } else {
       // A rejected promise with a plain value is an application error, as in OpenWhisk.
       try {

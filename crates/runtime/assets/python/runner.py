@@ -163,7 +163,9 @@ def main():
             data = encode({"op": "result", "value": result})  # a result that is not JSON is the function's error
         except BaseException as e:  # noqa: BLE001 - every failure of user code is reported
             traceback.print_exc()
-            data = encode({"op": "error", "message": "An error has occurred: %s: %s" % (type(e).__name__, e)})
+            name = type(e).__name__
+            # The name and message go up as Lambda reports them, for a workflow's Retry and Catch.
+            data = encode({"op": "error", "message": "An error has occurred: %s: %s" % (name, e), "name": name, "cause": str(e)})
         capture.barrier()
         with lock:
             sock.sendall(data)

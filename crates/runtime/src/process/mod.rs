@@ -886,7 +886,12 @@ async fn run_activation(
                             }
                         }
                         Ok(FromHandler::Result { value }) => { clean = true; break Outcome::from_returned(value) }
-                        Ok(FromHandler::Error { message }) => {
+                        Ok(FromHandler::Error { message, name: Some(name), cause }) => {
+                            clean = true;
+                            let message = with_limits(spec, &proc_, message);
+                            break Outcome::Threw { name, cause: cause.unwrap_or_default(), message }
+                        }
+                        Ok(FromHandler::Error { message, name: None, .. }) => {
                             clean = true;
                             break Outcome::DeveloperError(with_limits(spec, &proc_, message))
                         }

@@ -32,8 +32,12 @@ pub enum FromHandler {
     Result {
         value: Value,
     },
+    /// The function threw: `message` is what OpenWhisk shows; `name` (the exception's class, or `error.name`) and
+    /// `cause` (its message) are what a workflow's `Retry` and `Catch` see.
     Error {
         message: String,
+        name: Option<String>,
+        cause: Option<String>,
     },
 }
 

@@ -22,7 +22,7 @@ async fn load_err(kind: Kind, text: &str) -> String {
 
 fn developer_error(outcome: Outcome) -> String {
     match outcome {
-        Outcome::DeveloperError(m) => m,
+        Outcome::DeveloperError(m) | Outcome::Threw { message: m, .. } => m,
         other => panic!("expected a developer error, got {other:?}"),
     }
 }
