@@ -2,7 +2,7 @@
 // Reference ASL runner for specfaas differential tests.
 //
 // Reads ONE JSON document from stdin:
-//   { "functions_dir": "/abs/dir", "normalize"?: true,
+//   { "functions_dir": "/abs/dir", "normalize"?: true, "causes"?: "lambda" | "message",
 //     "cases": [ { "id", "definition", "input", "context"? } ] }
 // runs every case (sequentially, in order) on aws-local-stepfunctions and writes ONE JSON
 // document to stdout:
@@ -101,7 +101,7 @@ function lambdaErrorPayload(thrown) {
   }
 }
 
-function makeInvoker(functionsDir) {
+function makeInvoker(functionsDir, causes) {
   const modules = new Map();
   function load(name) {
     if (!/^[A-Za-z0-9_.-]+$/.test(name) || name.startsWith('.')) return null;
@@ -138,7 +138,8 @@ function makeInvoker(functionsDir) {
       result = await mod.main(jsonClone(payload));
     } catch (thrown) {
       const p = lambdaErrorPayload(thrown);
-      throw taskError(p.errorType, JSON.stringify(p));
+      // "causes": "message" gives the message alone as the Cause, as specfaas reports it.
+      throw taskError(p.errorType, causes === 'message' ? p.errorMessage : JSON.stringify(p));
     }
     return jsonClone(result);
   };
@@ -327,7 +328,7 @@ async function main() {
   }
   if (!doc || typeof doc !== 'object' || !Array.isArray(doc.cases)) die('input must be an object with a "cases" array');
   if (typeof doc.functions_dir !== 'string') die('input must have a "functions_dir" string');
-  const invoke = makeInvoker(path.resolve(doc.functions_dir));
+  const invoke = makeInvoker(path.resolve(doc.functions_dir), doc.causes);
   const normalize = doc.normalize !== false;
 
   // A stray rejection from an abandoned branch must not kill the run (Node 20 would exit 1).

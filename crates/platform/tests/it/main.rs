@@ -9,6 +9,7 @@ use platform::{Platform, Status};
 use serde_json::{Value, json};
 use storage::{MemoryStore, RedbStore, Store};
 
+mod asl;
 mod builder;
 mod sandbox;
 mod wasm;
