@@ -1,14 +1,22 @@
 //! Walking a workflow graph from one Task to the next, in two modes.
 //!
 //! - **Concrete**: on real data. This is the semantics of the application: it records the path, counts steps
-//!   against `steps_max`, trains the branch predictor on each `Choice` it evaluates, turns data errors into a
-//!   failed completion (`States.Runtime`), and stops at a `Wait` or a retry's back-off with [`Stop::Delay`]: the
-//!   engine sets a timer and walks on when it fires.
+//!   against `steps_max`, trains the branch predictor on each `Choice` it evaluates, and turns data errors into a
+//!   failed completion (`States.Runtime`).
 //! - **Speculative**: on partly predicted data. A value the engine does not know yet (the output of a function that
 //!   has not finished and missed in the memo table) is the [`UNKNOWN`] marker. A `Choice` that reads an unknown
-//!   value asks the branch predictor; a Task whose input still holds an unknown value, an error, a `Wait`, or a
-//!   branch the predictor is unsure of stops the walk ([`Stop::Blocked`]). Nothing a speculative walk does is
-//!   observable: every speculative derivation is checked later by a concrete walk from real data.
+//!   value asks the branch predictor; a Task whose input still holds an unknown value, an error, or a branch the
+//!   predictor is unsure of stops the walk ([`Stop::Blocked`]). Nothing a speculative walk does is observable:
+//!   every speculative derivation is checked later by a concrete walk from real data. A walk that may **skip**
+//!   (`Mode::Speculative { skip }`) goes on past a blocked `Parallel` branch or `Map` iteration with an unknown
+//!   result for it, to the next branch: branches do not depend on each other's data.
+//!
+//! Time is never waited for here. A walk goes on past a `Wait` state and a retry's back-off and notes them in its
+//! [`Trace`] as a [`Delay`] at the position of the state: the engine sets the timer, and nothing at or after that
+//! position in the same branch (see [`Position::covers`]) commits or starts before it fires.
+//!
+//! **Positions.** Every state a walk enters has a [`Position`], the same however the walk got there: the step
+//! count of each frame, with the branch (iteration) index between frames. Program order is position order.
 //!
 //! `Parallel` branches and `Map` iterations are walked in program order: branch 0 (iteration 0) to its end, then
 //! branch 1, and so on; their outputs are collected in a fan-out frame and become the state's result, in order.
@@ -91,8 +99,57 @@ enum Frame {
     /// Walking a graph; `input` is the raw input of `state`, the `step`-th state entered in this frame.
     Graph { path: GraphPath, state: StateId, input: Value, step: u32, attempts: Attempts },
     /// Collecting the outputs of the Parallel branches or Map iterations of the state the Graph frame below this one
-    /// is at. `inputs` holds each branch's (iteration's) input.
-    FanOut { raw: Value, inputs: Vec<Value>, results: Vec<Value> },
+    /// is at. `inputs` holds each branch's (iteration's) input; `history` is the path history at the fan-out, which
+    /// every branch starts from and the state after it continues; `limit` is how many branches may run at once.
+    FanOut { raw: Value, inputs: Vec<Value>, results: Vec<Value>, history: VecDeque<u64>, limit: u32 },
+}
+
+/// Where a state stands in program order: `[step, branch, step, branch, step, ...]`, the step count of each frame
+/// (from the top level down) with the branch or iteration index of the frame below between them. Program order is
+/// the lexicographic order; a fan-out state comes before its branches, which come before the states after it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub(crate) struct Position(pub Vec<u32>);
+
+impl Position {
+    /// Whether what happens at `later` can depend on what happens at `self` (and so must wait for it): `later` is
+    /// not before `self`, and is not in a different branch of a fan-out both sit in. Branches of one `Parallel`
+    /// (iterations of one `Map`) never depend on each other; everything after the fan-out depends on all of them.
+    pub fn covers(&self, later: &Position) -> bool {
+        if later < self {
+            return false;
+        }
+        match self.0.iter().zip(&later.0).position(|(a, b)| a != b) {
+            // Different steps of one frame: later depends. Different branches: independent.
+            Some(i) => i % 2 == 0,
+            // One is a prefix of the other: the same state, or a state inside a fan-out state's branches.
+            None => true,
+        }
+    }
+
+    /// The fan-outs `self` sits in, outermost first: for each, the prefix that names the fan-out instance and the
+    /// branch (iteration) index.
+    pub fn branches(&self) -> impl Iterator<Item = (&[u32], u32)> {
+        (1..self.0.len()).step_by(2).map(|i| (&self.0[..i], self.0[i]))
+    }
+}
+
+/// A wait a walk passed: nothing covered by `at` may commit or start before `ms` have passed since the walk.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Delay {
+    pub at: Position,
+    pub ms: u64,
+}
+
+/// What a walk went through, besides where it stopped.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Trace {
+    /// The `Choice` states decided on the way.
+    pub decisions: Vec<Decision>,
+    /// The waits and retry back-offs passed on the way.
+    pub delays: Vec<Delay>,
+    /// Where a failure handed to [`Walker::recover`] was handled: the position of the state whose `Retry` or
+    /// `Catch` took it, or the top level's if none did.
+    pub handled_at: Option<Position>,
 }
 
 /// A position in the walk of one invocation, cheap enough to clone per speculative derivation.
@@ -111,9 +168,6 @@ pub(crate) enum Stop {
     Task { function: String, input: Value, timeout_ms: Option<u64> },
     /// The program ended; `error` names the failure, if it failed.
     Complete { status: Status, result: Value, error: Option<ErrorName> },
-    /// Concrete walks only: time must pass (a `Wait`, or a retry's back-off) before the walk goes on from the
-    /// cursor, with no result.
-    Delay { ms: u64 },
     /// Speculative walks only: the next function cannot be predicted yet.
     Blocked,
 }
@@ -127,10 +181,12 @@ pub(crate) struct Concrete<'a> {
 
 pub(crate) enum Mode<'a> {
     Concrete(Concrete<'a>),
-    /// `high`: the probability a predicted target needs before the walk follows it.
+    /// `high`: the probability a predicted target needs before the walk follows it (above 1: never predict).
+    /// `skip`: go on past a blocked branch to the next one.
     Speculative {
         high: f64,
         steps_left: u32,
+        skip: bool,
     },
 }
 
@@ -233,6 +289,26 @@ impl Cursor {
             }
         }
         h
+    }
+
+    /// The position of the state the cursor is at.
+    pub fn position(&self) -> Position {
+        let mut at = Vec::new();
+        for frame in &self.frames {
+            if let Frame::Graph { path, step, .. } = frame {
+                if let Some((_, branch)) = path.last() {
+                    at.push(*branch as u32);
+                }
+                at.push(*step);
+            }
+        }
+        Position(at)
+    }
+
+    /// For each fan-out the cursor is in, outermost first: how many of its branches (iterations) may run at once.
+    pub fn limits(&self) -> Vec<u32> {
+        let limit = |f: &Frame| if let Frame::FanOut { limit, .. } = f { Some(*limit) } else { None };
+        self.frames.iter().filter_map(limit).collect()
     }
 
     fn top(&self) -> (&GraphPath, StateId, &Value, &Attempts) {
@@ -339,13 +415,7 @@ impl Walker<'_> {
 
     /// Moves past the Task at the top of `cursor` with its `result`, then walks to the next Task or the end.
     /// Without a `result`, walks from where the cursor is (the start of the program, or after a delay).
-    pub fn advance(
-        &self,
-        cursor: &mut Cursor,
-        result: Option<Value>,
-        mode: &mut Mode,
-        decisions: &mut Vec<Decision>,
-    ) -> Stop {
+    pub fn advance(&self, cursor: &mut Cursor, result: Option<Value>, mode: &mut Mode, trace: &mut Trace) -> Stop {
         if let Some(result) = result {
             let (path, state, input, _) = cursor.top();
             let StateKind::Task { io, next, integration, .. } = &graph_at(self.root, path).states[state].kind else {
@@ -359,21 +429,38 @@ impl Walker<'_> {
                 }
             };
             let next = *next;
-            match self.output(io, &input.clone(), result, cursor, mode) {
-                Ok(output) => {
-                    if let Some(stop) = self.goto(cursor, next, output, mode) {
-                        return stop;
-                    }
-                }
-                Err(stop) => return stop,
+            let stop = match self.output(io, &input.clone(), result, cursor, mode) {
+                Ok(output) => self.goto(cursor, next, output, mode),
+                Err(stop) => Some(stop),
+            };
+            if let Some(stop) = stop {
+                return self.skip_if_blocked(stop, cursor, mode, trace);
             }
         }
-        self.walk(cursor, mode, decisions)
+        let stop = self.walk(cursor, mode, trace);
+        self.skip_if_blocked(stop, cursor, mode, trace)
+    }
+
+    /// A walk that may skip and is blocked inside a fan-out goes on at the next branch (iteration), with an unknown
+    /// result for the blocked one: what the next branch runs does not depend on it.
+    fn skip_if_blocked(&self, mut stop: Stop, cursor: &mut Cursor, mode: &mut Mode, trace: &mut Trace) -> Stop {
+        while stop == Stop::Blocked && matches!(mode, Mode::Speculative { skip: true, .. }) {
+            let Some(fan_out) = cursor.frames.iter().rposition(|f| matches!(f, Frame::FanOut { .. })) else {
+                return stop;
+            };
+            cursor.frames.truncate(fan_out + 2); // the fan-out and the blocked branch's frame
+            stop = match self.finish_frame(cursor, unknown(), mode) {
+                Some(stop) => stop,
+                None => self.walk(cursor, mode, trace),
+            };
+        }
+        stop
     }
 
     /// The Task at the top of `cursor` failed with `name` and `cause`: applies `Retry` and `Catch`, of the Task and
-    /// then of each enclosing `Parallel` or `Map`. Returns a [`Stop::Delay`] for a retry (the cursor then stands at
-    /// the state to run again), the walk on from a catcher's target, or the failed completion.
+    /// then of each enclosing `Parallel` or `Map`. A retry walks again from the retried state, after a [`Delay`] at
+    /// its position; a catch walks on from the catcher's target; else the execution fails. `trace.handled_at` says
+    /// where the failure was handled.
     pub fn recover(
         &self,
         cursor: &mut Cursor,
@@ -381,9 +468,10 @@ impl Walker<'_> {
         name: ErrorName,
         cause: String,
         mode: &mut Mode,
-        decisions: &mut Vec<Decision>,
+        trace: &mut Trace,
     ) -> Stop {
         loop {
+            trace.handled_at = Some(cursor.position());
             let (path, state, raw, _) = cursor.top();
             let recovery: Option<&Recovery> = match &graph_at(self.root, path).states[state].kind {
                 StateKind::Task { recovery, .. }
@@ -393,8 +481,9 @@ impl Walker<'_> {
             };
             let raw = raw.clone();
             if let Some(recovery) = recovery {
-                if let Some(stop) = self.retry(cursor, recovery, &name, mode) {
-                    return stop;
+                if let Some(ms) = self.retry(cursor, recovery, &name) {
+                    trace.delays.push(Delay { at: cursor.position(), ms });
+                    return self.walk(cursor, mode, trace);
                 }
                 if let Some(catcher) = recovery.catch.iter().find(|c| c.errors.matches(name.as_str())) {
                     let error = json!({ "Error": name.as_str(), "Cause": cause });
@@ -405,22 +494,25 @@ impl Walker<'_> {
                     if let Some(stop) = self.goto(cursor, Next::State(catcher.next), output, mode) {
                         return stop;
                     }
-                    return self.walk(cursor, mode, decisions);
+                    return self.walk(cursor, mode, trace);
                 }
             }
             // Not handled here: the enclosing Parallel or Map fails with the same error, or the execution does.
             cursor.frames.pop();
             match cursor.frames.pop() {
-                Some(Frame::FanOut { .. }) => {}
-                None => return failed(status, name, cause),
+                Some(Frame::FanOut { history, .. }) => cursor.history = history,
+                None => {
+                    trace.handled_at = Some(Position::default());
+                    return failed(status, name, cause);
+                }
                 Some(Frame::Graph { .. }) => unreachable!("Graph frames nest only under fan-out frames"),
             }
         }
     }
 
     /// A retrier of the state at the top of `cursor` that matches `name` and has attempts left: counts the attempt
-    /// and returns the delay (the cursor stays at the state, marked to resume there).
-    fn retry(&self, cursor: &mut Cursor, recovery: &Recovery, name: &ErrorName, mode: &Mode) -> Option<Stop> {
+    /// and returns the delay in ms (the cursor stays at the state, marked to resume there).
+    fn retry(&self, cursor: &mut Cursor, recovery: &Recovery, name: &ErrorName) -> Option<u64> {
         // The first retrier that matches decides, with attempts left or not.
         let (index, retrier) = recovery.retry.iter().enumerate().find(|(_, r)| r.errors.matches(name.as_str()))?;
         let seed = fnv_u64(cursor.position_hash(), self.execution.seed());
@@ -434,9 +526,6 @@ impl Walker<'_> {
         if spent >= retrier.max_attempts {
             return None;
         }
-        if matches!(mode, Mode::Speculative { .. }) {
-            return Some(Stop::Blocked);
-        }
         attempts.per_retrier[index] = spent + 1;
         attempts.count += 1;
         attempts.resumed = true;
@@ -446,7 +535,7 @@ impl Walker<'_> {
             let draw = fnv_u64(seed, u64::from(attempts.count)).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 11;
             ms = (draw as f64 / (1u64 << 53) as f64 * ms as f64) as u64;
         }
-        Some(Stop::Delay { ms })
+        Some(ms)
     }
 
     /// Sets the top frame to `next`, or ends the frame; `Some` when that ends the program.
@@ -470,10 +559,11 @@ impl Walker<'_> {
         cursor.frames.pop();
         match cursor.frames.last_mut() {
             None => Some(Stop::Complete { status: Status::Success, result: output, error: None }),
-            Some(Frame::FanOut { results, inputs, .. }) => {
+            Some(Frame::FanOut { results, inputs, history, .. }) => {
                 results.push(output);
                 let done = results.len();
                 let next_input = inputs.get(done).cloned();
+                let fork_history = history.clone();
                 let Some(Frame::Graph { path, state, .. }) = cursor.frames.iter().rev().nth(1) else {
                     unreachable!("a fan-out frame sits on the Graph frame of its state")
                 };
@@ -485,9 +575,11 @@ impl Walker<'_> {
                     let frame =
                         Frame::Graph { path: branch_path, state: start, input, step: 0, attempts: Attempts::default() };
                     cursor.frames.push(frame);
+                    cursor.history = self.branch_history(fork_history, &path_of(cursor), done);
                     return None;
                 }
-                let Some(Frame::FanOut { raw, results, .. }) = cursor.frames.pop() else { unreachable!() };
+                let Some(Frame::FanOut { raw, results, history, .. }) = cursor.frames.pop() else { unreachable!() };
+                cursor.history = history;
                 let (io, next) = match &graph_at(self.root, &path).states[state].kind {
                     StateKind::Parallel { io, next, .. } | StateKind::Map { io, next, .. } => (io, *next),
                     _ => unreachable!("the Graph frame under a fan-out frame is at a Parallel or Map state"),
@@ -507,7 +599,7 @@ impl Walker<'_> {
         &self,
         cursor: &mut Cursor,
         raw: Value,
-        inputs: Vec<Value>,
+        (inputs, limit): (Vec<Value>, u32),
         io: &Io,
         next: Next,
         mode: &mut Mode,
@@ -523,15 +615,33 @@ impl Walker<'_> {
         branch_path.push((state, 0));
         let start = graph_at(self.root, &branch_path).start;
         let first = inputs[0].clone();
-        cursor.frames.push(Frame::FanOut { raw, inputs, results: Vec::new() });
+        let history = cursor.history.clone();
+        cursor.frames.push(Frame::FanOut { raw, inputs, results: Vec::new(), history: history.clone(), limit });
         cursor.frames.push(Frame::Graph {
-            path: branch_path,
+            path: branch_path.clone(),
             state: start,
             input: first,
             step: 0,
             attempts: Attempts::default(),
         });
+        cursor.history = self.branch_history(history, &branch_path, 0);
         None
+    }
+
+    /// The path history a branch (iteration) starts with: the fan-out's, and the branch. All iterations of a Map
+    /// share one, so what the predictor learns in one applies to the others.
+    fn branch_history(&self, mut history: VecDeque<u64>, branch_path: &GraphPath, branch: usize) -> VecDeque<u64> {
+        let Some((state, _)) = branch_path.last() else { return history };
+        let parent = graph_at(self.root, &branch_path[..branch_path.len() - 1]);
+        let which = match parent.states[*state].kind {
+            StateKind::Map { .. } => u64::MAX,
+            _ => branch as u64,
+        };
+        history.push_back(fnv_u64(fnv_u64(FNV_START ^ 0x5a5a, *state as u64), which));
+        if history.len() > self.history_len {
+            history.pop_front();
+        }
+        history
     }
 
     /// The inputs of a Map state's iterations, from its raw input.
@@ -542,7 +652,7 @@ impl Walker<'_> {
         raw: &Value,
         cursor: &Cursor,
         mode: &Mode,
-    ) -> Result<Vec<Value>, Stop> {
+    ) -> Result<(Vec<Value>, u32), Stop> {
         let speculative = matches!(mode, Mode::Speculative { .. });
         let fail = |m: String| if speculative { Stop::Blocked } else { runtime_error(m) };
         let effective = select_field(&io.input_path, raw, "InputPath").map_err(fail)?;
@@ -561,10 +671,14 @@ impl Walker<'_> {
                 items.len()
             )));
         }
+        let bound = self.limits.map_concurrency_max;
+        let mut limit = match spec.max_concurrency {
+            Concurrency::Fixed(n) => n,
+            Concurrency::Path(_) => 0,
+        };
         if let Concurrency::Path(p) = &spec.max_concurrency {
-            let bound = self.limits.map_concurrency_max;
             match p.get(&effective) {
-                Some(v) if v.as_u64().is_some_and(|n| n <= bound.into()) => {}
+                Some(v) if v.as_u64().is_some_and(|n| n <= bound.into()) => limit = v.as_u64().unwrap_or(0) as u32,
                 Some(v) if speculative && contains_unknown(v) => return Err(Stop::Blocked),
                 other => {
                     return Err(fail(format!(
@@ -585,7 +699,7 @@ impl Walker<'_> {
                 },
             });
         }
-        Ok(inputs)
+        Ok((inputs, if limit == 0 { bound } else { limit.min(bound) }))
     }
 
     /// How long a `Wait` state waits, in ms, from its raw input.
@@ -644,7 +758,7 @@ impl Walker<'_> {
 
     /// Walks states until a function must run, the program ends, time must pass, or (speculatively) the walk is
     /// blocked.
-    fn walk(&self, cursor: &mut Cursor, mode: &mut Mode, decisions: &mut Vec<Decision>) -> Stop {
+    fn walk(&self, cursor: &mut Cursor, mode: &mut Mode, trace: &mut Trace) -> Stop {
         loop {
             let (path, state, input, attempts) = cursor.top();
             let (path, state, input, resumed) = (path.clone(), state, input.clone(), attempts.resumed);
@@ -757,7 +871,7 @@ impl Walker<'_> {
                     if let Mode::Concrete(_) = mode {
                         self.branches.train(&key, history, target);
                     }
-                    decisions.push(Decision {
+                    trace.decisions.push(Decision {
                         choice: key,
                         history,
                         target,
@@ -791,17 +905,18 @@ impl Walker<'_> {
                         Ok(v) => v,
                         Err(stop) => return in_state(stop),
                     };
+                    let limit = (branches.len() as u32).min(self.limits.map_concurrency_max);
                     let inputs = vec![effective; branches.len()];
-                    if let Some(stop) = self.fan_out(cursor, input, inputs, io, *next, mode) {
+                    if let Some(stop) = self.fan_out(cursor, input, (inputs, limit), io, *next, mode) {
                         return in_state(stop);
                     }
                 }
                 StateKind::Map { map, io, next, .. } => {
-                    let inputs = match self.map_inputs(map, io, &input, cursor, mode) {
-                        Ok(inputs) => inputs,
+                    let fan = match self.map_inputs(map, io, &input, cursor, mode) {
+                        Ok(fan) => fan,
                         Err(stop) => return in_state(stop),
                     };
-                    if let Some(stop) = self.fan_out(cursor, input, inputs, io, *next, mode) {
+                    if let Some(stop) = self.fan_out(cursor, input, fan, io, *next, mode) {
                         return in_state(stop);
                     }
                 }
@@ -813,20 +928,12 @@ impl Walker<'_> {
                         Ok(output) => output,
                         Err(stop) => return in_state(stop),
                     };
-                    if !resumed {
-                        if matches!(mode, Mode::Speculative { .. }) {
-                            return Stop::Blocked;
-                        }
-                        match self.wait_ms(until, &input) {
-                            Ok(0) => {}
-                            Ok(ms) => {
-                                if let Some(Frame::Graph { attempts, .. }) = cursor.frames.last_mut() {
-                                    attempts.resumed = true;
-                                }
-                                return Stop::Delay { ms };
-                            }
-                            Err(e) => return in_state(runtime_error(e)),
-                        }
+                    // Speculative walks go on past a wait on data they do not know; the real walk times it.
+                    match (self.wait_ms(until, &input), &mode) {
+                        (Ok(0), _) => {}
+                        (Ok(ms), _) => trace.delays.push(Delay { at: cursor.position(), ms }),
+                        (Err(e), Mode::Concrete(_)) => return in_state(runtime_error(e)),
+                        (Err(_), Mode::Speculative { .. }) => {}
                     }
                     if let Some(stop) = self.goto(cursor, *next, output, mode) {
                         return stop;
@@ -856,7 +963,7 @@ impl Walker<'_> {
                                 let name = ErrorName::from(error.as_str());
                                 cursor.frames.pop();
                                 cursor.frames.pop();
-                                return self.recover(cursor, Status::ApplicationError, name, cause, mode, decisions);
+                                return self.recover(cursor, Status::ApplicationError, name, cause, mode, trace);
                             }
                             failed(Status::ApplicationError, ErrorName::from(error.as_str()), cause)
                         }
@@ -890,6 +997,11 @@ fn place(field: &PathField, raw: &Value, result: Value) -> Result<Value, String>
             Ok(doc)
         }
     }
+}
+
+/// The graph path of the cursor's top frame.
+fn path_of(cursor: &Cursor) -> GraphPath {
+    cursor.top().0.clone()
 }
 
 fn successors_of(rules: &[(model::choice::Rule, StateId)], default: &Option<StateId>) -> Vec<StateId> {

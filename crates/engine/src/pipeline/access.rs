@@ -119,7 +119,7 @@ impl Engine {
                     k == key
                         && match src {
                             Source::Store => true,
-                            Source::Slot(q) => *q < writer,
+                            Source::Slot(q) => self.older(*q, writer),
                         }
                 })
             })

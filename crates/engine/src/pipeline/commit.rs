@@ -2,7 +2,7 @@
 
 use super::Engine;
 use super::runs::{Role, RunState, Source};
-use super::slots::{End, Head, Then};
+use super::slots::{End, Head};
 use crate::{Action, Cause, Fate, Outcome, Status};
 
 impl Engine {
@@ -10,10 +10,13 @@ impl Engine {
     pub(super) fn advance_head(&mut self, out: &mut Vec<Action>) {
         while matches!(self.head, Head::Open) {
             let Some(head) = self.slots.front() else { return };
+            if self.gated(&head.pos) {
+                return; // a wait before it has not ended: it neither starts nor commits yet
+            }
             let Some(outcome) = head.outcome() else {
                 if head.run().is_none() {
-                    // Not launched yet (non-speculative function, or depth or budget ran short): it is its turn.
-                    self.launch_slot(0, out);
+                    // Not launched yet (non-speculative function, a wait, or depth or budget ran short): its turn.
+                    self.launch_ready(out);
                 }
                 return;
             };
@@ -47,7 +50,7 @@ impl Engine {
                     let then = if head.cursor.is_some() {
                         self.check_next(0, out)
                     } else {
-                        Some(Then::End(End { status: Status::Success, result: output.clone(), error: None }))
+                        Some(End { status: Status::Success, result: output.clone(), error: None })
                     };
                     let head = &self.slots[0];
                     if self.config.speculation
@@ -114,14 +117,8 @@ impl Engine {
                 }
             }
         }
-        match then {
-            Some(Then::End(end)) => return self.complete(end, out),
-            Some(Then::Delay(ms, cursor)) => {
-                let timer = self.set_timer(super::Timer::Resume, ms, out);
-                self.delayed = Some((timer, cursor));
-                return;
-            }
-            None => {}
+        if let Some(end) = then {
+            return self.finish(end, out);
         }
         // Reads that waited on the committed slot can now be answered from the store.
         self.retry_stalled(out);

@@ -1,36 +1,41 @@
 //! Deriving younger slots on predicted data, and validating the next slot against a finished slot's real output.
+//!
+//! Slots sit in program order, by [`crate::walk::Position`]. A walk from a slot goes forward to the next task; a
+//! walk blocked inside a `Parallel` branch (`Map` iteration) skips to the next branch, leaving a **hole**: the
+//! rest of the blocked branch is derived later, when the slot before the hole finishes, and is inserted in its
+//! place. What is already derived beyond a hole stays: it does not depend on the hole.
 
-use super::slots::{End, Progress, Slot, Then, WalkMark};
+use super::slots::{End, Progress, Slot, WalkMark};
 use super::{Engine, SPECULATIVE_STEPS};
-use crate::walk::{Concrete, Decision, Mode, Stop, contains_unknown, unknown};
+use crate::walk::{Concrete, Cursor, Decision, Mode, Position, Stop, Trace, contains_unknown, unknown};
 use crate::{Action, BranchRecord, Cause, Outcome};
 
+/// A task a walk reached, to place in the pipeline.
+pub(super) struct Placed {
+    pub cursor: Cursor,
+    pub function: String,
+    pub input: serde_json::Value,
+    pub timeout_ms: Option<u64>,
+    pub decisions: Vec<Decision>,
+}
+
 impl Engine {
-    /// Keeps up to `depth` slots in flight beyond the oldest, deriving new ones from the youngest.
+    /// Derives younger slots from the youngest: on its real output if it finished, its memoized output, or an
+    /// unknown value (with speculation off: only real outputs and unknown ones, and no predicted branches, so that
+    /// only the branches of a fan-out are found ahead). Stops at the pipeline's length bound.
     pub(super) fn fill(&mut self, out: &mut Vec<Action>) {
-        if self.depth == 0 || self.slots.is_empty() {
-            return;
-        }
-        // Slots derived earlier but not launched (depth or budget was short then).
-        for index in 1..self.slots.len().min(self.depth as usize + 1) {
-            let slot = &self.slots[index];
-            if slot.progress == Progress::Waiting && !self.is_done() {
-                let non_speculative =
-                    self.catalog.functions.get(&slot.function).is_some_and(|i| i.annotations.non_speculative);
-                if !non_speculative && self.budget_left > 0 {
-                    self.launch_slot(index, out);
-                }
-            }
-        }
-        while !self.is_done() && self.slots.len() <= self.depth as usize && self.budget_left > 0 {
+        let speculating = self.config.speculation && self.depth > 0;
+        let bound = self.depth as usize + self.config.workflows.map_concurrency_max as usize + 1;
+        while !self.is_done() && !self.slots.is_empty() && self.slots.len() <= bound {
             let index = self.slots.len() - 1;
             let youngest = &self.slots[index];
             if youngest.derived.is_some() || youngest.cursor.is_none() {
-                return; // the end of the program is predicted, or an implicit chain (nothing to derive)
+                break; // the end of the program is derived, or an implicit chain (nothing to derive)
             }
             let assumed = match youngest.outcome() {
                 Some(Outcome::Success(v)) => v,
-                Some(Outcome::Failure(_)) => return, // never speculate past a failure
+                Some(Outcome::Failure(_)) => break, // never speculate past a failure
+                None if !speculating => unknown(),
                 None => {
                     let version = self.catalog.functions.get(&youngest.function).map(|i| i.version.clone());
                     let memo = version.and_then(|v| self.oracle.memo.lookup(&youngest.function, &v, &youngest.input));
@@ -47,63 +52,58 @@ impl Engine {
                 }
             };
             let mut cursor = self.slots[index].cursor.clone().expect("checked above");
-            let mut decisions = Vec::new();
+            let mut trace = Trace::default();
             let (app, branches, ctx) = (self.app.clone(), self.oracle.branches.clone(), self.walk_context());
             let stop = {
                 let walker = Self::walker(&app, &*branches, &ctx).expect("slots with cursors belong to workflows");
-                let mut mode = Mode::Speculative { high: self.config.branch_threshold, steps_left: SPECULATIVE_STEPS };
-                walker.advance(&mut cursor, Some(assumed.clone()), &mut mode, &mut decisions)
+                let high = if speculating { self.config.branch_threshold } else { f64::INFINITY };
+                let mut mode = Mode::Speculative { high, steps_left: SPECULATIVE_STEPS, skip: true };
+                walker.advance(&mut cursor, Some(assumed.clone()), &mut mode, &mut trace)
             };
             match stop {
                 Stop::Task { function, input, timeout_ms } => {
                     debug_assert!(!contains_unknown(&input));
-                    self.stats.branch_predictions += decisions.iter().filter(|d| d.predicted).count() as u32;
+                    self.stats.branch_predictions += trace.decisions.iter().filter(|d| d.predicted).count() as u32;
                     self.slots[index].derived = Some(assumed);
                     let mut slot = self.new_slot(Some(cursor), function, input);
-                    slot.decisions = decisions;
+                    slot.decisions = trace.decisions;
                     slot.timeout_ms = timeout_ms;
+                    debug_assert!(slot.pos > self.slots[index].pos, "a walk goes forward in program order");
                     self.slots.push_back(slot);
-                    let new = self.slots.len() - 1;
-                    self.maybe_skip_or_launch(new, out);
+                    self.maybe_skip(self.slots.len() - 1);
                 }
                 Stop::Complete { .. } => {
                     self.slots[index].derived = Some(assumed);
-                    return;
+                    break;
                 }
-                Stop::Blocked | Stop::Delay { .. } => return,
+                Stop::Blocked => break,
             }
         }
+        self.launch_ready(out);
     }
 
-    /// A freshly derived slot at `index`: a pure function with a memoized output is not run; a `non-speculative`
-    /// one waits to be the oldest; anything else launches if the depth and budget allow.
-    pub(super) fn maybe_skip_or_launch(&mut self, index: usize, out: &mut Vec<Action>) {
-        let (function, input) = (self.slots[index].function.clone(), self.slots[index].input.clone());
-        let info = self.catalog.functions.get(&function).cloned();
+    /// A freshly derived slot at `index`: with speculation, a pure function with a memoized output is not run.
+    pub(super) fn maybe_skip(&mut self, index: usize) {
+        let (function, input) = (&self.slots[index].function, &self.slots[index].input);
+        let info = self.catalog.functions.get(function);
         if self.config.speculation
-            && let Some(info) = &info
+            && let Some(info) = info
             && info.annotations.pure
-            && let Some(output) = self.oracle.memo.lookup(&function, &info.version, &input)
+            && let Some(output) = self.oracle.memo.lookup(function, &info.version, input)
         {
             self.slots[index].progress = Progress::Skipped(output);
             self.stats.skipped += 1;
-            return;
-        }
-        let non_speculative = info.is_some_and(|i| i.annotations.non_speculative);
-        if index == 0 || (index <= self.depth as usize && !non_speculative) {
-            self.launch_slot(index, out);
         }
     }
 
-    /// Walks on from the finished slot at `index` with its real output, and keeps, replaces or drops the next
-    /// slot accordingly. Concrete for the oldest slot (this is the application's semantics); speculative for a
-    /// younger one (an early check). Returns how the program ends if the walk reaches the end, or the delay the
-    /// walk stopped at.
-    pub(super) fn check_next(&mut self, index: usize, out: &mut Vec<Action>) -> Option<Then> {
+    /// Walks on from the finished slot at `index` with its real output, and keeps, inserts, replaces or drops the
+    /// next slot accordingly. Concrete for the oldest slot (this is the application's semantics); speculative for a
+    /// younger one (an early check). Returns how the program ends if the walk reaches the end.
+    pub(super) fn check_next(&mut self, index: usize, out: &mut Vec<Action>) -> Option<End> {
         let output = self.slots[index].output()?.clone();
         let mut cursor = self.slots[index].cursor.clone()?;
         let concrete = index == 0;
-        let mut decisions = Vec::new();
+        let mut trace = Trace::default();
         if concrete {
             self.slots[0].walked_from = Some(WalkMark { path_len: self.path.len(), steps: self.steps });
         }
@@ -117,11 +117,15 @@ impl Engine {
                     steps_max: self.config.steps_max,
                 })
             } else {
-                Mode::Speculative { high: self.config.branch_threshold, steps_left: SPECULATIVE_STEPS }
+                let high = if self.config.speculation { self.config.branch_threshold } else { f64::INFINITY };
+                Mode::Speculative { high, steps_left: SPECULATIVE_STEPS, skip: false }
             };
-            walker.advance(&mut cursor, Some(output.clone()), &mut mode, &mut decisions)
+            walker.advance(&mut cursor, Some(output.clone()), &mut mode, &mut trace)
         };
-        let taken = decisions;
+        // The waits on the way begin now, when the function before them finished.
+        let origin = self.slots[index].run();
+        self.note_delays(&trace.delays, origin, concrete, out);
+        let taken = trace.decisions;
         if concrete {
             self.record_branches(index + 1, &taken);
         }
@@ -135,58 +139,108 @@ impl Engine {
         };
         match stop {
             Stop::Task { function, input, timeout_ms } => {
-                let keep = self.slots.get(index + 1).is_some_and(|n| n.function == function && n.input == input);
-                if keep {
-                    let next = &mut self.slots[index + 1];
-                    if concrete {
-                        let predicted = next.decisions.iter().filter(|d| d.predicted).count() as u32;
-                        self.stats.branch_hits += predicted;
-                        next.decisions.clear();
-                    }
-                    next.cursor = Some(cursor);
-                } else {
-                    // A run of the same function redone on its real input replays the safe requests (GET) the
-                    // squashed run made speculatively: the only effects a squashed slot can have journaled.
-                    let mut journal = None;
-                    if let Some(next) = self.slots.get_mut(index + 1) {
-                        if next.function == function {
-                            journal = Some(std::mem::take(&mut next.journal));
-                        }
-                        let cause = cause_against(&self.slots[index + 1]);
-                        self.squash_from(index + 1, cause, out);
-                    }
-                    let mut slot = self.new_slot(Some(cursor), function, input);
-                    if let Some(journal) = journal {
-                        slot.journal = journal;
-                    }
-                    slot.decisions = taken;
-                    slot.timeout_ms = timeout_ms;
-                    self.slots.push_back(slot);
-                    let new = self.slots.len() - 1;
-                    self.maybe_skip_or_launch(new, out);
+                let at = cursor.position();
+                let next = self.slots.get(index + 1);
+                let keep = next.is_some_and(|n| n.pos == at && n.function == function && n.input == input);
+                if !keep && next.is_some_and(|n| n.pos <= at) {
+                    // What depends on this slot's output was derived from a guess the real output contradicts.
+                    let cause = cause_against(&self.slots[index + 1]);
+                    self.squash_dependents_keeping(index, &at, &function, cause, out);
                 }
+                let task = Placed { cursor, function, input, timeout_ms, decisions: taken };
+                self.place_task(index + 1, task, concrete, out);
                 self.slots[index].derived = Some(output);
                 None
             }
             Stop::Complete { status, result, error } => {
                 if let Some(next) = self.slots.get(index + 1) {
                     let cause = cause_against(next);
-                    self.squash_from(index + 1, cause, out);
+                    self.squash_dependents(index, cause, out);
                 }
                 self.slots[index].derived = Some(output);
-                Some(Then::End(End { status, result, error }))
-            }
-            Stop::Delay { ms } => {
-                // Time must pass before the next state: nothing younger was derived past it (speculative walks stop
-                // at a Wait), but drop whatever was derived on a path the real output did not take.
-                if let Some(next) = self.slots.get(index + 1) {
-                    let cause = cause_against(next);
-                    self.squash_from(index + 1, cause, out);
-                }
-                self.slots[index].derived = Some(output);
-                Some(Then::Delay(ms, cursor))
+                Some(End { status, result, error })
             }
             Stop::Blocked => None,
+        }
+    }
+
+    /// Places the task a walk reached at its position, from `first` on: keeps the slot already there if it runs the
+    /// same function on the same input (a concrete walk confirms its branches), else squashes whatever sits from
+    /// `first` up to that position (and what depends on it) and inserts the task. A task with nothing at or before
+    /// its position fills a hole: what is derived beyond it does not depend on it. Returns the task's index.
+    pub(super) fn place_task(&mut self, first: usize, task: Placed, concrete: bool, out: &mut Vec<Action>) -> usize {
+        let Placed { cursor, function, input, timeout_ms, decisions } = task;
+        let at = cursor.position();
+        if let Some(next) = self.slots.get_mut(first)
+            && next.pos == at
+            && next.function == function
+            && next.input == input
+        {
+            if concrete {
+                self.stats.branch_hits += next.decisions.iter().filter(|d| d.predicted).count() as u32;
+                next.decisions.clear();
+            }
+            next.cursor = Some(cursor);
+            return first;
+        }
+        // A run of the same function redone on its real input replays the safe requests (GET) the squashed run
+        // made speculatively: the only effects a squashed slot can have journaled.
+        let mut journal = None;
+        while let Some(next) = self.slots.get(first)
+            && next.pos <= at
+        {
+            let same = next.pos == at && next.function == function;
+            let wrong_branch = next
+                .decisions
+                .iter()
+                .any(|d| d.predicted && decisions.iter().any(|t| t.same_choice(d) && t.target != d.target));
+            if same {
+                journal = Some(std::mem::take(&mut self.slots[first].journal));
+            }
+            let cause = if wrong_branch { Cause::ControlMispredict } else { Cause::MemoMismatch };
+            self.squash_dependents(first, cause, out);
+            self.squash_slot(first, cause, false, out);
+            self.remove_slot(first);
+        }
+        let mut slot = self.new_slot(Some(cursor), function, input);
+        if let Some(journal) = journal {
+            slot.journal = journal;
+        }
+        slot.decisions = decisions;
+        slot.timeout_ms = timeout_ms;
+        let index = self.insert_slot(slot);
+        self.maybe_skip(index);
+        index
+    }
+
+    /// [`Engine::squash_dependents`], but a slot at `at` running `function` is left for [`Engine::place_task`],
+    /// which may keep its journal.
+    fn squash_dependents_keeping(
+        &mut self,
+        index: usize,
+        at: &Position,
+        function: &str,
+        cause: Cause,
+        out: &mut Vec<Action>,
+    ) {
+        let pos = self.slots[index].pos.clone();
+        for t in (index + 1..self.slots.len()).rev() {
+            let spared = self.slots[t].pos == *at && self.slots[t].function == function;
+            if !spared && pos.covers(&self.slots[t].pos) {
+                self.squash_slot(t, cause, false, out);
+                self.remove_slot(t);
+            }
+        }
+    }
+
+    /// Squashes and removes every slot younger than the one at `index` that depends on it.
+    pub(super) fn squash_dependents(&mut self, index: usize, cause: Cause, out: &mut Vec<Action>) {
+        let pos = self.slots[index].pos.clone();
+        for t in (index + 1..self.slots.len()).rev() {
+            if pos.covers(&self.slots[t].pos) {
+                self.squash_slot(t, cause, false, out);
+                self.remove_slot(t);
+            }
         }
     }
 

@@ -82,10 +82,10 @@ impl Engine {
         }
     }
 
-    /// Whether `run` belongs to the oldest slot and to no predicted callee's tree.
+    /// Whether `run` belongs to the oldest slot, which no wait holds back, and to no predicted callee's tree.
     fn is_non_speculative(&self, run: RunId) -> bool {
         let slot = self.runs[run].slot;
-        self.slots.front().is_some_and(|s| s.id == slot) && !self.runs.in_predicted_tree(run)
+        self.slots.front().is_some_and(|s| s.id == slot && !self.gated(&s.pos)) && !self.runs.in_predicted_tree(run)
     }
 
     /// Performs (or replays from its slot's journal) an effect of a run: of the oldest slot, or a safe request.

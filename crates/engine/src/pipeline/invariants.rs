@@ -23,10 +23,16 @@ impl Engine {
         if self.runs.len() as u32 > self.config.runs_max {
             return fail(format!("{} runs, over runs_max {}", self.runs.len(), self.config.runs_max));
         }
-        // Slots: program order is slot-id order; each slot's current run is its own top run.
+        // Slots: program order is position order; each slot's current run is its own top run.
         for (i, slot) in self.slots.iter().enumerate() {
-            if i > 0 && self.slots[i - 1].id >= slot.id {
-                return fail(format!("slot {} follows slot {} in program order", slot.id.0, self.slots[i - 1].id.0));
+            if i > 0 && self.slots[i - 1].pos >= slot.pos {
+                return fail(format!(
+                    "slot {} at {:?} follows slot {} at {:?} in program order",
+                    slot.id.0,
+                    slot.pos,
+                    self.slots[i - 1].id.0,
+                    self.slots[i - 1].pos
+                ));
             }
             if let Some(run) = slot.run() {
                 let Some(r) = self.runs.get(run) else { return fail(format!("slot {} has no run {run}", slot.id.0)) };
@@ -48,8 +54,8 @@ impl Engine {
                 }
             }
         }
-        if self.delayed.is_some() && !(self.slots.is_empty() && self.head == Head::Open) {
-            return fail("a delayed walk is pending while slots are in the pipeline".into());
+        if let Some(w) = self.waits.iter().find(|w| !w.fired && !self.timers.contains_key(&w.timer)) {
+            return fail(format!("the wait at {:?} has no timer", w.at));
         }
         // The head's phase agrees with the oldest slot.
         match &self.head {

@@ -41,9 +41,10 @@ mod derive;
 mod effects;
 mod invariants;
 mod runs;
+mod schedule;
 mod slots;
+mod waits;
 
-use crate::walk;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -52,10 +53,10 @@ use serde_json::{Value, json};
 
 use crate::buffer::DataBuffer;
 use crate::oracle::BranchPredictor;
-use crate::walk::{Concrete, Cursor, Mode, Stop, Walker};
+use crate::walk::{Concrete, Cursor, Mode, Stop, Trace, Walker};
 use crate::{
     Action, BranchRecord, Catalog, Cause, Completion, Config, ErrorName, Event, Execution, Failure, Fate, Oracle,
-    Outcome, RunId, RunSummary, Stats, Status, TimerId,
+    RunId, RunSummary, Stats, Status, TimerId,
 };
 use access::PendingRead;
 use runs::{Role, Run, RunState, RunTable};
@@ -107,22 +108,12 @@ pub struct Engine {
     /// The platform's clock, as last told.
     now_ms: i64,
     /// What each timer set is for.
-    timers: HashMap<TimerId, Timer>,
+    timers: HashMap<TimerId, waits::Timer>,
     next_timer: u32,
-    /// The concrete walk waits for `timer` (a `Wait`, or a retry's back-off) and then goes on from the cursor. No
-    /// slot is in the pipeline meanwhile.
-    delayed: Option<(TimerId, Cursor)>,
-}
-
-/// Why a timer was set.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Timer {
-    /// The run's Task has `TimeoutSeconds`: past it, the run fails with `States.Timeout`.
-    TaskTimeout(RunId),
-    /// The delayed concrete walk goes on.
-    Resume,
-    /// The workflow's own `TimeoutSeconds`: past it, the execution fails with `States.Timeout`.
-    Execution,
+    /// Waits and retry back-offs the walks passed: what they cover neither starts nor commits before they fire.
+    waits: Vec<waits::Wait>,
+    /// How the invocation ends, once the waits on the way there fire.
+    ending: Option<End>,
 }
 
 impl Engine {
@@ -151,7 +142,8 @@ impl Engine {
             now_ms: 0,
             timers: HashMap::new(),
             next_timer: 0,
-            delayed: None,
+            waits: Vec::new(),
+            ending: None,
         }
     }
 
@@ -210,6 +202,7 @@ impl Engine {
         }
         if !self.is_done() {
             self.fill(&mut out);
+            self.launch_ready(&mut out);
         }
         #[cfg(debug_assertions)]
         if let Err(broken) = self.check_invariants() {
@@ -248,73 +241,32 @@ impl Engine {
     }
 
     /// Walks concretely from `cursor`: with the task's `result`, or (without) from where the cursor stands.
-    fn walk_concrete(
-        &mut self,
-        cursor: &mut Cursor,
-        result: Option<Value>,
-        decisions: &mut Vec<walk::Decision>,
-    ) -> Stop {
+    fn walk_concrete(&mut self, cursor: &mut Cursor, result: Option<Value>, trace: &mut Trace) -> Stop {
         let (app, branches, ctx) = (self.app.clone(), self.oracle.branches.clone(), self.walk_context());
         let walker = Self::walker(&app, &*branches, &ctx).expect("slots with cursors belong to workflows");
         let mut mode =
             Mode::Concrete(Concrete { path: &mut self.path, steps: &mut self.steps, steps_max: self.config.steps_max });
-        walker.advance(cursor, result, &mut mode, decisions)
+        walker.advance(cursor, result, &mut mode, trace)
     }
 
-    fn set_timer(&mut self, why: Timer, delay_ms: u64, out: &mut Vec<Action>) -> TimerId {
-        self.next_timer += 1;
-        let timer = TimerId(self.next_timer);
-        self.timers.insert(timer, why);
-        out.push(Action::SetTimer { timer, delay_ms });
-        timer
-    }
-
-    fn timer_fired(&mut self, timer: TimerId, out: &mut Vec<Action>) {
-        match self.timers.remove(&timer) {
-            None => {}
-            Some(Timer::TaskTimeout(run)) => {
-                if !self.runs.is_running(run) {
-                    return;
-                }
-                let cause = "the Task ran past its TimeoutSeconds".to_string();
-                out.push(Action::Kill { run, cause: Cause::TimedOut });
-                let failure =
-                    Failure { status: Status::DeveloperError, name: ErrorName::Timeout, error: json!(cause), cause };
-                self.finished(run, Outcome::Failure(failure), out);
-            }
-            Some(Timer::Resume) => {
-                let Some((expected, mut cursor)) = self.delayed.take() else { return };
-                debug_assert_eq!(expected, timer, "one delay at a time");
-                let mut decisions = Vec::new();
-                let stop = self.walk_concrete(&mut cursor, None, &mut decisions);
-                self.go_on(stop, cursor, decisions, out);
-            }
-            Some(Timer::Execution) => {
-                let cause = "the execution ran past its TimeoutSeconds".to_string();
-                let result = json!({ "error": ErrorName::Timeout.as_str(), "cause": cause });
-                self.complete(End { status: Status::DeveloperError, result, error: Some(ErrorName::Timeout) }, out);
-            }
-        }
-    }
-
-    /// Goes on from a concrete walk into an empty pipeline (at the start, after a delay, after a failure was
-    /// recovered): runs the task it reached, waits, or completes.
-    fn go_on(&mut self, stop: Stop, cursor: Cursor, decisions: Vec<walk::Decision>, out: &mut Vec<Action>) {
-        debug_assert!(self.slots.is_empty(), "a concrete walk goes on into an empty pipeline");
+    /// Places what a concrete walk reached from the start, or from a recovered failure: the task it reached, at its
+    /// position, or the end.
+    fn place_concrete(
+        &mut self,
+        stop: Stop,
+        cursor: Cursor,
+        trace: Trace,
+        origin: Option<RunId>,
+        out: &mut Vec<Action>,
+    ) {
+        self.note_delays(&trace.delays, origin, true, out);
         match stop {
             Stop::Task { function, input, timeout_ms } => {
-                let mut slot = self.new_slot(Some(cursor), function, input);
-                slot.timeout_ms = timeout_ms;
-                slot.decisions = decisions;
-                self.slots.push_back(slot);
-                self.maybe_skip_or_launch(0, out);
+                let task = derive::Placed { cursor, function, input, timeout_ms, decisions: trace.decisions };
+                self.place_task(0, task, true, out);
                 self.advance_head(out);
             }
-            Stop::Complete { status, result, error } => self.complete(End { status, result, error }, out),
-            Stop::Delay { ms } => {
-                let timer = self.set_timer(Timer::Resume, ms, out);
-                self.delayed = Some((timer, cursor));
-            }
+            Stop::Complete { status, result, error } => self.finish(End { status, result, error }, out),
             Stop::Blocked => unreachable!("concrete walks never block"),
         }
     }
@@ -322,7 +274,8 @@ impl Engine {
     /// The oldest slot failed, and its failure stands: a workflow applies `Retry` and `Catch`; otherwise the
     /// invocation fails.
     fn fail_head(&mut self, failure: Failure, out: &mut Vec<Action>) {
-        if let Some(run) = self.slots[0].run() {
+        let failed_run = self.slots[0].run();
+        if let Some(run) = failed_run {
             self.runs[run].state = RunState::Ended(Fate::Failed);
         }
         let cursor = self.slots[0].cursor.clone();
@@ -332,7 +285,7 @@ impl Engine {
                 End { status: failure.status, result: json!({ "error": failure.error }), error: Some(failure.name) };
             return self.complete(end, out);
         };
-        let mut decisions = Vec::new();
+        let mut trace = Trace::default();
         let stop = {
             let (app, branches, ctx) = (self.app.clone(), self.oracle.branches.clone(), self.walk_context());
             let walker = Self::walker(&app, &*branches, &ctx).expect("a workflow");
@@ -341,18 +294,58 @@ impl Engine {
                 steps: &mut self.steps,
                 steps_max: self.config.steps_max,
             });
-            walker.recover(&mut cursor, failure.status, failure.name, failure.cause, &mut mode, &mut decisions)
+            walker.recover(&mut cursor, failure.status, failure.name, failure.cause, &mut mode, &mut trace)
         };
         if let Stop::Complete { status, result, error } = stop {
             return self.complete(End { status, result, error }, out);
         }
-        // Recovered: what was derived past the failure assumed success.
-        if self.slots.len() > 1 {
-            self.squash_from(1, Cause::ControlMispredict, out);
+        // Recovered where the trace says: whatever depends on that state assumed it succeeded. Branches of a
+        // fan-out around it that do not depend on it stay.
+        let handled = trace.handled_at.clone().unwrap_or_default();
+        for t in (1..self.slots.len()).rev() {
+            if handled.covers(&self.slots[t].pos) {
+                self.squash_slot(t, Cause::ControlMispredict, false, out);
+                self.remove_slot(t);
+            }
         }
         self.slots.pop_front();
         self.head = Head::Open;
-        self.go_on(stop, cursor, decisions, out);
+        self.place_concrete(stop, cursor, trace, failed_run, out);
+    }
+
+    /// Inserts `slot` at its place in program order; returns its index.
+    fn insert_slot(&mut self, slot: Slot) -> usize {
+        let index = self.slots.partition_point(|s| s.pos < slot.pos);
+        debug_assert!(
+            self.slots.get(index).is_none_or(|s| s.pos != slot.pos),
+            "two slots at {:?}: {} and {} (pipeline {:?})",
+            slot.pos,
+            slot.function,
+            self.slots[index].function,
+            self.slots.iter().map(|s| (s.pos.0.clone(), s.function.clone(), s.progress.clone())).collect::<Vec<_>>()
+        );
+        self.slots.insert(index, slot);
+        index
+    }
+
+    /// Removes the (squashed) slot at `index`; the slot before it derives again what came next.
+    fn remove_slot(&mut self, index: usize) {
+        self.slots.remove(index);
+        if index > 0
+            && let Some(before) = self.slots.get_mut(index - 1)
+        {
+            before.derived = None;
+        }
+    }
+
+    /// Whether slot `a` comes before slot `b` in program order (a slot that left the pipeline committed, and comes
+    /// before every slot in it).
+    fn older(&self, a: SlotId, b: SlotId) -> bool {
+        match (self.slot_index(a), self.slot_index(b)) {
+            (Some(i), Some(j)) => i < j,
+            (None, Some(_)) => true,
+            _ => false,
+        }
     }
 
     fn slot_index(&self, id: SlotId) -> Option<usize> {
@@ -369,30 +362,28 @@ impl Engine {
         match &app.program {
             Program::Workflow(root) => {
                 if let Some(seconds) = root.timeout_seconds {
-                    self.set_timer(Timer::Execution, seconds.saturating_mul(1000), out);
+                    self.set_timer(waits::Timer::Execution, seconds.saturating_mul(1000), out);
                 }
                 let mut cursor = Cursor::start(root, input);
-                let mut decisions = Vec::new();
-                let stop = self.walk_concrete(&mut cursor, None, &mut decisions);
-                self.go_on(stop, cursor, decisions, out);
+                let mut trace = Trace::default();
+                let stop = self.walk_concrete(&mut cursor, None, &mut trace);
+                self.place_concrete(stop, cursor, trace, None, out);
             }
             Program::Function(f) => {
                 let slot = self.new_slot(None, f.clone(), input);
                 self.slots.push_back(slot);
-                self.launch_slot(0, out);
+                self.launch_ready(out);
             }
         }
     }
 
-    /// Launches the current run of the slot at `index`; a speculative launch spends budget.
-    fn launch_slot(&mut self, index: usize, out: &mut Vec<Action>) {
+    /// Launches the current run of the slot at `index`; a launch on a prediction spends budget.
+    fn launch_slot(&mut self, index: usize, spends: bool, out: &mut Vec<Action>) {
         let speculative = index > 0;
-        if speculative {
-            if self.budget_left == 0 {
-                self.stats.budget_exhausted = true;
-                return;
-            }
+        if spends {
             self.budget_left -= 1;
+        }
+        if speculative {
             self.stats.speculative_launches += 1;
         }
         let (id, function, input) = {
@@ -404,7 +395,7 @@ impl Engine {
         slot.progress = Progress::Running(run);
         slot.journal.restart();
         if let Some(ms) = slot.timeout_ms {
-            self.set_timer(Timer::TaskTimeout(run), ms, out);
+            self.set_timer(waits::Timer::TaskTimeout(run), ms, out);
         }
     }
 
@@ -456,6 +447,9 @@ impl Engine {
         }
         r.state = RunState::Ended(fate);
         self.buffer.take(run);
+        if matches!(fate, Fate::Squashed(_)) {
+            self.forget_waits_of(run);
+        }
     }
 
     /// Drops stalled reads and held effects of runs that no longer run.
@@ -487,20 +481,9 @@ impl Engine {
             }
             t += 1;
         }
-        if relaunch && !self.slots[index].is_skipped() && (index == 0 || self.config.speculation) {
-            self.launch_slot(index, out);
-        }
-    }
-
-    /// Squashes and removes every slot from `index` on.
-    fn squash_from(&mut self, index: usize, cause: Cause, out: &mut Vec<Action>) {
-        for t in (index..self.slots.len()).rev() {
-            self.squash_slot(t, cause, false, out);
-        }
-        self.slots.truncate(index);
-        if let Some(last) = self.slots.back_mut() {
-            last.derived = None;
-        }
+        // With `relaunch` it runs again on the same input once `launch_ready` finds it may (at the latest at the end
+        // of this step); without, the caller removes it.
+        let _ = relaunch;
     }
 
     fn complete(&mut self, end: End, out: &mut Vec<Action>) {

@@ -1,14 +1,15 @@
 //! Pipeline slots: the functions of one invocation in program order, and the phase of the oldest one.
 //!
 //! Each slot is one function the invocation runs, or speculatively expects to run. It knows where in the workflow
-//! it stands (a walk cursor), its function and input, its [`Progress`], and the output its successor was derived
-//! from. The oldest slot is the only non-speculative one; [`Head`] is its phase.
+//! it stands (a walk cursor, and its position in program order), its function and input, its [`Progress`], and the
+//! output its successor was derived from. The oldest slot is the only non-speculative one (once no wait holds it
+//! back); [`Head`] is its phase.
 
 use serde_json::Value;
 
 use super::SlotId;
 use super::effects::Journal;
-use crate::walk::{Cursor, Decision};
+use crate::walk::{Cursor, Decision, Position};
 use crate::{ErrorName, Failure, Outcome, RunId, Status};
 
 /// Where a slot's function stands.
@@ -30,23 +31,13 @@ pub(super) struct End {
     pub error: Option<ErrorName>,
 }
 
-/// What follows the oldest slot's commit, when it is not the next slot.
-#[derive(Debug, Clone, PartialEq)]
-pub(super) enum Then {
-    /// The invocation ends.
-    End(End),
-    /// The concrete walk waits this many ms (a `Wait`), then goes on from the cursor.
-    Delay(u64, Cursor),
-}
-
 /// The phase of the oldest slot, and so of the invocation.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Head {
     /// Launching, running or finishing; nothing is in flight for it.
     Open,
-    /// Its writes are committing. When they land it leaves the pipeline, and the invocation ends or waits if
-    /// `then` says so.
-    Committing { then: Option<Then> },
+    /// Its writes are committing. When they land it leaves the pipeline, and the invocation ends if `then` says so.
+    Committing { then: Option<End> },
     /// Its run returned an error while speculative; the committed state it read is being validated by a commit of
     /// nothing. When that lands, the failure stands (and goes to `Retry`, `Catch` or the invocation's result).
     ValidatingFailure { failure: Failure },
@@ -63,6 +54,8 @@ pub(super) struct WalkMark {
 
 pub(super) struct Slot {
     pub id: SlotId,
+    /// Where it stands in program order: its cursor's position (an implicit chain's entry is at the start).
+    pub pos: Position,
     /// Where the walk stands: at this slot's Task. `None` for an implicit chain's entry function.
     pub cursor: Option<Cursor>,
     pub function: String,
@@ -85,6 +78,7 @@ impl Slot {
     pub fn new(id: SlotId, cursor: Option<Cursor>, function: String, input: Value) -> Slot {
         Slot {
             id,
+            pos: cursor.as_ref().map(Cursor::position).unwrap_or_default(),
             cursor,
             function,
             input,

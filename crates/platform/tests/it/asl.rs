@@ -648,6 +648,9 @@ async fn differ(cases: Vec<Case>) -> (Vec<String>, Vec<Ended>) {
     // Both modes of every case, a few invocations at a time.
     let mut pending = Vec::new();
     for (i, c) in cases.iter().enumerate() {
+        if std::env::var("SPECFAAS_ASL_TRACE").is_ok() {
+            eprintln!("case {i}: {} {}", c.id, c.definition);
+        }
         for speculation in [false, true] {
             let (app, input, id) = (format!("case{i}"), c.input.clone(), ids[i].clone());
             let p = p.clone();
