@@ -130,6 +130,19 @@ pub struct Config {
     /// What a workflow may ask for: Map items and concurrency, retry attempts, waits, intrinsic nesting
     /// (`[engine.workflows]`).
     pub workflows: model::asl::Limits,
+    /// How the branches of a `Parallel` and the iterations of a `Map` run: `concurrent` (the default, as every ASL
+    /// engine runs them) or `sequential`, one after another in program order even with speculation off: the
+    /// strictly sequential reference the differential tests compare against.
+    pub fan_out: FanOut,
+}
+
+/// See [`Config::fan_out`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FanOut {
+    #[default]
+    Concurrent,
+    Sequential,
 }
 
 impl Default for Config {
@@ -149,6 +162,7 @@ impl Default for Config {
             path_history: 8,
             dependence_squashes: 3,
             workflows: model::asl::Limits::default(),
+            fan_out: FanOut::Concurrent,
         }
     }
 }

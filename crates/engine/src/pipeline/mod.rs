@@ -275,8 +275,16 @@ impl Engine {
     /// invocation fails.
     fn fail_head(&mut self, failure: Failure, out: &mut Vec<Action>) {
         let failed_run = self.slots[0].run();
-        if let Some(run) = failed_run {
-            self.runs[run].state = RunState::Ended(Fate::Failed);
+        // The failed run's writes (and its callees') never commit.
+        for r in self.runs.of_slot(self.slots[0].id).collect::<Vec<_>>() {
+            if self.runs[r].fate().is_none() {
+                let fate = match (Some(r) == failed_run, self.runs.is_running(r)) {
+                    (true, _) => Fate::Failed,
+                    (false, true) => Fate::Squashed(Cause::Abandoned),
+                    (false, false) => Fate::Discarded,
+                };
+                self.end_run(r, fate, out);
+            }
         }
         let cursor = self.slots[0].cursor.clone();
         let (Some(mut cursor), model::app::Form::Workflow) = (cursor, self.app.form) else {

@@ -15,7 +15,7 @@
 
 use super::Engine;
 use super::slots::Progress;
-use crate::Action;
+use crate::{Action, FanOut};
 
 /// Whether, and how, the slot at an index may launch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +41,7 @@ impl Engine {
     /// top-level successor of a finished slot waits for its commit: one that runs earlier runs on a prediction that
     /// the commit lands.)
     fn runs_free(&self, index: usize) -> bool {
-        self.slots[index].pos.0.len() > 1 && self.independent(index)
+        self.config.fan_out == FanOut::Concurrent && self.slots[index].pos.0.len() > 1 && self.independent(index)
     }
 
     fn launch_rule(&self, index: usize) -> Launch {

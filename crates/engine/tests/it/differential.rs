@@ -1,11 +1,14 @@
 //! Differential tests (RELIABILITY.md S1, S2, S5, S6): speculative execution against the sequential reference.
 //!
-//! A seeded generator builds random workflows (sequences, `Choice`, `Parallel`) of random functions that read,
-//! compute on and write a small set of keys, plus random inputs and initial stores. Each case runs a few
-//! invocations twice: once with speculation off (the sequential reference), once with speculation on under a
-//! random interleaving of the running functions and one of several oracles: a learning one, one whose branch
-//! predictions are always wrong, a random one, and memo tables seeded with wrong outputs. Results, final stores
-//! and the sequence of committed write sets must be identical. Every failure prints its seed; rerun one case with
+//! A seeded generator builds random workflows (sequences, `Choice`, `Parallel`, `Map`, `Wait`, `Retry` and
+//! `Catch`) of random functions that read, compute on and write a small set of keys, plus random inputs and
+//! initial stores. Each case runs a few invocations three times: strictly sequentially (speculation off, branches
+//! and iterations one after another: the reference), with speculation off but branches and iterations concurrent
+//! (the baseline), and with speculation on, each under a random interleaving of the running functions; the
+//! speculative run uses one of several oracles: a learning one, one whose branch predictions are always wrong, a
+//! random one, and memo tables seeded with wrong outputs. Results, final stores and the sequence of committed
+//! write sets must be identical: every mode commits in program order (branch 0 before branch 1, iteration 0
+//! before iteration 1). Every failure prints its seed; rerun one case with
 //! `SPECFAAS_SEED=<seed>`, or more cases with `SPECFAAS_CASES=<n>`.
 
 use std::collections::{BTreeMap, HashMap};
@@ -14,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use engine::harness::{self, Function, Rng, Schedule, Step};
 use engine::oracle::{BranchPredictor, CalleePredictor, DependencePredictor, Memo};
 use engine::tables::{self, BranchTable, CalleeTable, MemoTable, Sizes};
-use engine::{Call, Catalog, Cause, Config, FunctionInfo, Oracle, Outcome, Reply, Status};
+use engine::{Call, Catalog, Cause, Config, FanOut, FunctionInfo, Oracle, Outcome, Reply, Status};
 use model::Annotations;
 use serde_json::{Value, json};
 
@@ -129,8 +132,34 @@ fn gen_workflow(rng: &mut Rng, functions: &[FnDef]) -> Value {
     let mut uses_out = false;
     for i in 0..n {
         let next = if i + 1 == n { json!({"End": true}) } else { json!({"Next": name(i + 1)}) };
-        let mut state = match rng.below(10) {
-            0..=5 => task(rng),
+        let mut state = match rng.below(14) {
+            0..=4 => task(rng),
+            5 => {
+                // A task that may fail, retried and then caught.
+                let mut t = task(rng);
+                if rng.chance(50) {
+                    t["Retry"] = json!([{"ErrorEquals": ["States.TaskFailed"], "IntervalSeconds": 1,
+                                         "MaxAttempts": 1 + rng.below(2)}]);
+                }
+                let to = if i + 1 < n { name(i + 1) } else { "Out".to_string() };
+                uses_out |= to == "Out";
+                t["Catch"] = json!([{"ErrorEquals": ["States.ALL"], "ResultPath": "$.err", "Next": to}]);
+                t
+            }
+            10 => json!({"Type": "Wait", "Seconds": rng.below(2)}),
+            11 | 12 => {
+                let a = fname(rng);
+                let processor = if rng.chance(50) {
+                    json!({"StartAt": "A", "States": {"A": {"Type": "Task", "Resource": a, "End": true}}})
+                } else {
+                    let b = fname(rng);
+                    json!({"StartAt": "A", "States": {"A": {"Type": "Task", "Resource": a, "Next": "B"},
+                                                      "B": {"Type": "Task", "Resource": b, "End": true}}})
+                };
+                json!({"Type": "Map", "ItemsPath": "$.items", "MaxConcurrency": rng.below(3),
+                       "ItemSelector": {"x.$": "$$.Map.Item.Value", "i.$": "$$.Map.Item.Index"},
+                       "ItemProcessor": processor, "ResultPath": "$.map"})
+            }
             6 | 7 if i + 1 < n => {
                 let target = if i + 2 < n && rng.chance(50) { name(i + 2) } else { "Out".to_string() };
                 uses_out |= target == "Out";
@@ -185,7 +214,12 @@ pub fn gen_case(seed: u64) -> Case {
         }
     }
     // Few distinct inputs, so later invocations repeat earlier ones and the memo tables hit.
-    let inputs = (0..3).map(|_| json!({"x": rng.below(2), "b": false, "r": {"x": 0, "b": false}})).collect();
+    let inputs = (0..3)
+        .map(|_| {
+            let items: Vec<u64> = (0..rng.below(5)).map(|_| rng.below(3)).collect();
+            json!({"x": rng.below(2), "b": false, "r": {"x": 0, "b": false}, "items": items})
+        })
+        .collect();
     Case { functions, workflow, store, inputs }
 }
 
@@ -377,6 +411,8 @@ pub struct Counters {
     pub effects_suspended: u32,
     pub callees_predicted: u32,
     pub callees_used: u32,
+    /// The most runs in flight at once with speculation off (branches and iterations run concurrently).
+    pub max_active_off: usize,
 }
 
 pub struct World {
@@ -487,14 +523,25 @@ pub fn check_case(seed: u64, oracle: &str, counters: &mut Counters) {
     let trust_pure = matches!(oracle, "learning" | "always-wrong");
     let world = |defs, store, seed| World { trust_pure, ..World::new(defs, store, seed) };
     let mut reference = world(defs.clone(), initial.clone(), seed);
+    let mut baseline = world(defs.clone(), initial.clone(), seed ^ 0xba5e);
     let mut speculative = world(defs, initial, seed ^ 0xfeed);
+    let sequential = Config { speculation: false, fan_out: FanOut::Sequential, ..Config::default() };
     let off = Config { speculation: false, ..Config::default() };
     let on = Config { depth_max: 1 + rng.below(8) as u32, budget: 8 + rng.below(64) as u32, ..Config::default() };
     let oracle_off = oracle_named("learning", seed);
     let oracle_on = oracle_named(oracle, seed);
     for (i, input) in case.inputs.iter().enumerate() {
         let mut want = Observed::default();
-        reference.run(&app, input.clone(), off, oracle_off.clone(), &mut want, &mut Counters::default());
+        reference.run(&app, input.clone(), sequential, oracle_off.clone(), &mut want, &mut Counters::default());
+        let mut concurrent = Observed::default();
+        baseline.run(&app, input.clone(), off, oracle_off.clone(), &mut concurrent, &mut Counters::default());
+        assert_eq!(
+            concurrent, want,
+            "seed {seed}, invocation {i}: concurrent branches without speculation differ from the sequential \
+             reference\nworkflow: {}\nfunctions: {:#?}",
+            case.workflow, case.functions
+        );
+        counters.max_active_off = counters.max_active_off.max(baseline.max_active);
         let mut got = Observed::default();
         speculative.run(&app, input.clone(), on, oracle_on.clone(), &mut got, counters);
         assert_eq!(
@@ -535,6 +582,7 @@ fn speculation_equals_the_sequential_reference_under_every_oracle() {
     // Speculation must actually have happened, and been wrong sometimes, or this test proves nothing.
     if std::env::var("SPECFAAS_SEED").is_err() {
         assert!(counters.speculative_launches > 1000, "{counters:?}");
+        assert!(counters.max_active_off > 1, "branches never ran concurrently without speculation: {counters:?}");
         assert!(counters.memo_hits > 100, "{counters:?}");
         assert!(counters.skipped > 0, "{counters:?}");
         assert!(counters.branch_predictions > 0, "{counters:?}");
