@@ -39,7 +39,8 @@ pub(crate) fn deploy(
         }
         crate::actions::is_function(platform, ns, f)
     };
-    let graph = model::asl::parse(&file, &workflow.definition, &known);
+    let limits = platform.config().engine.workflows;
+    let graph = model::asl::parse_within(&file, &workflow.definition, &known, &limits);
     if let Some(f) = waiting.into_inner() {
         return Err(Error::Restoring { what: "action", name: f });
     }

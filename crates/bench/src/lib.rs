@@ -5,12 +5,15 @@
 //! - [`held`]: how soon a speculative run's held system call goes on once the run is non-speculative.
 //! - [`kill`]: how long stopping a running activation takes, per runtime (the cost of a squash).
 //! - [`engine`]: the engine's own cost per function and per buffered access, in-process, no I/O.
+//! - [`fanout`]: a `Map` of 16 and a `Parallel` of 4 branches of 20 ms functions, sequential, concurrent, and
+//!   speculated, against their critical path.
 //! - [`examples`]: the example applications with speculation off and on, interleaved.
 //! - [`load`]: concurrent HTTP clients against `specfaas serve`, checking nothing is lost or duplicated.
 //! - [`paper`]: the SpecFaaS paper's evaluation, its 16 applications with speculation off and on.
 
 pub mod engine;
 pub mod examples;
+pub mod fanout;
 pub mod handoff;
 pub mod held;
 pub mod kill;

@@ -289,6 +289,14 @@ pub(crate) enum BenchCommand {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// A Map of 16 and a Parallel of 4 branches of 20 ms Python functions: sequential, concurrent without
+    /// speculation, and with it, against the critical path.
+    Fanout {
+        #[arg(long, default_value_t = 100)]
+        iterations: usize,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// How soon a speculative Python run's held `connect` goes on once the run is non-speculative (sandbox on).
     Held {
         #[arg(long, default_value_t = 200)]

@@ -198,6 +198,7 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
             BenchCommand::Handoff { chain, iterations, json } => {
                 emit(&bench::handoff::run(chain, iterations).await?, json)
             }
+            BenchCommand::Fanout { iterations, json } => emit(&bench::fanout::run(iterations).await?, json),
             BenchCommand::Kill { iterations, json } => emit(&bench::kill::run(iterations).await?, json),
             BenchCommand::Held { iterations, json } => emit(&bench::held::run(iterations).await?, json),
             BenchCommand::Engine { iterations, json } => emit(&bench::engine::run(iterations)?, json),

@@ -86,6 +86,10 @@ pub struct Observed {
     pub answers: Vec<(String, Vec<Value>)>,
     /// The most runs in flight at once.
     pub max_active: usize,
+    /// The virtual time (ms since the invocation started) at which each commit in `commits` landed, and at which
+    /// each function in `launches` was launched.
+    pub commit_ms: Vec<u64>,
+    pub launch_ms: Vec<u64>,
 }
 
 struct Active {
@@ -169,6 +173,8 @@ impl World {
             launches: Vec::new(),
             answers: Vec::new(),
             max_active: 0,
+            commit_ms: Vec::new(),
+            launch_ms: Vec::new(),
         };
         let eager = matches!(self.schedule, Schedule::Eager);
         loop {
@@ -190,6 +196,7 @@ impl World {
                     match action {
                         Action::Launch { run, function, input, .. } => {
                             observed.launches.push(function.clone());
+                            observed.launch_ms.push(now_ms);
                             names.insert(run, function.clone());
                             let body = functions(&function, &input);
                             let a = Active {
@@ -225,6 +232,7 @@ impl World {
                             commits.push_back((run, writes, expect));
                             if eager {
                                 queue.push_back(self.land(commits.pop_front().expect("pushed"), &names, &mut observed));
+                                observed.commit_ms.push(now_ms);
                             }
                         }
                         Action::Effect { run, request, effect } => {
@@ -265,6 +273,7 @@ impl World {
             if land {
                 let commit = commits.pop_front().expect("checked");
                 queue.push_back(self.land(commit, &names, &mut observed));
+                observed.commit_ms.push(now_ms);
                 continue;
             }
             let run = match &mut self.schedule {

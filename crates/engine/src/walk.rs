@@ -150,6 +150,8 @@ pub(crate) struct Trace {
     /// Where a failure handed to [`Walker::recover`] was handled: the position of the state whose `Retry` or
     /// `Catch` took it, or the top level's if none did.
     pub handled_at: Option<Position>,
+    /// The failure was handled by a retry (of the state at `handled_at`).
+    pub retried: bool,
 }
 
 /// A position in the walk of one invocation, cheap enough to clone per speculative derivation.
@@ -220,6 +222,8 @@ pub(crate) struct Walker<'a> {
     /// The platform's clock, as last told ([`crate::Event::Clock`]), in ms since the Unix epoch.
     pub now_ms: i64,
     pub limits: &'a Limits,
+    /// The delays this walk passed so far: a state after them is entered that much later.
+    pub waited_ms: std::cell::Cell<u64>,
 }
 
 fn graph_at<'a>(root: &'a Graph, path: &[(StateId, usize)]) -> &'a Graph {
@@ -342,7 +346,7 @@ impl Walker<'_> {
             },
             "State": {
                 "Name": graph_at(self.root, path).states[state].name,
-                "EnteredTime": crate::rfc3339(self.now_ms),
+                "EnteredTime": crate::rfc3339(self.now_ms.saturating_add(self.waited_ms.get() as i64)),
                 "RetryCount": attempts.count,
             },
             "StateMachine": { "Id": format!("{}:{}", self.execution.namespace, self.app), "Name": self.app },
@@ -482,7 +486,8 @@ impl Walker<'_> {
             let raw = raw.clone();
             if let Some(recovery) = recovery {
                 if let Some(ms) = self.retry(cursor, recovery, &name) {
-                    trace.delays.push(Delay { at: cursor.position(), ms });
+                    trace.retried = true;
+                    self.delay(trace, cursor, ms);
                     return self.walk(cursor, mode, trace);
                 }
                 if let Some(catcher) = recovery.catch.iter().find(|c| c.errors.matches(name.as_str())) {
@@ -536,6 +541,12 @@ impl Walker<'_> {
             ms = (draw as f64 / (1u64 << 53) as f64 * ms as f64) as u64;
         }
         Some(ms)
+    }
+
+    /// Notes a delay at the cursor's state; the states after it are entered that much later.
+    fn delay(&self, trace: &mut Trace, cursor: &Cursor, ms: u64) {
+        trace.delays.push(Delay { at: cursor.position(), ms });
+        self.waited_ms.set(self.waited_ms.get().saturating_add(ms));
     }
 
     /// Sets the top frame to `next`, or ends the frame; `Some` when that ends the program.
@@ -931,7 +942,7 @@ impl Walker<'_> {
                     // Speculative walks go on past a wait on data they do not know; the real walk times it.
                     match (self.wait_ms(until, &input), &mode) {
                         (Ok(0), _) => {}
-                        (Ok(ms), _) => trace.delays.push(Delay { at: cursor.position(), ms }),
+                        (Ok(ms), _) => self.delay(trace, cursor, ms),
                         (Err(e), Mode::Concrete(_)) => return in_state(runtime_error(e)),
                         (Err(_), Mode::Speculative { .. }) => {}
                     }

@@ -415,9 +415,9 @@ impl Builder<'_> {
                         (None, None) => Ok(Text::Given(String::new())),
                         (Some(Value::String(s)), None) => Ok(Text::Given(s.clone())),
                         (Some(_), None) => Err(self.err(at, format!("\"{given}\" must be a string"))),
-                        (None, Some(Value::String(p))) => {
-                            parse_dynamic(p).map(Text::Selected).map_err(|e| self.err(at, format!("{path}: {e}")))
-                        }
+                        (None, Some(Value::String(p))) => parse_dynamic(p, self.limits.intrinsic_nesting_max)
+                            .map(Text::Selected)
+                            .map_err(|e| self.err(at, format!("{path}: {e}"))),
                         (None, Some(_)) => Err(self.err(at, format!("\"{path}\" must be a path string"))),
                     }
                 };
@@ -467,7 +467,7 @@ impl Builder<'_> {
                     "Payload" | "Payload.$" => {
                         let mut one = Map::new();
                         one.insert(key.replace("Payload", "p"), value.clone());
-                        let t = Template::parse(&Value::Object(one))
+                        let t = Template::parse_within(&Value::Object(one), self.limits.intrinsic_nesting_max)
                             .map_err(|e| self.err(at, format!("Parameters.Payload: {e}")))?;
                         let Template::Object(mut entries) = t else { unreachable!("an object parses to an object") };
                         payload = entries.pop().map(|(_, t)| t);
@@ -528,7 +528,12 @@ impl Builder<'_> {
             (None, None) => return Err(self.err(at, "a Map state needs \"ItemProcessor\" (or the older \"Iterator\")")),
         };
         let template = |key: &str| -> Result<Option<Template>, Error> {
-            obj.get(key).map(|v| Template::parse(v).map_err(|e| self.err(at, format!("{key}: {e}")))).transpose()
+            obj.get(key)
+                .map(|v| {
+                    Template::parse_within(v, self.limits.intrinsic_nesting_max)
+                        .map_err(|e| self.err(at, format!("{key}: {e}")))
+                })
+                .transpose()
         };
         let item_selector = match (template("ItemSelector")?, template("Parameters")?) {
             (Some(_), Some(_)) => return Err(self.err(at, "has both \"ItemSelector\" and \"Parameters\"")),
@@ -721,7 +726,10 @@ impl Builder<'_> {
     fn io(&self, state: &str, obj: &Map<String, Value>) -> Result<Io, Error> {
         let template = |key: &str| -> Result<Option<Template>, Error> {
             obj.get(key)
-                .map(|v| Template::parse(v).map_err(|e| self.err(Some(state), format!("{key}: {e}"))))
+                .map(|v| {
+                    Template::parse_within(v, self.limits.intrinsic_nesting_max)
+                        .map_err(|e| self.err(Some(state), format!("{key}: {e}")))
+                })
                 .transpose()
         };
         Ok(Io {

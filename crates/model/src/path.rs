@@ -176,11 +176,12 @@ impl Scope<'_> {
     pub const EMPTY: Scope<'static> = Scope { context: &Value::Null, seed: 0 };
 }
 
-/// Parses the value of a `"key.$"` entry, or an `ErrorPath`: an input path, a context path or an intrinsic.
-pub fn parse_dynamic(text: &str) -> Result<Template, Error> {
+/// Parses the value of a `"key.$"` entry, or an `ErrorPath`: an input path, a context path or an intrinsic whose
+/// calls nest at most `nesting_max` deep.
+pub fn parse_dynamic(text: &str, nesting_max: usize) -> Result<Template, Error> {
     if Intrinsic::is_intrinsic(text) {
-        let intrinsic = Intrinsic::parse(text, crate::intrinsics::NESTING_DEFAULT)
-            .map_err(|message| Error::Path { path: text.to_string(), message })?;
+        let intrinsic =
+            Intrinsic::parse(text, nesting_max).map_err(|message| Error::Path { path: text.to_string(), message })?;
         return Ok(Template::Intrinsic(Box::new(intrinsic)));
     }
     if let Some(rest) = text.strip_prefix('$')
@@ -192,7 +193,13 @@ pub fn parse_dynamic(text: &str) -> Result<Template, Error> {
 }
 
 impl Template {
+    /// Parses a template whose intrinsic calls nest at most [`crate::intrinsics::NESTING_DEFAULT`] deep.
     pub fn parse(value: &Value) -> Result<Template, Error> {
+        Template::parse_within(value, crate::intrinsics::NESTING_DEFAULT)
+    }
+
+    /// Parses a template whose intrinsic calls nest at most `nesting_max` deep.
+    pub fn parse_within(value: &Value, nesting_max: usize) -> Result<Template, Error> {
         Ok(match value {
             Value::Object(map) => {
                 let mut entries = Vec::with_capacity(map.len());
@@ -202,14 +209,16 @@ impl Template {
                             path: key.clone(),
                             message: "a key ending in \".$\" needs a path string as its value".into(),
                         })?;
-                        entries.push((name.to_string(), parse_dynamic(text)?));
+                        entries.push((name.to_string(), parse_dynamic(text, nesting_max)?));
                     } else {
-                        entries.push((key.clone(), Template::parse(v)?));
+                        entries.push((key.clone(), Template::parse_within(v, nesting_max)?));
                     }
                 }
                 Template::Object(entries)
             }
-            Value::Array(items) => Template::Array(items.iter().map(Template::parse).collect::<Result<_, _>>()?),
+            Value::Array(items) => {
+                Template::Array(items.iter().map(|v| Template::parse_within(v, nesting_max)).collect::<Result<_, _>>()?)
+            }
             other => Template::Literal(other.clone()),
         })
     }

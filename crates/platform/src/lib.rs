@@ -125,6 +125,7 @@ impl Config {
     /// Checks every setting against its maximum; the error names the setting.
     pub fn check(&self) -> Result<(), String> {
         self.tables.check()?;
+        self.engine.workflows.validate().map_err(|e| format!("engine.{e}"))?;
         if self.record_batch_ms > RECORD_BATCH_MS_MAX {
             return Err(format!(
                 "record_batch_ms is {}, over the maximum of {RECORD_BATCH_MS_MAX}",
@@ -450,7 +451,7 @@ impl Platform {
             return Err(e);
         }
         let known: std::collections::HashSet<String> = self.deployments(namespace).functions.keys().cloned().collect();
-        for app in manifest.apps.build(&|f| known.contains(f))? {
+        for app in manifest.apps.build(&|f| known.contains(f), &self.inner.config.engine.workflows)? {
             summary.apps.push(app.name.clone());
             self.deploy_app(namespace, app);
         }

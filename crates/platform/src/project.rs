@@ -108,12 +108,17 @@ impl Project {
 }
 
 impl Apps {
-    /// Builds and validates every application; `is_function` says which functions are deployed.
-    pub fn build(self, is_function: &dyn Fn(&str) -> bool) -> Result<Vec<Application>, Error> {
+    /// Builds and validates every application, workflows within `limits`; `is_function` says which functions are
+    /// deployed.
+    pub fn build(
+        self,
+        is_function: &dyn Fn(&str) -> bool,
+        limits: &model::asl::Limits,
+    ) -> Result<Vec<Application>, Error> {
         let mut out = Vec::new();
         for AppSource { name, entry, workflow } in self.entries {
             let app = if let Some((path, text)) = workflow {
-                Application::workflow(&name, asl::parse(&path, &text, is_function)?)?
+                Application::workflow(&name, asl::parse_within(&path, &text, is_function, limits)?)?
             } else if let Some(seq) = &entry.sequence {
                 Application::sequence(&name, seq, is_function)?
             } else if let Some(f) = &entry.function {

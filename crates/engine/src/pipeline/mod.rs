@@ -224,6 +224,7 @@ impl Engine {
                 execution: &ctx.execution,
                 now_ms: ctx.now_ms,
                 limits: &ctx.limits,
+                waited_ms: std::cell::Cell::new(0),
             }),
             Program::Function(_) => None,
         }
@@ -307,11 +308,14 @@ impl Engine {
         if let Stop::Complete { status, result, error } = stop {
             return self.complete(End { status, result, error }, out);
         }
-        // Recovered where the trace says: whatever depends on that state assumed it succeeded. Branches of a
-        // fan-out around it that do not depend on it stay.
+        // Recovered where the trace says. A task retried in place keeps what was derived after it: that assumed the
+        // output it will have once it succeeds, and is checked against it then (nothing read the failed run's
+        // writes: reads wait for a running or failed writer). Otherwise whatever depends on the state that handled
+        // the failure assumed it succeeded; branches of a fan-out around it that do not depend on it stay.
         let handled = trace.handled_at.clone().unwrap_or_default();
+        let retried_in_place = trace.retried && handled == self.slots[0].pos;
         for t in (1..self.slots.len()).rev() {
-            if handled.covers(&self.slots[t].pos) {
+            if !retried_in_place && handled.covers(&self.slots[t].pos) {
                 self.squash_slot(t, Cause::ControlMispredict, false, out);
                 self.remove_slot(t);
             }

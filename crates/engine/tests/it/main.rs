@@ -2,6 +2,7 @@
 
 mod differential;
 mod sim;
+mod states;
 
 use model::asl;
 use serde_json::{Value, json};

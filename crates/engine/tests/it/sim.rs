@@ -91,16 +91,27 @@ impl Sim {
     }
 
     pub fn run(&mut self, app: model::Application, input: Value, config: Config) -> Completion {
+        self.run_with(Arc::new(app), input, config, Oracle::nothing(), Schedule::Eager).completion
+    }
+
+    /// Runs with a given oracle and schedule; returns everything observed.
+    pub fn run_with(
+        &mut self,
+        app: Arc<model::Application>,
+        input: Value,
+        config: Config,
+        oracle: Oracle,
+        schedule: Schedule,
+    ) -> Observed {
         let catalog = engine::harness::catalog(self.functions.keys().map(String::as_str), "v");
-        let mut world = World::new(std::mem::take(&mut self.store), Schedule::Eager);
+        let mut world = World::new(std::mem::take(&mut self.store), schedule);
         let functions = &self.functions;
         let make = |name: &str, input: &Value| -> Box<dyn Function> {
             Box::new(Scripted { ops: (functions[name])(input).into(), replies: Vec::new() })
         };
-        let observed = world.run(Arc::new(app), catalog, config, Oracle::nothing(), &make, input);
+        let observed = world.run(app, catalog, config, oracle, &make, input);
         self.store = world.store;
-        let completion = observed.completion.clone();
-        self.last = Some(observed);
-        completion
+        self.last = Some(observed.clone());
+        observed
     }
 }

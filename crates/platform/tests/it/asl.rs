@@ -341,6 +341,26 @@ fn hand_written() -> Vec<Case> {
             json!({"ms": 3000}),
         ),
         case(
+            "the execution's own TimeoutSeconds",
+            json!({"TimeoutSeconds": 1, "StartAt": "S", "States": {"S": task("slow", json!({"End": true}))}}),
+            json!({"ms": 2500}),
+        ),
+        case(
+            "MaxDelaySeconds and JitterStrategy bound the back-off",
+            machine(
+                json!({
+                    "F": task("fail", json!({"Parameters": {"name": "Flaky"},
+                        "Retry": [{"ErrorEquals": ["Flaky"], "IntervalSeconds": 1, "MaxAttempts": 2, "BackoffRate": 5.0,
+                                   "MaxDelaySeconds": 1, "JitterStrategy": "FULL"}],
+                        "Catch": [{"ErrorEquals": ["Flaky"], "Next": "Done"}],
+                        "End": true})),
+                    "Done": {"Type": "Pass", "Parameters": {"error.$": "$.Error"}, "End": true}
+                }),
+                "F",
+            ),
+            json!({}),
+        ),
+        case(
             "TimeoutSecondsPath",
             machine(json!({"S": task("slow", json!({"TimeoutSecondsPath": "$.limit", "End": true}))}), "S"),
             json!({"ms": 2500, "limit": 1}),

@@ -82,8 +82,9 @@ fn raise_open_file_limit() {
 
 /// Idle handlers kept ready beyond the activations waiting for one.
 const SPARES: usize = 1;
-/// Idle handlers kept at most; more are retired when they finish.
-const IDLE_MAX: usize = 8;
+/// Idle handlers kept at most; more are retired when they finish. As many as the iterations of one `Map` that
+/// run at once by default (`engine.workflows.map_concurrency_max`), so a fan-out of one function finds them warm.
+const IDLE_MAX: usize = 16;
 /// Where a confined handler sees the runners and SDKs, and its code.
 const SDK_INSIDE: &str = "/opt/specfaas";
 const CODE_INSIDE: &str = "/action";
