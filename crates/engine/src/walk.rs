@@ -251,6 +251,20 @@ fn fnv_u64(h: u64, x: u64) -> u64 {
 
 const FNV_START: u64 = 0xcbf29ce484222325;
 
+/// How a memo row records that a function failed on an input: the walk on from it goes to the `Catch` that takes
+/// the error. A value no function can return (its key holds a NUL).
+const FAILED: &str = "\u{0}specfaas:failed";
+
+pub(crate) fn failure_marker(name: &ErrorName, cause: &str) -> Value {
+    json!({ FAILED: { "name": name.as_str(), "cause": cause } })
+}
+
+/// The failure a memo row records, if it records one.
+pub(crate) fn as_failure(v: &Value) -> Option<(ErrorName, String)> {
+    let f = v.as_object().filter(|m| m.len() == 1)?.get(FAILED)?;
+    Some((ErrorName::from(f["name"].as_str()?), f["cause"].as_str()?.to_string()))
+}
+
 /// A failed completion named `States.Runtime`: the workflow could not go on.
 fn runtime_error(message: String) -> Stop {
     failed(Status::ApplicationError, ErrorName::Runtime, message)
@@ -485,6 +499,11 @@ impl Walker<'_> {
             };
             let raw = raw.clone();
             if let Some(recovery) = recovery {
+                // A predicted failure is followed to a catcher; a retry waits for the real one.
+                let retries = recovery.retry.iter().any(|r| r.errors.matches(name.as_str()));
+                if retries && matches!(mode, Mode::Speculative { .. }) {
+                    return Stop::Blocked;
+                }
                 if let Some(ms) = self.retry(cursor, recovery, &name) {
                     trace.retried = true;
                     self.delay(trace, cursor, ms);

@@ -7,8 +7,10 @@
 
 use super::slots::{End, Progress, Slot, WalkMark};
 use super::{Engine, SPECULATIVE_STEPS};
-use crate::walk::{Concrete, Cursor, Decision, Mode, Position, Stop, Trace, contains_unknown, unknown};
-use crate::{Action, BranchRecord, Cause, Outcome};
+use crate::walk::{
+    Concrete, Cursor, Decision, Mode, Position, Stop, Trace, as_failure, contains_unknown, failure_marker, unknown,
+};
+use crate::{Action, BranchRecord, Cause, Outcome, Status};
 
 /// A task a walk reached, to place in the pipeline.
 pub(super) struct Placed {
@@ -34,7 +36,11 @@ impl Engine {
             }
             let assumed = match youngest.outcome() {
                 Some(Outcome::Success(v)) => v,
-                Some(Outcome::Failure(_)) => break, // never speculate past a failure
+                // A returned error is deterministic in the input and what was read: follow it to its Catch.
+                Some(Outcome::Failure(f)) if speculating && f.status == Status::ApplicationError => {
+                    failure_marker(&f.name, &f.cause)
+                }
+                Some(Outcome::Failure(_)) => break, // a crash or a timeout may not happen again
                 None if !speculating => unknown(),
                 None => {
                     let version = self.catalog.functions.get(&youngest.function).map(|i| i.version.clone());
@@ -58,7 +64,17 @@ impl Engine {
                 let walker = Self::walker(&app, &*branches, &ctx).expect("slots with cursors belong to workflows");
                 let high = if speculating { self.config.branch_threshold } else { f64::INFINITY };
                 let mut mode = Mode::Speculative { high, steps_left: SPECULATIVE_STEPS, skip: true };
-                walker.advance(&mut cursor, Some(assumed.clone()), &mut mode, &mut trace)
+                match as_failure(&assumed) {
+                    // The function is expected to fail (the memo saw it fail on this input): its Catch, if any.
+                    Some((name, cause)) => {
+                        let status = Status::ApplicationError;
+                        match walker.recover(&mut cursor, status, name, cause, &mut mode, &mut trace) {
+                            Stop::Complete { .. } => Stop::Blocked, // never speculate an uncaught failure
+                            stop => stop,
+                        }
+                    }
+                    None => walker.advance(&mut cursor, Some(assumed.clone()), &mut mode, &mut trace),
+                }
             };
             match stop {
                 Stop::Task { function, input, timeout_ms } => {
@@ -90,6 +106,7 @@ impl Engine {
             && let Some(info) = info
             && info.annotations.pure
             && let Some(output) = self.oracle.memo.lookup(function, &info.version, input)
+            && as_failure(&output).is_none()
         {
             self.slots[index].progress = Progress::Skipped(output);
             self.stats.skipped += 1;

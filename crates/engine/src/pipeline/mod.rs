@@ -53,7 +53,7 @@ use serde_json::{Value, json};
 
 use crate::buffer::DataBuffer;
 use crate::oracle::BranchPredictor;
-use crate::walk::{Concrete, Cursor, Mode, Stop, Trace, Walker};
+use crate::walk::{self, Concrete, Cursor, Mode, Stop, Trace, Walker};
 use crate::{
     Action, BranchRecord, Catalog, Cause, Completion, Config, ErrorName, Event, Execution, Failure, Fate, Oracle,
     RunId, RunSummary, Stats, Status, TimerId,
@@ -294,6 +294,17 @@ impl Engine {
                 End { status: failure.status, result: json!({ "error": failure.error }), error: Some(failure.name) };
             return self.complete(end, out);
         };
+        // A returned error (or an exception) is deterministic in the input and the reads: the memo learns it, so the
+        // next invocation's walk can follow it to its Catch. Crashes and timeouts are not learned.
+        let deterministic = matches!(failure.status, Status::ApplicationError)
+            || matches!(failure.name, ErrorName::Custom(_)) && failure.status == Status::DeveloperError;
+        if self.config.speculation
+            && deterministic
+            && let Some(info) = self.catalog.functions.get(&self.slots[0].function)
+        {
+            let marker = walk::failure_marker(&failure.name, &failure.cause);
+            self.oracle.memo.train(&self.slots[0].function, &info.version, &self.slots[0].input, &marker);
+        }
         let mut trace = Trace::default();
         let stop = {
             let (app, branches, ctx) = (self.app.clone(), self.oracle.branches.clone(), self.walk_context());
@@ -312,10 +323,20 @@ impl Engine {
         // output it will have once it succeeds, and is checked against it then (nothing read the failed run's
         // writes: reads wait for a running or failed writer). Otherwise whatever depends on the state that handled
         // the failure assumed it succeeded; branches of a fan-out around it that do not depend on it stay.
+        // A catch the walk predicted (it followed a remembered failure) keeps what it derived, which `place_task`
+        // then checks.
         let handled = trace.handled_at.clone().unwrap_or_default();
         let retried_in_place = trace.retried && handled == self.slots[0].pos;
+        let predicted = match &stop {
+            Stop::Task { function, input, .. } => self
+                .slots
+                .iter()
+                .skip(1)
+                .any(|s| s.pos == cursor.position() && s.function == *function && s.input == *input),
+            _ => false,
+        };
         for t in (1..self.slots.len()).rev() {
-            if !retried_in_place && handled.covers(&self.slots[t].pos) {
+            if !retried_in_place && !predicted && handled.covers(&self.slots[t].pos) {
                 self.squash_slot(t, Cause::ControlMispredict, false, out);
                 self.remove_slot(t);
             }
@@ -323,6 +344,11 @@ impl Engine {
         self.slots.pop_front();
         self.head = Head::Open;
         self.place_concrete(stop, cursor, trace, failed_run, out);
+        // Whatever is the oldest now may have effects waiting for that.
+        if !self.is_done() {
+            self.retry_stalled(out);
+            self.release_effects(out);
+        }
     }
 
     /// Inserts `slot` at its place in program order; returns its index.

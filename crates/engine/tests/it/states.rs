@@ -138,3 +138,46 @@ fn a_wait_holds_back_what_follows_it_and_speculation_past_it_commits_nothing_ear
     assert_eq!(seen.launch_ms, vec![0, 0], "the function after the wait ran speculatively at once");
     assert_eq!(seen.commit_ms.last(), Some(&5000), "its write committed when the wait ended: {:?}", seen.commit_ms);
 }
+
+#[test]
+fn a_failure_the_memo_saw_is_followed_to_its_catch_speculatively() {
+    let mut sim = Sim::new();
+    sim.func("check", |input| {
+        if input["n"].as_i64().unwrap_or(0) > 2 {
+            vec![Op::Fail(Status::ApplicationError, json!("too many"))]
+        } else {
+            vec![Op::Return(json!({"ok": true}))]
+        }
+    });
+    sim.func("refuse", |input| {
+        vec![Op::Put("refused", input["why"]["Cause"].clone()), Op::Return(json!({"refused": true}))]
+    });
+    sim.func("accept", |_| vec![Op::Return(json!({"accepted": true}))]);
+    let definition = json!({"StartAt": "Check", "States": {
+        "Check": {"Type": "Task", "Resource": "check", "ResultPath": "$.check", "Next": "Accept",
+                  "Catch": [{"ErrorEquals": ["States.TaskFailed"], "ResultPath": "$.why", "Next": "Refuse"}]},
+        "Accept": {"Type": "Task", "Resource": "accept", "End": true},
+        "Refuse": {"Type": "Task", "Resource": "refuse", "End": true}}});
+    let app = workflow(&sim, definition);
+    let oracle = tables::learning(Default::default());
+    let first = sim.run_with(app.clone(), json!({"n": 5}), Config::default(), oracle.clone(), Schedule::Eager);
+    assert_eq!(first.completion.result, json!({"refused": true}));
+    let refuse_run = |seen: &engine::harness::Observed| {
+        seen.completion.runs.iter().find(|r| r.function == "refuse").map(|r| (r.speculative, r.fate)).unwrap()
+    };
+    assert_eq!(
+        refuse_run(&first),
+        (false, engine::Fate::Committed),
+        "the first time, the catch runs after the failure"
+    );
+    let again = sim.run_with(app, json!({"n": 5}), Config::default(), oracle, Schedule::Eager);
+    assert_eq!(again.completion.result, json!({"refused": true}));
+    assert_eq!(sim.store_value("refused"), Some(json!("too many")));
+    assert_eq!(
+        refuse_run(&again),
+        (true, engine::Fate::Committed),
+        "the second time, the catch's function started on the remembered failure, and was kept: {:?}",
+        again.completion.runs
+    );
+    assert!(again.completion.runs.iter().all(|r| r.function != "accept"), "nothing ran on the success path");
+}
