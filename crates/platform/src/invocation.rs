@@ -59,8 +59,9 @@ struct TrackedRun {
     launched: Instant,
     started: SystemTime,
     killer: Option<Killer>,
-    /// When the engine had it killed (squashed or abandoned).
+    /// When the engine had it killed (squashed, abandoned, or past its Task's timeout), and why.
     killed: Option<Instant>,
+    kill_cause: Option<engine::Cause>,
     /// The uuid of its ephemeral API key, removed when it ends.
     api_key: Option<String>,
     report: Option<(Report, Instant, SystemTime)>,
@@ -201,12 +202,13 @@ pub(crate) async fn run(
                             Err(e) => Event::CommitFailed { run, error: e.to_string() },
                         });
                     }
-                    Action::Kill { run, .. } => {
+                    Action::Kill { run, cause } => {
                         if let Some(track) = tracked.get_mut(run.index()) {
                             if let Some(k) = track.killer.as_ref() {
                                 k.kill();
                             }
                             track.killed = Some(Instant::now());
+                            track.kill_cause = Some(cause);
                         }
                     }
                     Action::Effect { run, request, effect: Call::Syscall { .. } } => {
@@ -334,6 +336,7 @@ fn launch(
         started,
         killer: None,
         killed: None,
+        kill_cause: None,
         api_key: None,
         report: None,
     };
@@ -461,6 +464,11 @@ fn finish(
             match track.report {
                 Some((report, _, _)) => {
                     let (status, result) = match to_outcome(&report, payload_max) {
+                        // Killed past its Task's TimeoutSeconds: it timed out, as the workflow saw it.
+                        Outcome::Failure(_) if track.kill_cause == Some(engine::Cause::TimedOut) => (
+                            Status::DeveloperError,
+                            json!({ "error": "The activation ran past its Task's TimeoutSeconds." }),
+                        ),
                         Outcome::Success(v) => (Status::Success, v),
                         Outcome::Failure(f) => (f.status, json!({ "error": f.error })),
                     };

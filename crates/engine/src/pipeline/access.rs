@@ -68,7 +68,7 @@ impl Engine {
         let consumer = &self.runs[run].function;
         let threshold = self.config.dependence_squashes;
         let waits = self.slots.iter().take(me).any(|slot| {
-            slot.outcome().is_none() && self.oracle.dependences.streak(&slot.function, consumer, key) >= threshold
+            !slot.has_outcome() && self.oracle.dependences.streak(&slot.function, consumer, key) >= threshold
         });
         if waits { Read::Stall } else { Read::Store }
     }

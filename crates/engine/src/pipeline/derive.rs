@@ -34,6 +34,13 @@ impl Engine {
             if youngest.derived.is_some() || youngest.cursor.is_none() {
                 break; // the end of the program is derived, or an implicit chain (nothing to derive)
             }
+            let finished = youngest.has_outcome();
+            if youngest.derive_blocked && !finished {
+                break; // it was blocked on what is still unknown
+            }
+            if index > 0 && self.holds_back_derivation(index) {
+                break; // it waits to launch: nothing past it would run sooner
+            }
             let assumed = match youngest.outcome() {
                 Some(Outcome::Success(v)) => v,
                 // A returned error is deterministic in the input and what was read: follow it to its Catch.
@@ -86,13 +93,23 @@ impl Engine {
                     slot.timeout_ms = timeout_ms;
                     debug_assert!(slot.pos > self.slots[index].pos, "a walk goes forward in program order");
                     self.slots.push_back(slot);
-                    self.maybe_skip(self.slots.len() - 1);
+                    let new = self.slots.len() - 1;
+                    self.maybe_skip(new);
+                    self.launch_ready(out);
+                    if self.holds_back_derivation(new) {
+                        break;
+                    }
                 }
                 Stop::Complete { .. } => {
                     self.slots[index].derived = Some(assumed);
                     break;
                 }
-                Stop::Blocked => break,
+                Stop::Blocked => {
+                    if !finished {
+                        self.slots[index].derive_blocked = true;
+                    }
+                    break;
+                }
             }
         }
         self.launch_ready(out);

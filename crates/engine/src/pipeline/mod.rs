@@ -175,7 +175,12 @@ impl Engine {
             Event::Clock { .. } => unreachable!("handled above"),
             Event::Load { cpu_percent } => {
                 if self.config.speculation {
-                    self.depth = self.config.depth_at(cpu_percent);
+                    let depth = self.config.depth_at(cpu_percent);
+                    if depth != self.depth {
+                        // With another depth a blocked walk may go on (or a memo lookup count again).
+                        self.slots.iter_mut().for_each(|s| s.derive_blocked = false);
+                    }
+                    self.depth = depth;
                 }
             }
             Event::Call { run, request, call } => self.call(run, request, call, &mut out),

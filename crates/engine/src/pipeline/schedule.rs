@@ -31,76 +31,98 @@ enum Launch {
 }
 
 impl Engine {
-    /// Whether no older slot that has not finished can affect the slot at `index`.
-    pub(super) fn independent(&self, index: usize) -> bool {
+    /// Whether a slot at `index` runs without a prediction: it sits in a fan-out's branch and no older unfinished
+    /// slot (indexes in `unfinished`) can affect it. (A top-level successor of a finished slot waits for its
+    /// commit: one that runs earlier runs on a prediction that the commit lands.)
+    fn runs_free(&self, index: usize, unfinished: &[usize]) -> bool {
         let pos = &self.slots[index].pos;
-        self.slots.iter().take(index).all(|o| o.outcome().is_some() || !o.pos.covers(pos))
+        self.config.fan_out == FanOut::Concurrent
+            && pos.0.len() > 1
+            && unfinished.iter().all(|&o| !self.slots[o].pos.covers(pos))
     }
 
-    /// Whether the slot at `index` runs without a prediction: it sits in a fan-out's branch and is independent. (A
-    /// top-level successor of a finished slot waits for its commit: one that runs earlier runs on a prediction that
-    /// the commit lands.)
-    fn runs_free(&self, index: usize) -> bool {
-        self.config.fan_out == FanOut::Concurrent && self.slots[index].pos.0.len() > 1 && self.independent(index)
-    }
-
-    fn launch_rule(&self, index: usize) -> Launch {
+    /// Whether the fan-outs the slot at `index` sits in have room for one more branch in flight.
+    fn fan_outs_have_room(&self, index: usize) -> bool {
         let slot = &self.slots[index];
-        if slot.progress != Progress::Waiting || self.gated(&slot.pos) {
+        let limits = slot.cursor.as_ref().map(|c| c.limits()).unwrap_or_default();
+        for ((prefix, branch), limit) in slot.pos.branches().zip(limits) {
+            // Branches of this fan-out with a run in flight, besides this slot's own (slots are in position
+            // order, so one branch's slots are next to each other).
+            let mut busy = 0u32;
+            let mut last = None;
+            for o in self.slots.iter().take(index) {
+                if matches!(o.progress, Progress::Running(_))
+                    && o.pos.0.len() > prefix.len()
+                    && o.pos.0[..prefix.len()] == *prefix
+                {
+                    let b = o.pos.0[prefix.len()];
+                    if b != branch && last != Some(b) {
+                        busy += 1;
+                        last = Some(b);
+                    }
+                }
+            }
+            if busy + 1 > limit {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The rule for the waiting slot at `index`, given whether it runs free and how many slots before it (the
+    /// oldest excepted) run on a prediction.
+    fn launch_rule(&self, index: usize, free: bool, predicted_ahead: usize) -> Launch {
+        let slot = &self.slots[index];
+        if self.gated(&slot.pos) {
             return Launch::No;
         }
         if index == 0 {
             return Launch::Free;
         }
+        if !free && (!self.config.speculation || predicted_ahead >= self.depth as usize) {
+            return Launch::No;
+        }
         if self.catalog.functions.get(&slot.function).is_some_and(|i| i.annotations.non_speculative) {
             return Launch::No;
         }
-        if self.runs_free(index) {
-            let limits = slot.cursor.as_ref().map(|c| c.limits()).unwrap_or_default();
-            for ((prefix, branch), limit) in slot.pos.branches().zip(limits) {
-                // Branches of this fan-out with a run in flight, besides this slot's own.
-                let mut busy: Vec<u32> = self
-                    .slots
-                    .iter()
-                    .take(index)
-                    .filter(|o| matches!(o.progress, Progress::Running(_)))
-                    .filter(|o| o.pos.0.len() > prefix.len() && o.pos.0[..prefix.len()] == *prefix)
-                    .map(|o| o.pos.0[prefix.len()])
-                    .filter(|b| *b != branch)
-                    .collect();
-                busy.dedup();
-                if busy.len() as u32 + 1 > limit {
-                    return Launch::No;
-                }
-            }
-            return Launch::Free;
+        if free {
+            return if self.fan_outs_have_room(index) { Launch::Free } else { Launch::No };
         }
-        if !self.config.speculation {
-            return Launch::No;
-        }
-        let predicted_ahead = (1..index).filter(|&i| !self.runs_free(i)).count();
-        if predicted_ahead >= self.depth as usize {
-            Launch::No
-        } else if self.budget_left == 0 {
-            Launch::NoBudget
-        } else {
-            Launch::Predicted
-        }
+        if self.budget_left == 0 { Launch::NoBudget } else { Launch::Predicted }
     }
 
-    /// Launches every waiting slot that may run now, oldest first.
+    /// Launches every waiting slot that may run now, oldest first, in one pass over the pipeline.
     pub(super) fn launch_ready(&mut self, out: &mut Vec<Action>) {
+        if !self.slots.iter().any(|s| s.progress == Progress::Waiting) {
+            return;
+        }
+        let mut unfinished: Vec<usize> = Vec::new();
+        let mut predicted_ahead = 0;
         let mut index = 0;
         while index < self.slots.len() && !self.is_done() {
+            let free = index > 0 && self.runs_free(index, &unfinished);
             if self.slots[index].progress == Progress::Waiting {
-                match self.launch_rule(index) {
+                match self.launch_rule(index, free, predicted_ahead) {
                     Launch::No => {}
                     Launch::NoBudget => self.stats.budget_exhausted = true,
                     Launch::Free => self.launch_slot(index, false, out),
                     Launch::Predicted => self.launch_slot(index, true, out),
                 }
             }
+            if index > 0 && !free {
+                predicted_ahead += 1;
+            }
+            if self.slots.get(index).is_some_and(|s| !s.has_outcome()) {
+                unfinished.push(index);
+            }
             index += 1;
         }
+    }
+
+    /// Whether the slot at `index` would wait now, and derivation should not go on past it: a top-level slot that
+    /// may not launch yet (past it, nothing runs before it does; inside a fan-out a later branch may still run).
+    pub(super) fn holds_back_derivation(&self, index: usize) -> bool {
+        let slot = &self.slots[index];
+        slot.pos.0.len() <= 1 && slot.progress == Progress::Waiting
     }
 }

@@ -72,6 +72,9 @@ pub(super) struct Slot {
     pub raw_keys: Vec<String>,
     /// The Task's `TimeoutSeconds`, in ms: each run of the slot fails with `States.Timeout` past it.
     pub timeout_ms: Option<u64>,
+    /// A walk on from it, before it finished, was blocked: it is not tried again until the slot finishes (or the
+    /// speculation depth changes), because nothing it would walk on has changed.
+    pub derive_blocked: bool,
 }
 
 impl Slot {
@@ -89,6 +92,7 @@ impl Slot {
             journal: Journal::default(),
             raw_keys: Vec::new(),
             timeout_ms: None,
+            derive_blocked: false,
         }
     }
 
@@ -107,6 +111,11 @@ impl Slot {
             Progress::Skipped(output) => Some(Outcome::Success(output.clone())),
             Progress::Waiting | Progress::Running(_) => None,
         }
+    }
+
+    /// Whether it has an outcome (finished or skipped), without copying it.
+    pub fn has_outcome(&self) -> bool {
+        matches!(self.progress, Progress::Finished(..) | Progress::Skipped(_))
     }
 
     /// Its successful output, once it has one.

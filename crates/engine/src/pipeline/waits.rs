@@ -64,7 +64,7 @@ impl Engine {
 
     /// Whether a wait that has not fired covers `pos`.
     pub(super) fn gated(&self, pos: &Position) -> bool {
-        self.waits.iter().any(|w| !w.fired && w.at.covers(pos))
+        !self.waits.is_empty() && self.waits.iter().any(|w| !w.fired && w.at.covers(pos))
     }
 
     /// The waits derived from `run` go with it.
