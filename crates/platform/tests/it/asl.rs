@@ -493,11 +493,25 @@ fn generated(seed: u64) -> Case {
             let kind = rng.below(if depth < 2 { 7 } else { 4 });
             let mut state = match kind {
                 0 | 1 => task(["double", "inc", "echo"][rng.below(3) as usize], json!({})),
-                2 => json!({"Type": "Pass", "Parameters": {"value.$": "States.MathAdd($.value, 3)"}}),
-                3 => task(
-                    "failif",
-                    json!({"Catch": [{"ErrorEquals": ["TooBig"], "ResultPath": "$.caught", "Next": ids.get(i + 1).cloned().unwrap_or_else(|| end_name.clone())}]}),
-                ),
+                2 => match rng.below(4) {
+                    0 => json!({"Type": "Pass", "Parameters": {"value.$": "States.MathAdd($.value, 3)"}}),
+                    1 => json!({"Type": "Pass", "ResultPath": "$.pass", "Parameters": {
+                        "n.$": "States.MathAdd(States.ArrayLength(States.ArrayRange(1, 3, 1)), $.value)",
+                        "label.$": "States.Format('v={}', $.value)"}}),
+                    2 => json!({"Type": "Wait", "Seconds": 0}),
+                    _ => json!({"Type": "Wait", "Timestamp": "2020-01-01T00:00:00Z"}),
+                },
+                3 => {
+                    let to = ids.get(i + 1).cloned().unwrap_or_else(|| end_name.clone());
+                    let mut t = task(
+                        "failif",
+                        json!({"Catch": [{"ErrorEquals": ["TooBig"], "ResultPath": "$.caught", "Next": to}]}),
+                    );
+                    if rng.below(3) == 0 {
+                        t["Retry"] = json!([{"ErrorEquals": ["TooBig"], "IntervalSeconds": 1, "MaxAttempts": 1}]);
+                    }
+                    t
+                }
                 4 => {
                     let (n1, n2) = (1 + rng.below(2), 1 + rng.below(2));
                     let (b1, s1) = chain(rng, fresh, n1, depth + 1);
@@ -704,7 +718,16 @@ async fn generated_machines_match_the_reference_interpreter() {
     let base: u64 = std::env::var("SPECFAAS_ASL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
     let cases: Vec<Case> = (0..24).map(|i| generated(base * 1000 + i)).collect();
     // The generator reaches every construct it knows, and both endings.
-    for needle in ["\"Parallel\"", "\"Map\"", "\"Choice\"", "\"Catch\"", "$$.Map.Item.Value"] {
+    for needle in [
+        "\"Parallel\"",
+        "\"Map\"",
+        "\"Choice\"",
+        "\"Catch\"",
+        "\"Retry\"",
+        "\"Wait\"",
+        "States.Format",
+        "$$.Map.Item.Value",
+    ] {
         let n = cases.iter().filter(|c| c.definition.to_string().contains(needle)).count();
         assert!(n >= 2, "only {n} generated cases have {needle} (base seed {base})");
     }
