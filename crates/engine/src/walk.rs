@@ -540,7 +540,10 @@ impl Walker<'_> {
         // The first retrier that matches decides, with attempts left or not.
         let (index, retrier) = recovery.retry.iter().enumerate().find(|(_, r)| r.errors.matches(name.as_str()))?;
         let seed = fnv_u64(cursor.position_hash(), self.execution.seed());
-        let Some(Frame::Graph { attempts, .. }) = cursor.frames.last_mut() else {
+        let (path, state, _, _) = cursor.top();
+        let fan_out =
+            matches!(graph_at(self.root, path).states[state].kind, StateKind::Parallel { .. } | StateKind::Map { .. });
+        let Some(Frame::Graph { attempts, step, .. }) = cursor.frames.last_mut() else {
             unreachable!("a Graph frame on top")
         };
         if attempts.per_retrier.len() < recovery.retry.len() {
@@ -553,6 +556,11 @@ impl Walker<'_> {
         attempts.per_retrier[index] = spent + 1;
         attempts.count += 1;
         attempts.resumed = true;
+        if fan_out {
+            // A new attempt of a fan-out runs its branches again: at later positions than the attempt that failed,
+            // whose slots may still be in the pipeline.
+            *step += 1;
+        }
         let mut ms = backoff_ms(retrier.interval_seconds, retrier.backoff_rate, spent + 1, retrier.max_delay_seconds);
         if retrier.jitter == Jitter::Full {
             // Drawn from the execution and position, so a walk derived again draws the same delay.
@@ -564,8 +572,9 @@ impl Walker<'_> {
 
     /// Notes a delay at the cursor's state; the states after it are entered that much later.
     fn delay(&self, trace: &mut Trace, cursor: &Cursor, ms: u64) {
-        trace.delays.push(Delay { at: cursor.position(), ms });
+        // Waits on one walk follow one another: each ends this long after the walk.
         self.waited_ms.set(self.waited_ms.get().saturating_add(ms));
+        trace.delays.push(Delay { at: cursor.position(), ms: self.waited_ms.get() });
     }
 
     /// Sets the top frame to `next`, or ends the frame; `Some` when that ends the program.
@@ -740,7 +749,8 @@ impl Walker<'_> {
         };
         let seconds = |n: u64| if n > max { Err(over(format!("the Wait is {n} s"))) } else { Ok(n * 1000) };
         let until_ms = |at: i64| {
-            let ms = (at - self.now_ms).max(0) as u64;
+            let now = self.now_ms.saturating_add(self.waited_ms.get() as i64);
+            let ms = (at - now).max(0) as u64;
             if ms > max * 1000 { Err(over(format!("the Wait's timestamp is {} s away", ms / 1000))) } else { Ok(ms) }
         };
         match until {

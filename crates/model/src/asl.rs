@@ -757,7 +757,9 @@ impl Builder<'_> {
         if let Some(i) = (0..n).find(|i| !seen[*i]) {
             return Err(self.err(Some(&name(i)), "is unreachable from StartAt"));
         }
-        // A cycle that avoids every Choice state can never be left.
+        // A cycle that avoids every Choice state and every Catch can never be left. (A loop through a Catch ends
+        // when the task stops failing, as a loop through a Choice ends when its data changes.)
+        let loop_successors: Vec<Vec<StateId>> = graph.states.iter().map(|s| uncaught_successors(&s.kind)).collect();
         let is_choice = |i: StateId| matches!(graph.states[i].kind, StateKind::Choice { .. });
         let mut color = vec![0u8; n]; // 0 new, 1 on stack, 2 done
         for root in 0..n {
@@ -767,7 +769,7 @@ impl Builder<'_> {
             let mut stack: Vec<(StateId, usize)> = vec![(root, 0)];
             color[root] = 1;
             while let Some((i, edge)) = stack.pop() {
-                match successors[i].get(edge) {
+                match loop_successors[i].get(edge) {
                     None => color[i] = 2,
                     Some(&j) => {
                         stack.push((i, edge + 1));
@@ -822,6 +824,17 @@ fn successors(kind: &StateKind) -> Vec<StateId> {
         StateKind::Pass { next: n, .. } | StateKind::Wait { next: n, .. } => next(n),
         StateKind::Choice { rules, default, .. } => rules.iter().map(|(_, t)| *t).chain(*default).collect(),
         StateKind::Succeed { .. } | StateKind::Fail { .. } => vec![],
+    }
+}
+
+/// The successors of a state other than its catchers' targets.
+fn uncaught_successors(kind: &StateKind) -> Vec<StateId> {
+    match kind {
+        StateKind::Task { next, .. } | StateKind::Parallel { next, .. } | StateKind::Map { next, .. } => match next {
+            Next::State(s) => vec![*s],
+            Next::End => vec![],
+        },
+        other => successors(other),
     }
 }
 

@@ -88,9 +88,17 @@ impl Engine {
                     debug_assert!(!contains_unknown(&input));
                     self.stats.branch_predictions += trace.decisions.iter().filter(|d| d.predicted).count() as u32;
                     self.slots[index].derived = Some(assumed);
+                    // A wait on the way: from a finished slot's real output it begins now; from a guess nobody
+                    // times it yet, so the new slot may run only on a prediction until a real walk does.
+                    let untimed = !trace.delays.is_empty() && !finished;
+                    if !trace.delays.is_empty() && finished && !trace.decisions.iter().any(|d| d.predicted) {
+                        let origin = self.slots[index].run();
+                        self.note_delays(&trace.delays, origin, false, out);
+                    }
                     let mut slot = self.new_slot(Some(cursor), function, input);
                     slot.decisions = trace.decisions;
                     slot.timeout_ms = timeout_ms;
+                    slot.untimed_wait = untimed;
                     debug_assert!(slot.pos > self.slots[index].pos, "a walk goes forward in program order");
                     self.slots.push_back(slot);
                     let new = self.slots.len() - 1;
@@ -156,9 +164,28 @@ impl Engine {
             };
             walker.advance(&mut cursor, Some(output.clone()), &mut mode, &mut trace)
         };
-        // The waits on the way begin now, when the function before them finished.
+        // The waits on the way begin now, when the function before them finished: on the real path (concrete), or
+        // on one that took no prediction to a task or the end (an early check on real data).
         let origin = self.slots[index].run();
-        self.note_delays(&trace.delays, origin, concrete, out);
+        let unpredicted =
+            matches!(stop, Stop::Task { .. } | Stop::Complete { .. }) && !trace.decisions.iter().any(|d| d.predicted);
+        if concrete || unpredicted {
+            self.note_delays(&trace.delays, origin, concrete, out);
+        }
+        if concrete && let Some(origin) = origin {
+            // Waits an early check noted from this run that the real walk did not pass are not on the path.
+            self.waits.retain(|w| w.origin != Some(origin) || w.real || w.fired);
+        }
+        if let Some(handled) = trace.handled_at.clone() {
+            // A `Fail` state in a branch failed its fan-out, and the walk recovered at `handled`: what depends on
+            // that state was derived on its success.
+            for t in (index + 1..self.slots.len()).rev() {
+                if handled.covers(&self.slots[t].pos) {
+                    self.squash_slot(t, Cause::ControlMispredict, false, out);
+                    self.remove_slot(t);
+                }
+            }
+        }
         let taken = trace.decisions;
         if concrete {
             self.record_branches(index + 1, &taken);
@@ -189,7 +216,15 @@ impl Engine {
             Stop::Complete { status, result, error } => {
                 if let Some(next) = self.slots.get(index + 1) {
                     let cause = cause_against(next);
-                    self.squash_dependents(index, cause, out);
+                    if concrete {
+                        // The program ends here: nothing after this slot is on its path, in any branch.
+                        for t in (index + 1..self.slots.len()).rev() {
+                            self.squash_slot(t, cause, false, out);
+                            self.remove_slot(t);
+                        }
+                    } else {
+                        self.squash_dependents(index, cause, out);
+                    }
                 }
                 self.slots[index].derived = Some(output);
                 Some(End { status, result, error })
@@ -213,6 +248,7 @@ impl Engine {
             if concrete {
                 self.stats.branch_hits += next.decisions.iter().filter(|d| d.predicted).count() as u32;
                 next.decisions.clear();
+                next.untimed_wait = false;
             }
             next.cursor = Some(cursor);
             return first;

@@ -12,10 +12,11 @@
 //! - `effects`: held external effects and the per-slot journal.
 //! - `invariants`: [`Engine::check_invariants`], run after every step in debug builds.
 //!
-//! **Deriving.** While fewer than `depth` slots are in flight beyond the oldest, the engine walks the workflow on
-//! from the youngest slot: with its real output if it has finished, else its memoized output, else an unknown value
+//! **Deriving.** The engine walks the workflow on from the youngest slot (until it reaches a top-level slot that
+//! must wait to launch): with its real output if it has finished, else its memoized output, else an unknown value
 //! (a `Choice` on unknown data then asks the branch predictor). Whenever that walk reaches a Task whose input is
-//! known, a new slot is launched speculatively. A `pure` function whose output is memoized is not run at all.
+//! known, a new slot is derived; `schedule` decides when it launches (within `depth` on a prediction, at once in an
+//! independent branch). A `pure` function whose output is memoized is not run at all.
 //!
 //! **Validating.** When the oldest slot finishes, the engine walks on from its real output, concretely: this is
 //! the application's semantics. If the next slot has the function and input that walk reaches, it stays; otherwise
@@ -62,8 +63,8 @@ use access::PendingRead;
 use runs::{Role, Run, RunState, RunTable};
 use slots::{End, Head, Progress, Slot};
 
-/// Identifies a slot for the life of the invocation; larger is younger in program order. Declared here, at the
-/// root of the pipeline, because slots, runs and effects all name slots.
+/// Identifies a slot for the life of the invocation; not its place in program order (that is its position).
+/// Declared here, at the root of the pipeline, because slots, runs and effects all name slots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct SlotId(u32);
 
@@ -205,7 +206,7 @@ impl Engine {
             }
             Event::TimerFired { timer } => self.timer_fired(timer, &mut out),
         }
-        if !self.is_done() {
+        if !self.is_done() && self.ending.is_none() {
             self.fill(&mut out);
             self.launch_ready(&mut out);
         }
@@ -456,7 +457,7 @@ impl Engine {
         if self.runs.len() as u32 >= self.config.runs_max {
             let error =
                 format!("the invocation exceeded its limit of {} function runs (runs_max)", self.config.runs_max);
-            let result = json!({ "error": format!("States.Runtime: {error}") });
+            let result = json!({ "error": ErrorName::Runtime.as_str(), "cause": error });
             self.complete(End { status: Status::ApplicationError, result, error: Some(ErrorName::Runtime) }, out);
             return None;
         }

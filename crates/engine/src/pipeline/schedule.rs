@@ -37,6 +37,7 @@ impl Engine {
     fn runs_free(&self, index: usize, unfinished: &[usize]) -> bool {
         let pos = &self.slots[index].pos;
         self.config.fan_out == FanOut::Concurrent
+            && !self.slots[index].untimed_wait
             && pos.0.len() > 1
             && unfinished.iter().all(|&o| !self.slots[o].pos.covers(pos))
     }
@@ -50,7 +51,7 @@ impl Engine {
             // order, so one branch's slots are next to each other).
             let mut busy = 0u32;
             let mut last = None;
-            for o in self.slots.iter().take(index) {
+            for o in self.slots.iter() {
                 if matches!(o.progress, Progress::Running(_))
                     && o.pos.0.len() > prefix.len()
                     && o.pos.0[..prefix.len()] == *prefix
@@ -85,8 +86,11 @@ impl Engine {
         if self.catalog.functions.get(&slot.function).is_some_and(|i| i.annotations.non_speculative) {
             return Launch::No;
         }
+        if !self.fan_outs_have_room(index) {
+            return Launch::No;
+        }
         if free {
-            return if self.fan_outs_have_room(index) { Launch::Free } else { Launch::No };
+            return Launch::Free;
         }
         if self.budget_left == 0 { Launch::NoBudget } else { Launch::Predicted }
     }

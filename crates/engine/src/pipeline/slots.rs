@@ -75,6 +75,9 @@ pub(super) struct Slot {
     /// A walk on from it, before it finished, was blocked: it is not tried again until the slot finishes (or the
     /// speculation depth changes), because nothing it would walk on has changed.
     pub derive_blocked: bool,
+    /// It was derived past a wait that no timer covers yet (the walk went on from a guess): it may run only on a
+    /// prediction until a real walk places it.
+    pub untimed_wait: bool,
 }
 
 impl Slot {
@@ -93,6 +96,7 @@ impl Slot {
             raw_keys: Vec::new(),
             timeout_ms: None,
             derive_blocked: false,
+            untimed_wait: false,
         }
     }
 

@@ -7,8 +7,9 @@
 //! and the invocation does not complete. Speculative walks from predicted outputs go on past waits without
 //! timing them: what they derive may run, but its writes, effects and result wait for the real wait.
 //!
-//! A wait started by an early check belongs to the run it was derived from: if that run is squashed, the wait goes
-//! with it. The concrete walk, passing the same wait from the same run, keeps it (and marks it real).
+//! A wait started by an early check (only one that took no prediction) belongs to the run it was derived from: if
+//! that run is squashed, the wait goes with it, and the concrete walk from that run keeps only the waits it passes
+//! too (marking them real). A slot derived past a wait nobody timed yet runs only on a prediction.
 
 use serde_json::json;
 

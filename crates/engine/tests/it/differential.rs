@@ -149,16 +149,33 @@ fn gen_workflow(rng: &mut Rng, functions: &[FnDef]) -> Value {
             10 => json!({"Type": "Wait", "Seconds": rng.below(2)}),
             11 | 12 => {
                 let a = fname(rng);
-                let processor = if rng.chance(50) {
+                let processor = if rng.chance(30) {
+                    // A wait inside each iteration, and a Fail on some data: the Map fails, and its Catch takes it.
+                    json!({"StartAt": "W", "States": {
+                        "W": {"Type": "Wait", "Seconds": 1, "Next": "C"},
+                        "C": {"Type": "Choice", "Choices": [{"Variable": "$.x", "NumericEquals": 2, "Next": "F"}],
+                              "Default": "A"},
+                        "F": {"Type": "Fail", "Error": "Two", "Cause": "item 2"},
+                        "A": {"Type": "Task", "Resource": a, "End": true}}})
+                } else if rng.chance(50) {
                     json!({"StartAt": "A", "States": {"A": {"Type": "Task", "Resource": a, "End": true}}})
                 } else {
                     let b = fname(rng);
                     json!({"StartAt": "A", "States": {"A": {"Type": "Task", "Resource": a, "Next": "B"},
                                                       "B": {"Type": "Task", "Resource": b, "End": true}}})
                 };
-                json!({"Type": "Map", "ItemsPath": "$.items", "MaxConcurrency": rng.below(3),
+                let mut map = json!({"Type": "Map", "ItemsPath": "$.items", "MaxConcurrency": rng.below(3),
                        "ItemSelector": {"x.$": "$$.Map.Item.Value", "i.$": "$$.Map.Item.Index"},
-                       "ItemProcessor": processor, "ResultPath": "$.map"})
+                       "ItemProcessor": processor, "ResultPath": "$.map"});
+                if rng.chance(40) {
+                    let to = if i + 1 < n { name(i + 1) } else { "Out".to_string() };
+                    uses_out |= to == "Out";
+                    if rng.chance(50) {
+                        map["Retry"] = json!([{"ErrorEquals": ["States.ALL"], "IntervalSeconds": 1, "MaxAttempts": 1}]);
+                    }
+                    map["Catch"] = json!([{"ErrorEquals": ["States.ALL"], "ResultPath": "$.merr", "Next": to}]);
+                }
+                map
             }
             6 | 7 if i + 1 < n => {
                 let target = if i + 2 < n && rng.chance(50) { name(i + 2) } else { "Out".to_string() };

@@ -252,3 +252,18 @@ fn oversized_definitions_are_rejected() {
     let big = format!(r#"{{"Comment":"{}","StartAt":"S","States":{{"S":{{"Type":"Succeed"}}}}}}"#, "x".repeat(1 << 20));
     check("big.json", &big, Err(&["over the limit"]));
 }
+
+/// A loop through a `Catch` can end (when the task stops failing), as on AWS; a loop through neither a Choice
+/// nor a Catch cannot.
+#[test]
+fn a_loop_through_a_catch_deploys() {
+    let text = r#"{"StartAt": "T", "States": {
+      "T": {"Type": "Task", "Resource": "login", "End": true,
+            "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "Pause"}]},
+      "Pause": {"Type": "Wait", "Seconds": 1, "Next": "T"}}}"#;
+    check("catch-loop.json", text, Ok(2));
+    let text = r#"{"StartAt": "T", "States": {
+      "T": {"Type": "Task", "Resource": "login", "Next": "Pause"},
+      "Pause": {"Type": "Wait", "Seconds": 1, "Next": "T"}}}"#;
+    check("plain-loop.json", text, Err(&["loop with no Choice"]));
+}
