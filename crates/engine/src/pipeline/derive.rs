@@ -88,17 +88,21 @@ impl Engine {
                     debug_assert!(!contains_unknown(&input));
                     self.stats.branch_predictions += trace.decisions.iter().filter(|d| d.predicted).count() as u32;
                     self.slots[index].derived = Some(assumed);
-                    // A wait on the way: from a finished slot's real output it begins now; from a guess nobody
-                    // times it yet, so the new slot may run only on a prediction until a real walk does.
-                    let untimed = !trace.delays.is_empty() && !finished;
-                    if !trace.delays.is_empty() && finished && !trace.decisions.iter().any(|d| d.predicted) {
-                        let origin = self.slots[index].run();
-                        self.note_delays(&trace.delays, origin, false, out);
-                    }
+                    // A wait on the way begins now if nothing guessed leads to it: the walk went on from a finished
+                    // slot's real output without a prediction, or the wait sits in another branch than the slot
+                    // walked from (it began when the fan-out was entered, no later than now). Any other wait nobody
+                    // times yet: a slot it covers may run only on a prediction until a real walk times it.
+                    let unpredicted = !trace.decisions.iter().any(|d| d.predicted);
+                    let from = self.slots[index].pos.clone();
+                    let (timed, untimed): (Vec<_>, Vec<_>) = std::mem::take(&mut trace.delays)
+                        .into_iter()
+                        .partition(|d| unpredicted && (finished || !from.covers(&d.at)));
+                    let (origin_slot, origin_run) = (self.slots[index].id, self.slots[index].run());
+                    self.note_delays(&timed, Some(origin_slot), origin_run, false, out);
                     let mut slot = self.new_slot(Some(cursor), function, input);
                     slot.decisions = trace.decisions;
                     slot.timeout_ms = timeout_ms;
-                    slot.untimed_wait = untimed;
+                    slot.untimed_wait = untimed.iter().any(|d| d.at.covers(&slot.pos));
                     debug_assert!(slot.pos > self.slots[index].pos, "a walk goes forward in program order");
                     self.slots.push_back(slot);
                     let new = self.slots.len() - 1;
@@ -166,15 +170,15 @@ impl Engine {
         };
         // The waits on the way begin now, when the function before them finished: on the real path (concrete), or
         // on one that took no prediction to a task or the end (an early check on real data).
-        let origin = self.slots[index].run();
+        let (origin_slot, origin) = (self.slots[index].id, self.slots[index].run());
         let unpredicted =
             matches!(stop, Stop::Task { .. } | Stop::Complete { .. }) && !trace.decisions.iter().any(|d| d.predicted);
         if concrete || unpredicted {
-            self.note_delays(&trace.delays, origin, concrete, out);
+            self.note_delays(&trace.delays, Some(origin_slot), origin, concrete, out);
         }
-        if concrete && let Some(origin) = origin {
-            // Waits an early check noted from this run that the real walk did not pass are not on the path.
-            self.waits.retain(|w| w.origin != Some(origin) || w.real || w.fired);
+        if concrete {
+            // Waits noted from this slot that the real walk did not pass are not on the path.
+            self.waits.retain(|w| w.slot != Some(origin_slot) || w.real || w.fired);
         }
         if let Some(handled) = trace.handled_at.clone() {
             // A `Fail` state in a branch failed its fan-out, and the walk recovered at `handled`: what depends on

@@ -266,7 +266,7 @@ impl Engine {
         origin: Option<RunId>,
         out: &mut Vec<Action>,
     ) {
-        self.note_delays(&trace.delays, origin, true, out);
+        self.note_delays(&trace.delays, None, origin, true, out);
         match stop {
             Stop::Task { function, input, timeout_ms } => {
                 let task = derive::Placed { cursor, function, input, timeout_ms, decisions: trace.decisions };
@@ -374,7 +374,10 @@ impl Engine {
 
     /// Removes the (squashed) slot at `index`; the slot before it derives again what came next.
     fn remove_slot(&mut self, index: usize) {
-        self.slots.remove(index);
+        if let Some(removed) = self.slots.remove(index) {
+            // Waits timed on a walk from it that no real walk confirmed go with it.
+            self.waits.retain(|w| w.real || w.slot != Some(removed.id));
+        }
         if index > 0
             && let Some(before) = self.slots.get_mut(index - 1)
         {

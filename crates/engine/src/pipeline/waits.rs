@@ -13,8 +13,8 @@
 
 use serde_json::json;
 
-use super::Engine;
 use super::slots::End;
+use super::{Engine, SlotId};
 use crate::walk::{Delay, Position};
 use crate::{Action, Cause, ErrorName, Failure, Outcome, RunId, Status, TimerId};
 
@@ -34,7 +34,9 @@ pub(super) enum Timer {
 pub(super) struct Wait {
     pub at: Position,
     pub ms: u64,
-    /// The run whose output the walk went on from (`None`: the start, or a recovered failure).
+    /// The slot, and its run, whose output the walk went on from (`None`: the start, a recovered failure, or a
+    /// slot not launched yet). A wait timed from a slot before it launched is the one its run's walks pass.
+    pub slot: Option<SlotId>,
     pub origin: Option<RunId>,
     pub timer: TimerId,
     pub fired: bool,
@@ -52,14 +54,23 @@ impl Engine {
     }
 
     /// Starts the timers of the waits a walk from `origin`'s real output passed, unless that wait already runs.
-    pub(super) fn note_delays(&mut self, delays: &[Delay], origin: Option<RunId>, real: bool, out: &mut Vec<Action>) {
+    pub(super) fn note_delays(
+        &mut self,
+        delays: &[Delay],
+        slot: Option<SlotId>,
+        origin: Option<RunId>,
+        real: bool,
+        out: &mut Vec<Action>,
+    ) {
         for Delay { at, ms } in delays {
-            if let Some(w) = self.waits.iter_mut().find(|w| w.at == *at && w.origin == origin && w.ms == *ms) {
+            let same =
+                |w: &Wait| w.at == *at && w.ms == *ms && w.slot == slot && (w.origin == origin || w.origin.is_none());
+            if let Some(w) = self.waits.iter_mut().find(|w| same(w)) {
                 w.real |= real;
                 continue;
             }
             let timer = self.set_timer(Timer::Wait, *ms, out);
-            self.waits.push(Wait { at: at.clone(), ms: *ms, origin, timer, fired: false, real });
+            self.waits.push(Wait { at: at.clone(), ms: *ms, slot, origin, timer, fired: false, real });
         }
     }
 

@@ -181,3 +181,21 @@ fn a_failure_the_memo_saw_is_followed_to_its_catch_speculatively() {
     );
     assert!(again.completion.runs.iter().all(|r| r.function != "accept"), "nothing ran on the success path");
 }
+
+#[test]
+fn waits_inside_iterations_run_at_once() {
+    let mut sim = Sim::new();
+    sim.func("t", |input| vec![Op::Return(json!({"v": input["v"]}))]);
+    let definition = json!({"StartAt": "M", "States": {"M": {"Type": "Map", "ItemsPath": "$.xs", "End": true,
+        "ItemSelector": {"v.$": "$$.Map.Item.Value"},
+        "ItemProcessor": {"StartAt": "W", "States": {
+            "W": {"Type": "Wait", "Seconds": 10, "Next": "T"},
+            "T": {"Type": "Task", "Resource": "t", "End": true}}}}}});
+    let app = workflow(&sim, definition);
+    for config in [off(), Config::default()] {
+        let seen = sim.run_with(app.clone(), json!({"xs": [1, 2, 3]}), config, Oracle::nothing(), Schedule::Eager);
+        assert_eq!(seen.completion.result, json!([{"v": 1}, {"v": 2}, {"v": 3}]));
+        // Each iteration waits 10 s, all at once: not 10 s after the one before.
+        assert_eq!(seen.launch_ms, vec![10_000, 10_000, 10_000], "speculation {}", config.speculation);
+    }
+}
