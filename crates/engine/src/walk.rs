@@ -29,7 +29,7 @@ use model::asl::Limits;
 use model::path::{Path, Scope, Template};
 use model::workflow::{
     Concurrency, Graph, Integration, Io, Jitter, Next, PathField, Recovery, StateId, StateKind, Text, Timeout, WaitFor,
-    select_path,
+    place_result, select_field, select_path,
 };
 use serde_json::{Value, json};
 
@@ -412,7 +412,7 @@ impl Walker<'_> {
                 Some(t) => self.template(t, &result, cursor, None).map_err(|e| format!("ResultSelector: {e}"))?,
                 None => result,
             };
-            let combined = place(&io.result_path, raw, result)?;
+            let combined = place_result(&io.result_path, raw, result)?;
             select_field(&io.output_path, &combined, "OutputPath")
         })();
         match (mode, r) {
@@ -511,7 +511,7 @@ impl Walker<'_> {
                 }
                 if let Some(catcher) = recovery.catch.iter().find(|c| c.errors.matches(name.as_str())) {
                     let error = json!({ "Error": name.as_str(), "Cause": cause });
-                    let output = match place(&catcher.result_path, &raw, error) {
+                    let output = match place_result(&catcher.result_path, &raw, error) {
                         Ok(v) => v,
                         Err(e) => return runtime_error(format!("Catch ResultPath: {e}")),
                     };
@@ -1012,29 +1012,6 @@ impl Walker<'_> {
                     };
                 }
             }
-        }
-    }
-}
-
-/// `InputPath`/`OutputPath` selection: `$` by default, `null` gives `{}`.
-fn select_field(field: &PathField, value: &Value, what: &str) -> Result<Value, String> {
-    match field {
-        PathField::Default => Ok(value.clone()),
-        PathField::Null => Ok(Value::Object(Default::default())),
-        PathField::Path(p) => p.get(value).cloned().ok_or_else(|| format!("{what} {p} selects nothing")),
-    }
-}
-
-/// `ResultPath`: where `result` goes in `raw`.
-fn place(field: &PathField, raw: &Value, result: Value) -> Result<Value, String> {
-    match field {
-        PathField::Default => Ok(result),
-        PathField::Null => Ok(raw.clone()),
-        PathField::Path(p) if p.segments.is_empty() => Ok(result),
-        PathField::Path(p) => {
-            let mut doc = raw.clone();
-            p.set(&mut doc, result)?;
-            Ok(doc)
         }
     }
 }

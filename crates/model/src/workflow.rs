@@ -227,18 +227,33 @@ pub struct Io {
     pub output_path: PathField,
 }
 
-fn select(field: &PathField, value: &Value, what: &str) -> Result<Value, String> {
+/// `InputPath`/`OutputPath` selection: `$` by default, `null` gives `{}`.
+pub fn select_field(field: &PathField, value: &Value, what: &str) -> Result<Value, String> {
     match field {
         PathField::Default => Ok(value.clone()),
         PathField::Null => Ok(Value::Object(Default::default())),
-        PathField::Path(p) => p.get(value).cloned().ok_or_else(|| format!("{what} {p} selects nothing in {value}")),
+        PathField::Path(p) => p.get(value).cloned().ok_or_else(|| format!("{what} {p} selects nothing")),
+    }
+}
+
+/// `ResultPath` (of a state, or of a catcher): where `result` goes in the state's raw input.
+pub fn place_result(field: &PathField, raw: &Value, result: Value) -> Result<Value, String> {
+    match field {
+        PathField::Default => Ok(result),
+        PathField::Null => Ok(raw.clone()),
+        PathField::Path(p) if p.segments.is_empty() => Ok(result),
+        PathField::Path(p) => {
+            let mut doc = raw.clone();
+            p.set(&mut doc, result)?;
+            Ok(doc)
+        }
     }
 }
 
 impl Io {
     /// The effective input a task or branch receives, from the state's raw input.
     pub fn effective_input(&self, raw: &Value, scope: Scope) -> Result<Value, String> {
-        let selected = select(&self.input_path, raw, "InputPath")?;
+        let selected = select_field(&self.input_path, raw, "InputPath")?;
         match &self.parameters {
             Some(t) => t.eval(&selected, scope),
             None => Ok(selected),
@@ -251,17 +266,8 @@ impl Io {
             Some(t) => t.eval(&result, scope)?,
             None => result,
         };
-        let combined = match &self.result_path {
-            PathField::Default => result,
-            PathField::Null => raw.clone(),
-            PathField::Path(p) if p.segments.is_empty() => result,
-            PathField::Path(p) => {
-                let mut doc = raw.clone();
-                p.set(&mut doc, result)?;
-                doc
-            }
-        };
-        select(&self.output_path, &combined, "OutputPath")
+        let combined = place_result(&self.result_path, raw, result)?;
+        select_field(&self.output_path, &combined, "OutputPath")
     }
 }
 
