@@ -10,7 +10,9 @@
 //! - [`examples`]: the example applications with speculation off and on, interleaved.
 //! - [`load`]: concurrent HTTP clients against `specfaas serve`, checking nothing is lost or duplicated.
 //! - [`paper`]: the SpecFaaS paper's evaluation, its 16 applications with speculation off and on.
+//! - [`ablation`]: one predictor piece on and off on the paper's applications, each side with its own tables.
 
+pub mod ablation;
 pub mod engine;
 pub mod examples;
 pub mod fanout;

@@ -357,6 +357,25 @@ pub(crate) enum BenchCommand {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Callee path prediction on and off (each side with its own tables, the same inputs) on the paper's
+    /// implicit-call applications (TrainTicket and Alibaba), at the low and medium loads.
+    Ablation {
+        /// Seeds inputs and arrivals.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// The examples directory (holding paper/).
+        #[arg(long, default_value = "examples")]
+        dir: PathBuf,
+        /// Only these applications (comma-separated names, such as tcktapp,ali1).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Run the functions confined (`enforce`, the default) or not (`off`).
+        #[arg(long, default_value = "enforce")]
+        sandbox: SandboxMode,
+        /// Also write the results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Latency of killing a running activation (the cost of a squash), per runtime.
     Kill {
         /// Kills per runtime.

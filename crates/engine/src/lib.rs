@@ -36,6 +36,7 @@ pub mod buffer;
 #[cfg(feature = "harness")]
 pub mod harness;
 pub mod oracle;
+pub mod paths;
 mod pipeline;
 pub mod tables;
 mod walk;
@@ -119,6 +120,10 @@ pub struct Config {
     pub pause_percent: u8,
     /// Speculative launches plus squashes one invocation may spend; then it goes on non-speculatively.
     pub budget: u32,
+    /// Predict the callees of a function on an input never seen from the path of calls it made so far, with
+    /// arguments made as before from its input and earlier results ([`paths`]). Off: only callees seen on exactly
+    /// this input are launched early.
+    pub callee_paths: bool,
     /// Probability a predicted branch target needs before the engine speculates down it (the paper's 60%; a
     /// two-way branch below 40% predicts the other target at over 60%, and in between nothing is speculated).
     pub branch_threshold: f64,
@@ -158,6 +163,7 @@ impl Default for Config {
             depth_max: 8,
             pause_percent: 90,
             budget: 64,
+            callee_paths: true,
             branch_threshold: 0.6,
             path_history: 8,
             dependence_squashes: 3,
@@ -225,6 +231,9 @@ pub struct RunSummary {
     pub fate: Fate,
     /// Whether the memo table held an output for its input when the next function was derived.
     pub memo_hit: Option<bool>,
+    /// For a callee launched before it was called: why (`exact` or `path`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub predicted: Option<oracle::Prediction>,
     /// Branches the predictor chose on the way to this run, with the target the real data then took.
     pub branches: Vec<BranchRecord>,
 }
@@ -261,6 +270,9 @@ pub struct Stats {
     /// Callees launched early on a prediction, and how many of them a real call then used.
     pub callees_predicted: u32,
     pub callees_used: u32,
+    /// Of those, the ones predicted by path (for an input the callee table had no row for).
+    pub callees_predicted_path: u32,
+    pub callees_used_path: u32,
 }
 
 /// OpenWhisk's activation statuses.

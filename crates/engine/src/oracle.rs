@@ -2,7 +2,9 @@
 //!
 //! - [`BranchPredictor`]: which way a `Choice` goes after a path, with what probability.
 //! - [`Memo`]: the output a function gave last for an input (data speculation; a `pure` function is skipped).
-//! - [`CalleePredictor`]: the implicit calls a function made last for an input, to launch them early.
+//! - [`CalleePredictor`]: the implicit calls a function made last for an input, to launch them early; and for an
+//!   input never seen, the next call on the path of calls made so far, its arguments made from the input and what
+//!   earlier calls returned (see [`crate::paths`]).
 //! - [`DependencePredictor`]: read-after-write squashes in a row for a producer, consumer and key; at a threshold
 //!   the consumer's read waits for the producer instead.
 //!
@@ -34,12 +36,37 @@ pub trait Memo: Send + Sync {
     fn train(&self, function: &str, version: &str, input: &Value, output: &Value);
 }
 
-/// The implicit calls a function made, by function, version and input.
+/// A call a function made (or is predicted to make), and what it returned when that is known.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Called {
+    pub callee: String,
+    pub args: Value,
+    pub result: Option<Value>,
+}
+
+/// Why a callee was launched early, as records and metrics show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prediction {
+    /// The caller made this call the last time it ran on exactly this input.
+    Exact,
+    /// The caller's path of calls so far led to this callee before, and its arguments were made from the input and
+    /// earlier results as this call's were.
+    Path,
+}
+
+/// The implicit calls a function made, by function, version and input, and by path.
 pub trait CalleePredictor: Send + Sync {
     /// The functions (with arguments) `function` (at `version`) called, in order, the last time it ran on this
     /// input: the callees to launch early.
     fn predict(&self, function: &str, version: &str, input: &Value) -> Option<Vec<(String, Value)>>;
-    fn train(&self, function: &str, version: &str, input: &Value, callees: &[(String, Value)]);
+    /// The call `function` (at `version`) is expected to make after `earlier` on `input` (whose results are given
+    /// where known), if its path led to a confirmed template that resolves: see [`crate::paths`].
+    fn next(&self, _function: &str, _version: &str, _input: &Value, _earlier: &[Called]) -> Option<(String, Value)> {
+        None
+    }
+    /// A committed run of `function` on `input` made these calls, in order, with these results.
+    fn train(&self, function: &str, version: &str, input: &Value, calls: &[Called]);
 }
 
 /// Read-after-write dependences between functions, learned from squashes.
@@ -91,7 +118,7 @@ impl CalleePredictor for Nothing {
     fn predict(&self, _: &str, _: &str, _: &Value) -> Option<Vec<(String, Value)>> {
         None
     }
-    fn train(&self, _: &str, _: &str, _: &Value, _: &[(String, Value)]) {}
+    fn train(&self, _: &str, _: &str, _: &Value, _: &[Called]) {}
 }
 
 impl DependencePredictor for Nothing {

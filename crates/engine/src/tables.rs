@@ -7,7 +7,9 @@
 //!   version, so rows never outlive the code that produced them.
 //!
 //! - **Callee table**: `(function, code version, canonical JSON of the input)` → the calls it made (callee and
-//!   arguments), in order: the implicit-call part of the sequence table, learned at run time.
+//!   arguments), in order: the implicit-call part of the sequence table, learned at run time. Beside it, **path
+//!   rows**: `(function, code version, path of callees so far)` → the callees that came next, each with an argument
+//!   template and counts, and how often the calls ended there (see [`crate::paths`]).
 //! - **Dependence table**: `(consumer, key)` → per producer, how many times in a row that producer's write squashed
 //!   the consumer for reading the key too early. A commit of the consumer that read the key from committed state
 //!   (no older function wrote it) ends the streaks.
@@ -23,7 +25,8 @@ use lru::LruCache;
 use serde_json::Value;
 
 use crate::Oracle;
-use crate::oracle::{BranchPredictor, CalleePredictor, DependencePredictor, Memo};
+use crate::oracle::{BranchPredictor, Called, CalleePredictor, DependencePredictor, Memo};
+use crate::paths::{Template, path_hash};
 
 /// Per-target counts are halved once one reaches this, so the predictor follows a change of behaviour.
 const COUNT_MAX: u32 = 64;
@@ -42,11 +45,19 @@ pub struct Sizes {
     pub callee_entries: usize,
     /// Dependence rows (a consumer reading one key). Default 4096.
     pub dependence_entries: usize,
+    /// Path rows (a function after one path of calls). Default 4096.
+    pub path_entries: usize,
 }
 
 impl Default for Sizes {
     fn default() -> Self {
-        Sizes { branch_entries: 4096, memo_entries: 4096, callee_entries: 4096, dependence_entries: 4096 }
+        Sizes {
+            branch_entries: 4096,
+            memo_entries: 4096,
+            callee_entries: 4096,
+            dependence_entries: 4096,
+            path_entries: 4096,
+        }
     }
 }
 
@@ -58,6 +69,7 @@ impl Sizes {
             ("memo_entries", self.memo_entries),
             ("callee_entries", self.callee_entries),
             ("dependence_entries", self.dependence_entries),
+            ("path_entries", self.path_entries),
         ] {
             if n > ENTRIES_MAX {
                 return Err(format!("tables.{name} is {n}, over the maximum of {ENTRIES_MAX}"));
@@ -87,7 +99,7 @@ pub fn learning(sizes: Sizes) -> Oracle {
     Oracle {
         branches: Arc::new(BranchTable::new(sizes.branch_entries)),
         memo: Arc::new(MemoTable::new(sizes.memo_entries)),
-        callees: Arc::new(CalleeTable::new(sizes.callee_entries)),
+        callees: Arc::new(CalleeTable::with_paths(sizes.callee_entries, sizes.path_entries)),
         dependences: Arc::new(DependenceTable::new(sizes.dependence_entries)),
     }
 }
@@ -153,17 +165,111 @@ impl Memo for MemoTable {
     }
 }
 
-/// (function, code version, canonical input) → the calls it made: (callee, arguments).
+/// (function, code version, canonical input) → the calls it made: (callee, arguments); and path rows.
 pub struct CalleeTable {
     rows: Mutex<LruCache<FunctionKey, Vec<(String, Value)>>>,
     /// Functions that ever made a call: only they are looked up (a lookup canonicalizes the input, which every
     /// launch would otherwise pay for).
     callers: Mutex<HashSet<String>>,
+    paths: Mutex<LruCache<PathKey, PathRow>>,
+}
+
+/// (function, code version, hash of the callees called so far).
+type PathKey = (String, String, u64);
+
+/// Alternatives kept per path row.
+const ALTERNATIVES_MAX: usize = 4;
+/// Calls of one run the path rows learn from.
+const PATH_CALLS_MAX: usize = 64;
+
+/// What came after one path: each callee with its template, and the end of the calls.
+#[derive(Default)]
+struct PathRow {
+    /// Times the calls ended here.
+    ended: u32,
+    next: Vec<Alternative>,
+}
+
+struct Alternative {
+    callee: String,
+    template: Template,
+    /// Times it came next.
+    seen: u32,
+    /// Calls on other inputs than the one before that matched the template as it stood.
+    confirmed: u32,
+    /// A hash of the canonical input it last learned from.
+    last_input: u64,
+}
+
+impl PathRow {
+    fn fade(&mut self) {
+        if self.ended >= COUNT_MAX || self.next.iter().any(|a| a.seen >= COUNT_MAX) {
+            self.ended = self.ended.div_ceil(2);
+            self.next.iter_mut().for_each(|a| a.seen = a.seen.div_ceil(2));
+        }
+    }
+}
+
+fn input_hash(input: &Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    model::json::canonical(input).hash(&mut h);
+    h.finish()
 }
 
 impl CalleeTable {
+    /// Exact rows and path rows of `entries` each.
     pub fn new(entries: usize) -> Self {
-        CalleeTable { rows: cache(entries), callers: Mutex::new(HashSet::new()) }
+        Self::with_paths(entries, entries)
+    }
+
+    pub fn with_paths(entries: usize, path_entries: usize) -> Self {
+        CalleeTable { rows: cache(entries), callers: Mutex::new(HashSet::new()), paths: cache(path_entries) }
+    }
+
+    fn train_paths(&self, function: &str, version: &str, input: &Value, calls: &[Called]) {
+        let calls = &calls[..calls.len().min(PATH_CALLS_MAX)];
+        let hash = input_hash(input);
+        let mut paths = lock(&self.paths);
+        for k in 0..=calls.len() {
+            let earlier = &calls[..k];
+            let row = paths
+                .get_or_insert_mut((function.to_string(), version.to_string(), path_hash(earlier)), PathRow::default);
+            let Some(call) = calls.get(k) else {
+                row.ended += 1;
+                row.fade();
+                break;
+            };
+            match row.next.iter_mut().find(|a| a.callee == call.callee) {
+                Some(a) => {
+                    a.seen += 1;
+                    if a.template.refine(&call.args, input, earlier) {
+                        if a.last_input != hash {
+                            a.confirmed += 1;
+                        }
+                    } else {
+                        a.template = Template::learn(&call.args, input, earlier);
+                        a.confirmed = 0;
+                    }
+                    a.last_input = hash;
+                }
+                None => {
+                    if row.next.len() >= ALTERNATIVES_MAX
+                        && let Some(least) = row.next.iter().enumerate().min_by_key(|(_, a)| a.seen).map(|(i, _)| i)
+                    {
+                        row.next.swap_remove(least);
+                    }
+                    row.next.push(Alternative {
+                        callee: call.callee.clone(),
+                        template: Template::learn(&call.args, input, earlier),
+                        seen: 1,
+                        confirmed: 0,
+                        last_input: hash,
+                    });
+                }
+            }
+            row.fade();
+        }
     }
 }
 
@@ -175,14 +281,31 @@ impl CalleePredictor for CalleeTable {
         lock(&self.rows).get(&function_key(function, version, input)).cloned()
     }
 
-    fn train(&self, function: &str, version: &str, input: &Value, callees: &[(String, Value)]) {
-        if callees.is_empty() {
+    fn next(&self, function: &str, version: &str, input: &Value, earlier: &[Called]) -> Option<(String, Value)> {
+        if !lock(&self.callers).contains(function) {
+            return None;
+        }
+        let mut paths = lock(&self.paths);
+        let row = paths.get(&(function.to_string(), version.to_string(), path_hash(earlier)))?;
+        // The most frequent confirmed callee, unless the calls more often ended here.
+        let best = row.next.iter().filter(|a| a.confirmed > 0).max_by_key(|a| a.seen)?;
+        if row.ended >= best.seen {
+            return None;
+        }
+        Some((best.callee.clone(), best.template.resolve(input, earlier)?))
+    }
+
+    fn train(&self, function: &str, version: &str, input: &Value, calls: &[Called]) {
+        if calls.is_empty() {
             if lock(&self.callers).contains(function) {
                 lock(&self.rows).pop(&function_key(function, version, input));
+                self.train_paths(function, version, input, calls);
             }
         } else {
             lock(&self.callers).insert(function.to_string());
-            lock(&self.rows).put(function_key(function, version, input), callees.to_vec());
+            let row = calls.iter().map(|c| (c.callee.clone(), c.args.clone())).collect();
+            lock(&self.rows).put(function_key(function, version, input), row);
+            self.train_paths(function, version, input, calls);
         }
     }
 }
@@ -227,6 +350,53 @@ impl DependencePredictor for DependenceTable {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn called(callee: &str, args: Value, result: Option<Value>) -> Called {
+        Called { callee: callee.into(), args, result }
+    }
+
+    #[test]
+    fn path_rows_predict_calls_for_a_new_input_once_confirmed() {
+        let t = CalleeTable::new(64);
+        let run = |user: &str, id: &str| {
+            vec![
+                called("lookup", json!({"user": user}), Some(json!({"id": id}))),
+                called("orders", json!({"id": id, "limit": 3}), Some(json!([]))),
+            ]
+        };
+        let calls = run("ann", "1");
+        t.train("f", "v", &json!({"user": "ann"}), &calls);
+        assert_eq!(t.next("f", "v", &json!({"user": "bob"}), &[]), None, "not confirmed yet");
+        t.train("f", "v", &json!({"user": "ann"}), &calls);
+        assert_eq!(t.next("f", "v", &json!({"user": "bob"}), &[]), None, "the same input confirms nothing");
+        t.train("f", "v", &json!({"user": "cy"}), &run("cy", "3"));
+        let first = t.next("f", "v", &json!({"user": "bob"}), &[]);
+        assert_eq!(first, Some(("lookup".into(), json!({"user": "bob"}))));
+        assert_eq!(t.predict("f", "v", &json!({"user": "bob"})), None, "no exact row for bob");
+        // The second call needs the first one's result.
+        let mut earlier = vec![called("lookup", json!({"user": "bob"}), None)];
+        assert_eq!(t.next("f", "v", &json!({"user": "bob"}), &earlier), None);
+        earlier[0].result = Some(json!({"id": "2"}));
+        assert_eq!(
+            t.next("f", "v", &json!({"user": "bob"}), &earlier),
+            Some(("orders".into(), json!({"id": "2", "limit": 3})))
+        );
+        earlier.push(called("orders", json!({"id": "2", "limit": 3}), None));
+        assert_eq!(t.next("f", "v", &json!({"user": "bob"}), &earlier), None, "the calls end there");
+        assert_eq!(t.next("g", "v", &json!({"user": "bob"}), &[]), None, "another function");
+        assert_eq!(t.next("f", "v2", &json!({"user": "bob"}), &[]), None, "another version");
+    }
+
+    #[test]
+    fn a_path_row_that_stops_explaining_its_calls_stops_predicting() {
+        let t = CalleeTable::new(64);
+        for (i, x) in [1, 2].into_iter().enumerate() {
+            t.train("f", "v", &json!({"x": x, "i": i}), &[called("g", json!({"y": x}), None)]);
+        }
+        assert_eq!(t.next("f", "v", &json!({"x": 9}), &[]), Some(("g".into(), json!({"y": 9}))));
+        t.train("f", "v", &json!({"x": 5}), &[called("g", json!({"y": 6}), None)]);
+        assert_eq!(t.next("f", "v", &json!({"x": 9}), &[]), None, "learned again: unconfirmed");
+    }
 
     #[test]
     fn branch_prediction_follows_counts_and_fades() {
@@ -273,8 +443,8 @@ mod tests {
     #[test]
     fn each_table_has_its_own_size() {
         let t = CalleeTable::new(1);
-        t.train("f", "v", &json!(1), &[("g".into(), json!(1))]);
-        t.train("f", "v", &json!(2), &[("g".into(), json!(2))]);
+        t.train("f", "v", &json!(1), &[called("g", json!(1), None)]);
+        t.train("f", "v", &json!(2), &[called("g", json!(2), None)]);
         assert_eq!(t.predict("f", "v", &json!(1)), None, "one callee row: the older one was evicted");
         assert_eq!(t.predict("f", "v", &json!(2)), Some(vec![("g".into(), json!(2))]));
         let sizes = Sizes { dependence_entries: ENTRIES_MAX + 1, ..Sizes::default() };

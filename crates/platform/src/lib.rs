@@ -141,6 +141,8 @@ impl Config {
 pub struct InvokeOptions {
     /// Force speculation on or off for this invocation; `None` follows the application and the platform config.
     pub speculation: Option<bool>,
+    /// Force callee path prediction (`[engine] callee_paths`) on or off for this invocation, as ablations do.
+    pub callee_paths: Option<bool>,
     /// The invocation's activation id, when the caller needs it before the invocation ends (non-blocking
     /// invocations); a fresh one otherwise.
     pub activation_id: Option<String>,
@@ -510,6 +512,7 @@ impl Platform {
         // lands on the same worker (tokio's LIFO slot), and each hand-off avoids two cross-thread wake-ups.
         let mut config = self.inner.config.engine;
         config.speculation = options.speculation.unwrap_or(config.speculation && app.speculation);
+        config.callee_paths = options.callee_paths.unwrap_or(config.callee_paths);
         let oracle = self.oracle(namespace);
         let id = options.activation_id.unwrap_or_else(record::new_activation_id);
         let request = invocation::Request { app, input, config, oracle, activation_id: id };

@@ -140,6 +140,9 @@ counters! {
         effects_suspended => "effects_suspended", "Effect calls that waited for their run to become non-speculative.";
         callees_predicted => "callees_predicted", "Callees launched early on a prediction.";
         callees_used => "callees_used", "Predicted callees a real call used.";
+        callees_predicted_path => "callees_predicted_path",
+            "Callees launched early on a prediction by path (no row for the caller's exact input).";
+        callees_used_path => "callees_used_path", "Callees predicted by path that a real call used.";
     }
     platform {
         squashed_us => "squashed_wall_microseconds", "Wall-clock time squashed runs had been running, in microseconds.";
@@ -170,6 +173,8 @@ mod tests {
             effects_suspended,
             callees_predicted,
             callees_used,
+            callees_predicted_path,
+            callees_used_path,
         } = &mut stats;
         for (i, n) in [
             speculative_launches,
@@ -183,6 +188,8 @@ mod tests {
             effects_suspended,
             callees_predicted,
             callees_used,
+            callees_predicted_path,
+            callees_used_path,
         ]
         .into_iter()
         .enumerate()
@@ -195,7 +202,7 @@ mod tests {
         metrics.record(Status::Success, &stats, 7, 5);
         let snapshot = metrics.snapshot();
         let values: Vec<u64> = snapshot.counters().into_iter().map(|(_, v)| v).collect();
-        assert_eq!(values, [2, 3, 4, 5, 6, 7, 1, 8, 9, 10, 11, 12, 7, 5]);
+        assert_eq!(values, [2, 3, 4, 5, 6, 7, 1, 8, 9, 10, 11, 12, 13, 14, 7, 5]);
         assert_eq!(snapshot.squashes, BTreeMap::from([(Cause::ControlMispredict, 3)]));
         assert_eq!(snapshot.since(&Snapshot::default()), snapshot);
         let mut twice = snapshot.clone();

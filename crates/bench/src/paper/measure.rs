@@ -66,6 +66,21 @@ pub async fn block(
     rate: Option<f64>,
     seed: u64,
 ) -> anyhow::Result<Block> {
+    let options = InvokeOptions { speculation: Some(speculation), ..Default::default() };
+    block_with(platform, namespace, app, inputs, options, rate, seed).await
+}
+
+/// [`block`] with these invocation options (an ablation turns one predictor off).
+pub async fn block_with(
+    platform: &Platform,
+    namespace: &str,
+    app: &str,
+    inputs: &[Value],
+    options: InvokeOptions,
+    rate: Option<f64>,
+    seed: u64,
+) -> anyhow::Result<Block> {
+    let speculation = options.speculation.unwrap_or(true);
     let before = platform.metrics();
     let cpu_before = tree_cpu_ms();
     let started = Instant::now();
@@ -73,8 +88,9 @@ pub async fn block(
     match rate {
         None => {
             for input in inputs {
-                samples
-                    .push(request(platform.clone(), namespace.into(), app.into(), input.clone(), speculation).await?);
+                samples.push(
+                    request(platform.clone(), namespace.into(), app.into(), input.clone(), options.clone()).await?,
+                );
             }
         }
         Some(rate) => {
@@ -85,7 +101,8 @@ pub async fn block(
             for (i, input) in inputs.iter().enumerate() {
                 tokio::time::sleep_until(at).await;
                 let (p, ns, a, input) = (platform.clone(), namespace.to_string(), app.to_string(), input.clone());
-                tasks.spawn(async move { (i, request(p, ns, a, input, speculation).await) });
+                let options = options.clone();
+                tasks.spawn(async move { (i, request(p, ns, a, input, options).await) });
                 at += Duration::from_secs_f64(gaps.sample(&mut rng));
             }
             let mut done = Vec::with_capacity(inputs.len());
@@ -114,9 +131,9 @@ async fn request(
     namespace: String,
     app: String,
     input: Value,
-    speculation: bool,
+    options: InvokeOptions,
 ) -> anyhow::Result<Sample> {
-    let options = InvokeOptions { speculation: Some(speculation), ..Default::default() };
+    let speculation = options.speculation.unwrap_or(true);
     let started = Instant::now();
     let invocation = platform.invoke_with(&namespace, &app, input.clone(), options).await?;
     let ms = started.elapsed().as_secs_f64() * 1000.0;

@@ -134,7 +134,7 @@ fn seed_data(opts: &Options, suite: Suite) -> anyhow::Result<Map<String, Value>>
 }
 
 /// A seed for one purpose of one application, so that adding an application changes no other's inputs.
-fn mix(seed: u64, app: &str, purpose: u64) -> u64 {
+pub(crate) fn mix(seed: u64, app: &str, purpose: u64) -> u64 {
     app.bytes().fold(seed ^ purpose.wrapping_mul(0x9E37_79B9_7F4A_7C15), |h, b| {
         (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01B3)
     })

@@ -254,6 +254,7 @@ impl Run {
                     "memo_hit_rate": c.memo_hit_rate(),
                     "branch_hit_rate": c.branch_hit_rate(),
                     "callee_hit_rate": rate(c.callees_used, c.callees_predicted),
+                    "callees_by_path": {"predicted": c.callees_predicted_path, "used": c.callees_used_path},
                     "squashes": c.squashes,
                     "wasted_cpu_ms": c.squashed_cpu_us as f64 / 1000.0,
                     "cpu_ratio": r.cpu_ratio(),
@@ -604,7 +605,7 @@ impl Run {
 
         // Speculation counters
         push(&mut md, "## What speculation did (standard loads, speculation on)\n".into());
-        push(&mut md, "| app | memo hit rate | branch hit rate | callees used / predicted | squashes by cause | wasted CPU (ms) | CPU on/off |\n|---|---|---|---|---|---|---|".into());
+        push(&mut md, "| app | memo hit rate | branch hit rate | callees used / predicted | of them by path | squashes by cause | wasted CPU (ms) | CPU on/off |\n|---|---|---|---|---|---|---|---|".into());
         let pct = |x: Option<f64>| x.map_or("—".to_string(), |x| format!("{:.0}%", x * 100.0));
         for r in &self.results {
             let c = r.counters();
@@ -612,12 +613,14 @@ impl Run {
             push(
                 &mut md,
                 format!(
-                    "| {} | {} | {} | {} / {} | {} | {:.0} | {:.2} |",
+                    "| {} | {} | {} | {} / {} | {} / {} | {} | {:.0} | {:.2} |",
                     r.app.label,
                     pct(c.memo_hit_rate()),
                     pct(c.branch_hit_rate()),
                     c.callees_used,
                     c.callees_predicted,
+                    c.callees_used_path,
+                    c.callees_predicted_path,
                     if squashes.is_empty() { "none".into() } else { squashes.join(", ") },
                     c.squashed_cpu_us as f64 / 1000.0,
                     r.cpu_ratio()

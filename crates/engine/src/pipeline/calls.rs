@@ -2,7 +2,9 @@
 //! and the end of a run.
 //!
 //! When a run launches, the callees the callee predictor names for its function and input start early, as
-//! **predicted** runs. A predicted run reads only older slots and the store, and its effects wait. When the caller
+//! **predicted** runs. For an input it has no row for, the callees are predicted by **path** ([`crate::paths`]),
+//! one after another: the next call is predicted once the results the template reads are known (a real result,
+//! a predicted run's, or the memo table's), and prediction stops when the real calls leave the predicted path. A predicted run reads only older slots and the store, and its effects wait. When the caller
 //! really calls `invoke(g, args)`, a predicted run of `g` on canonically equal arguments is **bound** to the call,
 //! unless it read something the caller (or a callee that returned to it) has written since, or crashed: then it is
 //! squashed and `g` starts fresh. Predicted runs never called are squashed when their caller finishes
@@ -10,9 +12,10 @@
 
 use serde_json::Value;
 
-use super::runs::{Role, RunState};
+use super::runs::{Forecast, Role, RunState};
 use super::slots::Progress;
 use super::{Engine, PREDICTED_CALLEES_MAX};
+use crate::oracle::{Called, Prediction};
 use crate::{Action, Call, Cause, Fate, Outcome, Reply, RequestId, RunId, Status};
 
 impl Engine {
@@ -67,47 +70,147 @@ impl Engine {
                     let max = self.config.runs_max;
                     return refuse(out, format!("the invocation reached its limit of {max} function runs (runs_max)"));
                 }
-                self.runs[run].calls.push((function.clone(), args.clone()));
-                if self.bind_predicted(run, request, &function, &args, out) {
-                    return;
-                }
-                let (slot, speculative) = (self.runs[run].slot, self.runs[run].speculative);
-                self.new_run(&function, slot, Role::Callee { caller: run, request }, speculative, args, out);
+                let index = self.runs[run].calls.len();
+                let callee = match self.bind_predicted(run, request, &function, &args, out) {
+                    Some(bound) => bound,
+                    None => {
+                        let (slot, speculative) = (self.runs[run].slot, self.runs[run].speculative);
+                        let role = Role::Callee { caller: run, request };
+                        let Some(id) = self.new_run(&function, slot, role, speculative, args.clone(), out) else {
+                            return;
+                        };
+                        id
+                    }
+                };
+                self.runs[run].calls.push((function.clone(), args.clone(), callee));
+                self.follow_forecast(run, index, &function, &args, callee);
             }
             effect @ (Call::Http { .. } | Call::Syscall { .. }) => self.effect_call(run, request, effect, out),
         }
     }
 
     /// Launches the callees the oracle predicts `parent` will call: they run on a prediction and are used only if
-    /// `parent` really calls them with the same arguments.
+    /// `parent` really calls them with the same arguments. Without a row for its exact input, by path.
     pub(super) fn prelaunch_callees(&mut self, parent: RunId, out: &mut Vec<Action>) {
         if self.depth == 0 || self.runs[parent].depth + 1 > self.config.call_depth_max {
             return;
         }
-        let (function, input, slot) = {
+        let (function, input) = {
             let r = &self.runs[parent];
-            (r.function.clone(), r.input.clone(), r.slot)
+            (r.function.clone(), r.input.clone())
         };
         let Some(version) = self.catalog.functions.get(&function).map(|i| i.version.clone()) else { return };
-        let Some(predicted) = self.oracle.callees.predict(&function, &version, &input) else { return };
-        for (callee, args) in predicted.into_iter().take(PREDICTED_CALLEES_MAX) {
-            let runs_left = (self.runs.len() as u32) < self.config.runs_max;
-            if self.budget_left == 0 || !runs_left || self.is_done() {
-                return;
+        let Some(predicted) = self.oracle.callees.predict(&function, &version, &input) else {
+            if self.config.callee_paths {
+                self.runs[parent].forecast = Some(Forecast::default());
+                self.extend_forecast(parent, out);
             }
+            return;
+        };
+        for (callee, args) in predicted.into_iter().take(PREDICTED_CALLEES_MAX) {
             if !self.catalog.functions.contains_key(&callee) {
                 continue;
             }
-            self.budget_left -= 1;
-            self.stats.speculative_launches += 1;
-            self.stats.callees_predicted += 1;
-            self.new_run(&callee, slot, Role::Predicted { caller: parent }, true, args, out);
+            if self.launch_predicted(parent, &callee, args, Prediction::Exact, out).is_none() {
+                return;
+            }
+        }
+    }
+
+    /// Launches a callee `parent` is predicted to call, if the budget and limits allow.
+    fn launch_predicted(
+        &mut self,
+        parent: RunId,
+        callee: &str,
+        args: Value,
+        why: Prediction,
+        out: &mut Vec<Action>,
+    ) -> Option<RunId> {
+        let runs_left = (self.runs.len() as u32) < self.config.runs_max;
+        if self.budget_left == 0 || !runs_left || self.is_done() {
+            return None;
+        }
+        self.budget_left -= 1;
+        self.stats.speculative_launches += 1;
+        self.stats.callees_predicted += 1;
+        if why == Prediction::Path {
+            self.stats.callees_predicted_path += 1;
+        }
+        let slot = self.runs[parent].slot;
+        let run = self.new_run(callee, slot, Role::Predicted { caller: parent }, true, args, out)?;
+        self.runs[run].prediction = Some(why);
+        Some(run)
+    }
+
+    /// Predicts and launches `parent`'s next calls on its path while the oracle can resolve them.
+    pub(super) fn extend_forecast(&mut self, parent: RunId, out: &mut Vec<Action>) {
+        if self.depth == 0 || self.runs[parent].depth + 1 > self.config.call_depth_max {
+            return;
+        }
+        loop {
+            let r = &self.runs[parent];
+            let Some(forecast) = &r.forecast else { return };
+            if forecast.diverged || forecast.calls.len() >= PREDICTED_CALLEES_MAX || !r.is_running() {
+                return;
+            }
+            let Some(version) = self.catalog.functions.get(&r.function).map(|i| i.version.clone()) else { return };
+            let earlier: Vec<Called> = forecast
+                .calls
+                .iter()
+                .map(|(callee, args, run)| Called {
+                    callee: callee.clone(),
+                    args: args.clone(),
+                    result: self.known_result(*run, callee, args),
+                })
+                .collect();
+            let Some((callee, args)) = self.oracle.callees.next(&r.function, &version, &r.input, &earlier) else {
+                return;
+            };
+            if !self.catalog.functions.contains_key(&callee) {
+                return;
+            }
+            let Some(run) = self.launch_predicted(parent, &callee, args.clone(), Prediction::Path, out) else {
+                return;
+            };
+            if let Some(f) = self.runs[parent].forecast.as_mut() {
+                f.calls.push((callee, args, run));
+            }
+        }
+    }
+
+    /// What the call on `run` returned or will return, as far as is known: its real result, its held result (a
+    /// predicted run that finished), or the memo table's.
+    fn known_result(&self, run: RunId, callee: &str, args: &Value) -> Option<Value> {
+        let r = &self.runs[run];
+        match &r.state {
+            RunState::Held(Outcome::Success(v)) => return Some(v.clone()),
+            RunState::Returned => return r.result.clone(),
+            RunState::Ended(Fate::Committed) if r.result.is_some() => return r.result.clone(),
+            _ => {}
+        }
+        let version = &self.catalog.functions.get(callee)?.version;
+        self.oracle.memo.lookup(callee, version, args)
+    }
+
+    /// `caller`'s real call `index` went to `callee` (a run) on `args`: a forecast that predicted it goes on, one
+    /// that predicted another call stops.
+    fn follow_forecast(&mut self, caller: RunId, index: usize, function: &str, args: &Value, callee: RunId) {
+        let Some(forecast) = self.runs[caller].forecast.as_mut() else { return };
+        if forecast.calls.len() == index {
+            forecast.calls.push((function.to_string(), args.clone(), callee));
+            return;
+        }
+        match forecast.calls.get_mut(index) {
+            Some((f, a, run)) if f == function && model::json::canonical(a) == model::json::canonical(args) => {
+                *run = callee;
+            }
+            _ => forecast.diverged = true,
         }
     }
 
     /// Binds a call to a callee launched early for it, if one matches: the same function on canonically equal
-    /// arguments, which read nothing the caller (or a callee that returned to it) has written since. Returns whether
-    /// the call was bound.
+    /// arguments, which read nothing the caller (or a callee that returned to it) has written since. Returns the run
+    /// the call was bound to.
     fn bind_predicted(
         &mut self,
         caller: RunId,
@@ -115,7 +218,7 @@ impl Engine {
         function: &str,
         args: &Value,
         out: &mut Vec<Action>,
-    ) -> bool {
+    ) -> Option<RunId> {
         let wanted = model::json::canonical(args);
         let candidate = self.runs.iter().find(|(_, r)| {
             r.role == Role::Predicted { caller }
@@ -123,7 +226,7 @@ impl Engine {
                 && r.function == function
                 && model::json::canonical(&r.input) == wanted
         });
-        let Some((d, _)) = candidate else { return false };
+        let (d, _) = candidate?;
         let chain = self.runs.chain(caller);
         let stale = self
             .runs
@@ -136,11 +239,14 @@ impl Engine {
             // It ran on a state the caller has since changed, or crashed while speculative: run it again, for real.
             let cause = if stale { Cause::RawViolation } else { Cause::Opacity };
             self.squash_tree(d, cause, out);
-            return false;
+            return None;
         }
         // A returned error is used like a result: the call's arguments are the real ones, it saw the caller's state,
         // and what it read from committed state joins the caller's reads, validated when the caller commits.
         self.stats.callees_used += 1;
+        if self.runs[d].prediction == Some(Prediction::Path) {
+            self.stats.callees_used_path += 1;
+        }
         let r = &mut self.runs[d];
         r.role = Role::Callee { caller, request };
         if let RunState::Held(outcome) = std::mem::replace(&mut r.state, RunState::Finished) {
@@ -149,7 +255,7 @@ impl Engine {
             r.state = RunState::Running;
         }
         self.release_effects(out);
-        true
+        Some(d)
     }
 
     /// A callee's result reaches its caller: its writes, reads and read versions become the caller's.
@@ -163,6 +269,7 @@ impl Engine {
                 let r = &mut self.runs[run];
                 let (reads, versions) = (std::mem::take(&mut r.reads), std::mem::take(&mut r.versions));
                 r.state = RunState::Returned;
+                r.result = Some(result.clone());
                 self.runs[caller].reads.extend(reads);
                 self.runs[caller].versions.extend(versions);
                 out.push(Action::Reply { run: caller, request, reply: Reply::Ok(result) });
@@ -174,6 +281,7 @@ impl Engine {
             }
         }
         self.retry_stalled(out);
+        self.extend_forecast(caller, out);
     }
 
     /// Squashes a run and everything under it.
@@ -202,7 +310,10 @@ impl Engine {
         self.kill_callees_of(run, Cause::Abandoned, out);
         match self.runs[run].role {
             // Launched on a prediction and not called yet: hold the outcome (and its writes) for the call.
-            Role::Predicted { .. } => self.runs[run].state = RunState::Held(outcome),
+            Role::Predicted { caller } => {
+                self.runs[run].state = RunState::Held(outcome);
+                self.extend_forecast(caller, out);
+            }
             Role::Callee { .. } => self.deliver(run, outcome, out),
             Role::Top => {
                 let own = self.runs[run].slot;

@@ -3,7 +3,8 @@
 use super::Engine;
 use super::runs::{Role, RunState, Source};
 use super::slots::{End, Head};
-use crate::{Action, Cause, Fate, Outcome, Status};
+use crate::oracle::Called;
+use crate::{Action, Cause, Fate, Outcome, RunId, Status};
 
 impl Engine {
     /// Commits finished slots from the oldest on, in program order.
@@ -110,10 +111,7 @@ impl Engine {
             if info.slot == head.id && matches!(info.fate(), None | Some(Fate::Committed)) && bound {
                 info.state = RunState::Ended(Fate::Committed);
                 if self.config.speculation {
-                    // What it called, and with what, is committed knowledge now: the callee predictor learns it.
-                    if let Some(i) = self.catalog.functions.get(&info.function) {
-                        self.oracle.callees.train(&info.function, &i.version, &info.input, &info.calls);
-                    }
+                    self.train_calls(r);
                 }
             }
         }
@@ -124,6 +122,26 @@ impl Engine {
         self.retry_stalled(out);
         self.release_effects(out);
         self.advance_head(out);
+    }
+
+    /// What a committed run called, with what, and what each call returned, is committed knowledge now: the callee
+    /// predictor learns it, and the memo table learns what the run returned if it was a callee.
+    fn train_calls(&self, run: RunId) {
+        let info = &self.runs[run];
+        let Some(i) = self.catalog.functions.get(&info.function) else { return };
+        let calls: Vec<Called> = info
+            .calls
+            .iter()
+            .map(|(callee, args, r)| Called {
+                callee: callee.clone(),
+                args: args.clone(),
+                result: self.runs[*r].result.clone(),
+            })
+            .collect();
+        self.oracle.callees.train(&info.function, &i.version, &info.input, &calls);
+        if let (Role::Callee { .. }, Some(result)) = (info.role, &info.result) {
+            self.oracle.memo.train(&info.function, &i.version, &info.input, result);
+        }
     }
 
     /// Another invocation changed what the oldest slot read: run it again on fresh state.

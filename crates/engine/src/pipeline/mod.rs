@@ -478,6 +478,9 @@ impl Engine {
             reads: Vec::new(),
             versions: Vec::new(),
             memo_hit: None,
+            result: None,
+            prediction: None,
+            forecast: None,
         });
         out.push(Action::Launch { run, function: function.to_string(), input, caller: parent, speculative });
         self.prelaunch_callees(run, out);
@@ -548,6 +551,7 @@ impl Engine {
                 speculative: r.speculative,
                 fate: r.fate().unwrap_or(Fate::Squashed(Cause::Abandoned)),
                 memo_hit: r.memo_hit,
+                predicted: r.prediction,
                 branches: self.branch_records.remove(&id).unwrap_or_default(),
             })
             .collect::<Vec<_>>();

@@ -12,7 +12,17 @@ use std::ops::{Index, IndexMut};
 use serde_json::Value;
 
 use super::SlotId;
+use crate::oracle::Prediction;
 use crate::{Fate, Outcome, RequestId, RunId};
+
+/// The calls a run is expected to make, predicted one after another on its path ([`crate::paths`]): index `k`
+/// is its call `k`, with the run launched (or bound) for it.
+#[derive(Debug, Default)]
+pub(super) struct Forecast {
+    pub calls: Vec<(String, Value, RunId)>,
+    /// Its real calls left the predicted path: nothing more is predicted.
+    pub diverged: bool,
+}
 
 /// Where a storage read was answered from, outside the run's own writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,8 +73,14 @@ pub(super) struct Run {
     pub slot: SlotId,
     pub role: Role,
     pub state: RunState,
-    /// The calls it made, in order: what the callee predictor learns at commit.
-    pub calls: Vec<(String, Value)>,
+    /// The calls it made, in order, with the run each was bound to: what the callee predictor learns at commit.
+    pub calls: Vec<(String, Value, RunId)>,
+    /// What it returned to its caller (a callee that returned a result).
+    pub result: Option<Value>,
+    /// Why it was launched before its caller called it (a predicted callee).
+    pub prediction: Option<Prediction>,
+    /// The calls predicted on its path so far, when its callees are predicted by path.
+    pub forecast: Option<Forecast>,
     /// Nesting of implicit calls: 0 for a top run.
     pub depth: u32,
     /// Launched while speculative.

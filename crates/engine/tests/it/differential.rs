@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use engine::harness::{self, Function, Rng, Schedule, Step};
-use engine::oracle::{BranchPredictor, CalleePredictor, DependencePredictor, Memo};
+use engine::oracle::{BranchPredictor, Called, CalleePredictor, DependencePredictor, Memo};
 use engine::tables::{self, BranchTable, CalleeTable, MemoTable, Sizes};
 use engine::{Call, Catalog, Cause, Config, FanOut, FunctionInfo, Oracle, Outcome, Reply, Status};
 use model::Annotations;
@@ -303,10 +303,17 @@ impl Memo for Random {
 impl CalleePredictor for Random {
     fn predict(&self, _: &str, _: &str, _: &Value) -> Option<Vec<(String, Value)>> {
         let mut rng = self.0.lock().unwrap();
+        if rng.chance(50) {
+            return None; // then by path, at random too
+        }
         let n = rng.below(4);
         Some((0..n).map(|_| (format!("f{}", rng.below(5)), json!({"x": rng.below(3)}))).collect())
     }
-    fn train(&self, _: &str, _: &str, _: &Value, _: &[(String, Value)]) {}
+    fn next(&self, _: &str, _: &str, _: &Value, earlier: &[Called]) -> Option<(String, Value)> {
+        let mut rng = self.0.lock().unwrap();
+        (earlier.len() < 4 && rng.chance(60)).then(|| (format!("f{}", rng.below(5)), json!({"x": rng.below(3)})))
+    }
+    fn train(&self, _: &str, _: &str, _: &Value, _: &[Called]) {}
 }
 
 impl DependencePredictor for Random {
@@ -340,8 +347,48 @@ impl CalleePredictor for WrongCallees {
         let right = self.0.predict(f, v, input)?;
         Some(right.into_iter().map(|(c, a)| (c, json!({"x": a["x"].as_i64().unwrap_or(0) + 1}))).collect())
     }
-    fn train(&self, f: &str, v: &str, input: &Value, callees: &[(String, Value)]) {
-        self.0.train(f, v, input, callees)
+    fn train(&self, f: &str, v: &str, input: &Value, calls: &[Called]) {
+        self.0.train(f, v, input, calls)
+    }
+}
+
+/// The learned path predictor alone: no exact callee rows, so every early callee is predicted by path.
+pub struct PathsOnly(pub CalleeTable);
+
+impl CalleePredictor for PathsOnly {
+    fn predict(&self, _: &str, _: &str, _: &Value) -> Option<Vec<(String, Value)>> {
+        None
+    }
+    fn next(&self, f: &str, v: &str, input: &Value, earlier: &[Called]) -> Option<(String, Value)> {
+        self.0.next(f, v, input, earlier)
+    }
+    fn train(&self, f: &str, v: &str, input: &Value, calls: &[Called]) {
+        self.0.train(f, v, input, calls)
+    }
+}
+
+/// Paths that lie: where the learned path predictor has a call, half the time its arguments have a field that lies,
+/// half the time another callee is named (the wrong path); where it has none, a call the function never makes.
+pub struct WrongPaths(pub CalleeTable);
+
+impl CalleePredictor for WrongPaths {
+    fn predict(&self, _: &str, _: &str, _: &Value) -> Option<Vec<(String, Value)>> {
+        None
+    }
+    fn next(&self, f: &str, v: &str, input: &Value, earlier: &[Called]) -> Option<(String, Value)> {
+        match self.0.next(f, v, input, earlier) {
+            Some((callee, args)) if earlier.len().is_multiple_of(2) => {
+                Some((callee, json!({"x": args["x"].as_i64().unwrap_or(0) + 1})))
+            }
+            Some((callee, args)) => {
+                let n: u64 = callee.trim_start_matches('f').parse().unwrap_or(0);
+                Some((format!("f{}", (n + 1) % 3), args))
+            }
+            None => (earlier.len() < 2).then(|| ("f0".to_string(), json!({"x": earlier.len()}))),
+        }
+    }
+    fn train(&self, f: &str, v: &str, input: &Value, calls: &[Called]) {
+        self.0.train(f, v, input, calls)
     }
 }
 
@@ -379,8 +426,15 @@ impl Function for Running {
         a.reading = a.step < nr;
         let call = if a.step >= first_call && a.step < nr {
             let callee = format!("f{}", a.def.calls[a.step - first_call]);
-            let acc = a.read.iter().fold(mix(a.def.salt + 11, a.x), |h, v| mix(h, FnDef::value_of(v)));
-            Call::Invoke { function: callee, args: json!({"x": acc.rem_euclid(3)}) }
+            // Arguments as real code makes them: the caller's own input, a field of what it read or a call returned
+            // last (which the path predictor can learn), or a value computed from everything it read (which it
+            // cannot).
+            let x = match a.def.salt.rem_euclid(3) {
+                0 => a.x,
+                1 => a.read.last().map_or(a.x, FnDef::value_of),
+                _ => a.read.iter().fold(mix(a.def.salt + 11, a.x), |h, v| mix(h, FnDef::value_of(v))).rem_euclid(3),
+            };
+            Call::Invoke { function: callee, args: json!({"x": x}) }
         } else if a.def.effect && a.step == first_call - 1 {
             // A POST: an unsafe method, held while speculative (a GET may run speculatively).
             Call::Http { request: json!({"method": "POST", "from": a.def.name, "x": a.x, "read": a.read}) }
@@ -428,6 +482,8 @@ pub struct Counters {
     pub effects_suspended: u32,
     pub callees_predicted: u32,
     pub callees_used: u32,
+    pub callees_predicted_path: u32,
+    pub callees_used_path: u32,
     /// The most runs in flight at once with speculation off (branches and iterations run concurrently).
     pub max_active_off: usize,
 }
@@ -499,6 +555,8 @@ impl World {
         counters.effects_suspended += c.stats.effects_suspended;
         counters.callees_predicted += c.stats.callees_predicted;
         counters.callees_used += c.stats.callees_used;
+        counters.callees_predicted_path += c.stats.callees_predicted_path;
+        counters.callees_used_path += c.stats.callees_used_path;
     }
 }
 
@@ -517,12 +575,14 @@ pub fn oracle_named(name: &str, seed: u64) -> Oracle {
             oracle.memo = Arc::new(WrongMemo(MemoTable::new(sizes.memo_entries)));
             oracle.callees = Arc::new(WrongCallees(CalleeTable::new(sizes.callee_entries)));
         }
+        "paths" => oracle.callees = Arc::new(PathsOnly(CalleeTable::new(sizes.callee_entries))),
+        "wrong-paths" => oracle.callees = Arc::new(WrongPaths(CalleeTable::new(sizes.callee_entries))),
         other => panic!("no oracle {other}"),
     }
     oracle
 }
 
-pub const ORACLES: [&str; 4] = ["learning", "always-wrong", "random", "wrong-memo"];
+pub const ORACLES: [&str; 6] = ["learning", "always-wrong", "random", "wrong-memo", "paths", "wrong-paths"];
 
 /// Runs one case: the sequential reference, then speculation under `oracle`, invocation by invocation.
 pub fn check_case(seed: u64, oracle: &str, counters: &mut Counters) {
@@ -574,7 +634,7 @@ fn cases() -> Vec<u64> {
     if let Ok(seed) = std::env::var("SPECFAAS_SEED") {
         return vec![seed.parse().expect("SPECFAAS_SEED is a number")];
     }
-    let n: u64 = std::env::var("SPECFAAS_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(1500);
+    let n: u64 = std::env::var("SPECFAAS_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(1000);
     (1..=n).collect()
 }
 
@@ -603,6 +663,11 @@ fn speculation_equals_the_sequential_reference_under_every_oracle() {
         assert!(counters.memo_hits > 100, "{counters:?}");
         assert!(counters.skipped > 0, "{counters:?}");
         assert!(counters.branch_predictions > 0, "{counters:?}");
+        assert!(counters.callees_used_path > 0, "no callee predicted by path was ever used: {counters:?}");
+        assert!(
+            counters.callees_predicted_path > counters.callees_used_path,
+            "no callee predicted by path was ever wrong: {counters:?}"
+        );
         assert!(
             counters.effects_suspended > 0,
             "no effect ever waited for its run to be non-speculative: {counters:?}"

@@ -646,7 +646,8 @@ async fn deploy_functions(p: &Platform, dir: &Path) {
 }
 
 async fn ours(p: &Platform, app: &str, input: &Value, speculation: bool, id: &str) -> Ended {
-    let options = InvokeOptions { speculation: Some(speculation), activation_id: Some(id.to_string()) };
+    let options =
+        InvokeOptions { speculation: Some(speculation), activation_id: Some(id.to_string()), ..Default::default() };
     let inv = p.invoke_with(NS, app, input.clone(), options).await.unwrap();
     match inv.error {
         None => Ended::Succeeded(inv.result),

@@ -703,3 +703,51 @@ async fn a_record_batch_window_over_its_maximum_is_refused_by_name() {
     };
     assert!(e.to_string().contains("record_batch_ms"), "{e}");
 }
+
+/// A caller seen on a few inputs has its callees predicted by path on an input never seen: the first call's
+/// arguments from the caller's input, the second's from what the first returned. The result is the one without
+/// speculation, and the records say the callees were predicted by path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callees_of_an_input_never_seen_are_predicted_by_path() {
+    let f = fixture();
+    let p = &f.platform;
+    let front = "import specfaas, time
+def main(a):
+    time.sleep(0.05)
+    who = specfaas.invoke('lookup', {'user': a['user']})
+    orders = specfaas.invoke('orders', {'id': who['id'], 'limit': 3})
+    return {'who': who, 'orders': orders}
+";
+    p.native().register("lookup", |_, args| async move {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        Ok(json!({"id": format!("id-{}", args["user"].as_str().unwrap_or("?"))}))
+    });
+    p.native().register("orders", |_, args| async move {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        Ok(json!({"of": args["id"], "n": args["limit"]}))
+    });
+    p.deploy_function(NS, native("lookup")).await.unwrap();
+    p.deploy_function(NS, native("orders")).await.unwrap();
+    p.deploy_function(NS, source("front", Kind::Python, front, Limits::default())).await.unwrap();
+    let expected = |u: &str| json!({"who": {"id": format!("id-{u}")}, "orders": {"of": format!("id-{u}"), "n": 3}});
+    for user in ["ann", "bob", "cy"] {
+        let inv = p.invoke(NS, "front", json!({"user": user})).await.unwrap();
+        assert_eq!(inv.result, expected(user));
+    }
+    let before = p.metrics();
+    let off = platform::InvokeOptions { speculation: Some(false), ..Default::default() };
+    let reference = p.invoke_with(NS, "front", json!({"user": "dee"}), off).await.unwrap();
+    let no_paths = platform::InvokeOptions { callee_paths: Some(false), ..Default::default() };
+    let without = p.invoke_with(NS, "front", json!({"user": "eve"}), no_paths).await.unwrap();
+    assert_eq!(without.result, expected("eve"));
+    assert_eq!(p.metrics().since(&before).callees_predicted, 0, "no exact row, and paths off: nothing predicted");
+    let inv = p.invoke(NS, "front", json!({"user": "fay"})).await.unwrap();
+    assert_eq!(reference.result, expected("dee"));
+    assert_eq!(inv.result, expected("fay"));
+    let c = p.metrics().since(&before);
+    assert_eq!((c.callees_predicted_path, c.callees_used_path), (2, 2), "{c:?}");
+    for run in &inv.runs {
+        let speculation = run.annotations.iter().find(|a| a.key == "speculation").expect("speculation annotation");
+        assert_eq!(speculation.value["predicted"], "path", "{}: {}", run.name, speculation.value);
+    }
+}

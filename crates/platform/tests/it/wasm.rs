@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use engine::oracle::{BranchPredictor, CalleePredictor, Memo};
+use engine::oracle::{BranchPredictor, Called, CalleePredictor, Memo};
 use model::{Annotations, Application, Code, FunctionSpec, Kind, Limits};
 use platform::{InvokeOptions, Status};
 use serde_json::{Value, json};
@@ -161,8 +161,12 @@ impl CalleePredictor for Liar {
         let learned = self.callees.predict(f, v, input)?;
         Some(learned.into_iter().map(|(callee, args)| (callee, json!({"lie": args}))).collect())
     }
-    fn train(&self, f: &str, v: &str, input: &Value, callees: &[(String, Value)]) {
-        self.callees.train(f, v, input, callees)
+    fn next(&self, f: &str, v: &str, input: &Value, earlier: &[Called]) -> Option<(String, Value)> {
+        let (callee, args) = self.callees.next(f, v, input, earlier)?;
+        Some((callee, json!({"lie": args})))
+    }
+    fn train(&self, f: &str, v: &str, input: &Value, calls: &[Called]) {
+        self.callees.train(f, v, input, calls)
     }
 }
 
