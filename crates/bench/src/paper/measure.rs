@@ -81,6 +81,7 @@ pub async fn block_with(
     seed: u64,
 ) -> anyhow::Result<Block> {
     let speculation = options.speculation.unwrap_or(true);
+    settle().await;
     let before = platform.metrics();
     let cpu_before = tree_cpu_ms();
     let started = Instant::now();
@@ -167,6 +168,30 @@ pub fn oracle_ms(timings: &[RunTiming]) -> f64 {
 
 /// CPU time used so far by this process and its descendants (function initializers and handlers, and the
 /// children they have reaped), in milliseconds, from `/proc`.
+/// Machine-wide busy and total CPU time so far (from `/proc/stat`, in ticks).
+fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    let total: u64 = cpu.iter().sum();
+    let idle = cpu.get(3).copied().unwrap_or(0) + cpu.get(4).copied().unwrap_or(0); // idle + iowait
+    Some((total - idle, total))
+}
+
+/// Waits (up to 5 s) until the machine is idle: no more than 10% busy over 200 ms. What the block before left
+/// behind (replacement handlers started after squashes, records being written) then does not land on this block.
+/// Without it, whichever side ran first in a level paid for the other side's leftovers of the level before.
+pub async fn settle() {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let Some((busy0, total0)) = machine_ticks() else { return };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let Some((busy1, total1)) = machine_ticks() else { return };
+        if (busy1 - busy0) as f64 <= 0.1 * (total1 - total0).max(1) as f64 {
+            return;
+        }
+    }
+}
+
 pub fn tree_cpu_ms() -> f64 {
     const TICKS_PER_S: f64 = 100.0; // USER_HZ, which /proc reports in on Linux
     let me = std::process::id();
