@@ -95,31 +95,15 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
             let batch: Vec<Value> = (0..BLOCK).map(|_| inputs.draw()).collect();
             let seed = crate::paper::mix(opts.seed, app.name, 500 + k as u64);
             let off = measure::block(&platform, &ns, app.name, &batch, false, Some(rate), seed).await?;
+            // Futures are lazy: each block runs when awaited, in the order this level takes.
             let run_with = measure::block_with(&platform, &ns, app.name, &batch, with_paths.clone(), Some(rate), seed);
+            let run_without =
+                measure::block_with(&platform, &ns_without, app.name, &batch, without_paths.clone(), Some(rate), seed);
             let (with, without) = if k % 2 == 0 {
                 let with = run_with.await?;
-                let without = measure::block_with(
-                    &platform,
-                    &ns_without,
-                    app.name,
-                    &batch,
-                    without_paths.clone(),
-                    Some(rate),
-                    seed,
-                )
-                .await?;
-                (with, without)
+                (with, run_without.await?)
             } else {
-                let without = measure::block_with(
-                    &platform,
-                    &ns_without,
-                    app.name,
-                    &batch,
-                    without_paths.clone(),
-                    Some(rate),
-                    seed,
-                )
-                .await?;
+                let without = run_without.await?;
                 (run_with.await?, without)
             };
             eprintln!(

@@ -4,7 +4,8 @@
 //! When a run launches, the callees the callee predictor names for its function and input start early, as
 //! **predicted** runs. For an input it has no row for, the callees are predicted by **path** ([`crate::paths`]),
 //! one after another: the next call is predicted once the results the template reads are known (a real result,
-//! a predicted run's, or the memo table's), and prediction stops when the real calls leave the predicted path. A predicted run reads only older slots and the store, and its effects wait. When the caller
+//! a predicted run's, or the memo table's), and prediction stops when the real calls leave the predicted path.
+//! A predicted run reads only older slots and the store, and its effects wait. When the caller
 //! really calls `invoke(g, args)`, a predicted run of `g` on canonically equal arguments is **bound** to the call,
 //! unless it read something the caller (or a callee that returned to it) has written since, or crashed: then it is
 //! squashed and `g` starts fresh. Predicted runs never called are squashed when their caller finishes
