@@ -65,7 +65,12 @@ fn chain_once(app: &Arc<Application>, catalog: &Arc<Catalog>, config: Config, or
                     events.push(Event::StoreRead { run, request, value: None, version: 0 })
                 }
                 Action::Complete(c) => return c.result,
-                Action::Reply { .. } | Action::Kill { .. } | Action::Effect { .. } | Action::SetTimer { .. } => {}
+                Action::Reply { .. }
+                | Action::Kill { .. }
+                | Action::Promote { .. }
+                | Action::Settle { .. }
+                | Action::Effect { .. }
+                | Action::SetTimer { .. } => {}
             }
         }
     }

@@ -78,6 +78,7 @@ pub async fn run(iterations: usize) -> anyhow::Result<Report> {
                 input: json!({"i": i}),
                 env: Default::default(),
                 speculative: false,
+                cpu: Default::default(),
             };
             let started = Instant::now();
             let _killer = w.start(
@@ -99,8 +100,13 @@ pub async fn run(iterations: usize) -> anyhow::Result<Report> {
         for (r, (name, w)) in warm.iter().enumerate() {
             let (tx, rx) = oneshot::channel();
             // Squashes kill speculative runs, whose CPU time is read just before the kill: measure that path.
-            let activation =
-                Activation { id: format!("{i:032x}"), input: json!({}), env: Default::default(), speculative: true };
+            let activation = Activation {
+                id: format!("{i:032x}"),
+                input: json!({}),
+                env: Default::default(),
+                speculative: true,
+                cpu: Default::default(),
+            };
             let host: runtime::Host = Arc::new(|_| {});
             let killer = w.start(
                 activation,

@@ -13,7 +13,7 @@
 //! Effects are recorded and answered `{"status": 200, "n": <how many so far>}`. Timers fire, in order, whenever
 //! nothing else can move. After every step the engine's invariants are checked ([`crate::Engine::check_invariants`]).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -90,6 +90,9 @@ pub struct Observed {
     /// each function in `launches` was launched.
     pub commit_ms: Vec<u64>,
     pub launch_ms: Vec<u64>,
+    /// How many runs were promoted ([`Action::Promote`]) and settled ([`Action::Settle`]).
+    pub promoted: usize,
+    pub settled: usize,
 }
 
 struct Active {
@@ -159,6 +162,11 @@ impl World {
         let mut now_ms = 0u64;
         let mut request: RequestId = 0;
         let mut names: HashMap<RunId, String> = HashMap::new();
+        // Runs launched speculatively, and of them those promoted and those settled.
+        let mut speculative: HashSet<RunId> = HashSet::new();
+        let mut promoted: HashSet<RunId> = HashSet::new();
+        let mut settled: HashSet<RunId> = HashSet::new();
+        let mut killed: HashSet<RunId> = HashSet::new();
         let mut observed = Observed {
             completion: Completion {
                 status: crate::Status::InternalError,
@@ -175,6 +183,8 @@ impl World {
             max_active: 0,
             commit_ms: Vec::new(),
             launch_ms: Vec::new(),
+            promoted: 0,
+            settled: 0,
         };
         let eager = matches!(self.schedule, Schedule::Eager);
         loop {
@@ -194,7 +204,10 @@ impl World {
                         eprintln!("action {action:?}");
                     }
                     match action {
-                        Action::Launch { run, function, input, .. } => {
+                        Action::Launch { run, function, input, speculative: launched_speculative, .. } => {
+                            if launched_speculative {
+                                speculative.insert(run);
+                            }
                             observed.launches.push(function.clone());
                             observed.launch_ms.push(now_ms);
                             names.insert(run, function.clone());
@@ -241,13 +254,39 @@ impl World {
                             queue.push_back(Event::EffectDone { run, request, result: Ok(result) });
                         }
                         Action::SetTimer { timer, delay_ms } => timers.push((now_ms + delay_ms, timer)),
+                        Action::Promote { run } => {
+                            assert!(speculative.contains(&run), "{run:?} was promoted but launched non-speculatively");
+                            // It may have finished with its report still on the way: the runtime ignores that one.
+                            assert!(!killed.contains(&run), "{run:?} was promoted after it was killed");
+                            assert!(promoted.insert(run), "{run:?} was promoted twice");
+                            observed.promoted += 1;
+                        }
+                        Action::Settle { run } => {
+                            assert!(speculative.contains(&run), "{run:?} was settled but launched non-speculatively");
+                            assert!(!active.contains_key(&run), "{run:?} was settled while it runs");
+                            assert!(settled.insert(run), "{run:?} was settled twice");
+                            observed.settled += 1;
+                        }
                         Action::Kill { run, .. } => {
+                            assert!(!settled.contains(&run), "{run:?} was killed after it was settled");
+                            killed.insert(run);
                             if let Some(a) = active.remove(&run) {
                                 observed.answers.push((a.function, a.answers));
                             }
                         }
                         Action::Complete(c) => {
                             assert!(engine.is_done(), "the engine completed but says it is not done");
+                            // A successful invocation committed every slot it kept (a failed one may end with the
+                            // callees of the failing slot reported as committed: their result stood).
+                            for r in c.runs.iter().filter(|_| c.status == crate::Status::Success) {
+                                let committed = r.fate == crate::Fate::Committed;
+                                assert!(
+                                    !(committed && r.speculative) || settled.contains(&r.run),
+                                    "{:?} ({}) was launched speculatively and committed, but never settled",
+                                    r.run,
+                                    r.function
+                                );
+                            }
                             observed.completion = c;
                             return observed;
                         }

@@ -139,6 +139,20 @@ pub struct Config {
     /// engine runs them) or `sequential`, one after another in program order even with speculation off: the
     /// strictly sequential reference the differential tests compare against.
     pub fan_out: FanOut,
+    /// The CPU a speculative run gets: `idle` (the default), only CPU that non-speculative work leaves unused,
+    /// until the run becomes non-speculative ([`Action::Promote`]); or `shared`, as much as any run.
+    pub speculative_cpu: SpeculativeCpu,
+}
+
+/// See [`Config::speculative_cpu`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SpeculativeCpu {
+    /// Speculation is work-conserving: it never takes CPU from a non-speculative run.
+    #[default]
+    Idle,
+    /// Speculative and non-speculative runs share the CPU as equals.
+    Shared,
 }
 
 /// See [`Config::fan_out`].
@@ -169,6 +183,7 @@ impl Default for Config {
             dependence_squashes: 3,
             workflows: model::asl::Limits::default(),
             fan_out: FanOut::Concurrent,
+            speculative_cpu: SpeculativeCpu::Idle,
         }
     }
 }
@@ -475,6 +490,13 @@ pub enum Action {
     /// Answer with [`Event::TimerFired`] once `delay_ms` milliseconds have passed. The platform owns the clock;
     /// a timer that fires after the invocation is over changes nothing.
     SetTimer { timer: TimerId, delay_ms: u64 },
+    /// A run launched speculatively is no longer speculative (it belongs to the oldest slot, no wait holds it back,
+    /// and it is no predicted callee): it may take CPU as any run does. At most once per run, while it runs.
+    Promote { run: RunId },
+    /// A run launched speculatively has committed: it will never be squashed, so whatever its runtime held back in
+    /// case it was (its handler, with its scratch space) may serve others now. At most once per run, after its
+    /// [`Event::Finished`]; a settled run is never killed.
+    Settle { run: RunId },
     /// Stop a run now and discard everything it produced; no [`Event::Finished`] is expected for it any more.
     Kill { run: RunId, cause: Cause },
     /// The invocation is over.

@@ -11,7 +11,7 @@ use std::time::{Instant, SystemTime};
 
 use engine::{Action, Call, Completion, ErrorName, Event, Failure, Outcome, RequestId, RunId, Status};
 use model::{Application, Kind};
-use runtime::{Activation, Done, Host, HostRequest, Killer, Reply, ReplyTo, Report};
+use runtime::{Activation, Cpu, Done, Host, HostRequest, Killer, Reply, ReplyTo, Report};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -116,6 +116,11 @@ pub(crate) async fn run(
     request: Request,
 ) -> Invocation {
     let Request { app, input, config, oracle, activation_id: app_id } = request;
+    // Speculative work runs on idle CPU only, until the engine promotes it.
+    let speculative_cpu = match config.speculative_cpu {
+        engine::SpeculativeCpu::Idle => Cpu::Idle,
+        engine::SpeculativeCpu::Shared => Cpu::Full,
+    };
     let started = SystemTime::now();
     let direct = matches!(app.form, model::app::Form::Function) && !deployments.apps.contains_key(&app.name);
     let mut engine = engine::engine(app.clone(), deployments.catalog.clone(), config, oracle);
@@ -157,6 +162,7 @@ pub(crate) async fn run(
                             tx: &tx,
                             app_id: &app_id,
                             direct,
+                            cpu: if speculative { speculative_cpu } else { Cpu::Full },
                         };
                         let track = launch(&ctx, run, &function, input, id, parent, speculative);
                         if let Err(outcome) = &track.1 {
@@ -201,6 +207,18 @@ pub(crate) async fn run(
                             Err(storage::Error::Conflict { key, .. }) => Event::CommitConflict { run, key },
                             Err(e) => Event::CommitFailed { run, error: e.to_string() },
                         });
+                    }
+                    Action::Promote { run } => {
+                        if let Some(k) = tracked.get(run.index()).and_then(|t| t.killer.as_ref()) {
+                            k.promote();
+                        }
+                    }
+                    Action::Settle { run } => {
+                        // Its result stands: a handler held back for it may serve others now, not only once the
+                        // whole invocation is over.
+                        if let Some(k) = tracked.get(run.index()).and_then(|t| t.killer.as_ref()) {
+                            k.settle();
+                        }
                     }
                     Action::Kill { run, cause } => {
                         if let Some(track) = tracked.get_mut(run.index()) {
@@ -300,6 +318,8 @@ struct LaunchCtx<'a> {
     app_id: &'a str,
     /// A function invoked directly (its first run's record is the invocation's).
     direct: bool,
+    /// The CPU share the run gets.
+    cpu: Cpu,
 }
 
 fn launch(
@@ -311,7 +331,7 @@ fn launch(
     parent: Option<String>,
     speculative: bool,
 ) -> (TrackedRun, Result<(), Outcome>) {
-    let LaunchCtx { namespace, deployments, tx, app_id, direct, .. } = *ctx;
+    let LaunchCtx { namespace, deployments, tx, app_id, direct, cpu, .. } = *ctx;
     let started = SystemTime::now();
     let launched = Instant::now();
     let mut record = ActivationRecord {
@@ -409,7 +429,7 @@ fn launch(
     let done: Done = Box::new(move |report| {
         let _ = finished.send(Incoming::Finished { run, report });
     });
-    track.killer = Some(deployed.warm.start(Activation { id, input, env, speculative }, host, done));
+    track.killer = Some(deployed.warm.start(Activation { id, input, env, speculative, cpu }, host, done));
     (track, Ok(()))
 }
 

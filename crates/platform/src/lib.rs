@@ -143,6 +143,8 @@ pub struct InvokeOptions {
     pub speculation: Option<bool>,
     /// Force callee path prediction (`[engine] callee_paths`) on or off for this invocation, as ablations do.
     pub callee_paths: Option<bool>,
+    /// Force the CPU share of speculative runs (`[engine] speculative_cpu`) for this invocation, as ablations do.
+    pub speculative_cpu: Option<engine::SpeculativeCpu>,
     /// The invocation's activation id, when the caller needs it before the invocation ends (non-blocking
     /// invocations); a fresh one otherwise.
     pub activation_id: Option<String>,
@@ -513,6 +515,7 @@ impl Platform {
         let mut config = self.inner.config.engine;
         config.speculation = options.speculation.unwrap_or(config.speculation && app.speculation);
         config.callee_paths = options.callee_paths.unwrap_or(config.callee_paths);
+        config.speculative_cpu = options.speculative_cpu.unwrap_or(config.speculative_cpu);
         let oracle = self.oracle(namespace);
         let id = options.activation_id.unwrap_or_else(record::new_activation_id);
         let request = invocation::Request { app, input, config, oracle, activation_id: id };

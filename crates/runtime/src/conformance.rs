@@ -13,7 +13,7 @@ use model::{FunctionSpec, Limits};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{Activation, Call, Killer, Outcome, Reply, Report, Runtime, Warm};
+use crate::{Activation, Call, Cpu, Killer, Outcome, Reply, Report, Runtime, Warm};
 
 /// A WebAssembly function whose output is its input, in WAT: the wasm no-op of the benchmarks and API tests.
 pub const WASM_ECHO: &str = r#"(module
@@ -141,7 +141,7 @@ pub fn processes_with(marker: &str) -> usize {
 
 pub fn activation(input: Value) -> Activation {
     let n = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    Activation { id: format!("{n:032x}"), input, env: BTreeMap::new(), speculative: false }
+    Activation { id: format!("{n:032x}"), input, env: BTreeMap::new(), speculative: false, cpu: Cpu::Full }
 }
 
 pub async fn run(warm: &dyn Warm, input: Value) -> Report {

@@ -43,6 +43,19 @@ pub struct Activation {
     /// Launched speculatively: it may be squashed, so the runtime measures its CPU time where it can (the read
     /// costs tens of microseconds, so other activations skip it).
     pub speculative: bool,
+    /// The CPU it may take: speculative work asks for [`Cpu::Idle`] until it is promoted ([`Killer::promote`]).
+    pub cpu: Cpu,
+}
+
+/// The CPU an activation may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Cpu {
+    /// As much as any other activation.
+    #[default]
+    Full,
+    /// Only CPU that nothing else wants (speculative work, which must never delay non-speculative work), until
+    /// [`Killer::promote`]. A runtime that cannot order CPU runs it as [`Cpu::Full`].
+    Idle,
 }
 
 pub use model::call::{Call, Reply};
@@ -154,21 +167,35 @@ fn now_rfc3339() -> String {
 }
 
 /// Stops a running activation at once, or settles a finished one. Killing a finished activation discards what
-/// it left (a parked handler); settling says its result stands.
+/// it left (a parked handler); settling says its result stands. Promoting gives a speculative activation's
+/// [`Cpu::Idle`] share up for a full one.
 #[derive(Clone)]
 pub struct Killer {
     kill: Arc<dyn Fn() + Send + Sync>,
     settle: Option<Arc<dyn Fn() + Send + Sync>>,
+    promote: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl Killer {
     pub fn new(f: impl Fn() + Send + Sync + 'static) -> Self {
-        Killer { kill: Arc::new(f), settle: None }
+        Killer { kill: Arc::new(f), settle: None, promote: None }
     }
 
     /// What [`Killer::settle`] does.
     pub fn with_settle(self, f: impl Fn() + Send + Sync + 'static) -> Self {
         Killer { settle: Some(Arc::new(f)), ..self }
+    }
+
+    /// What [`Killer::promote`] does.
+    pub fn with_promote(self, f: impl Fn() + Send + Sync + 'static) -> Self {
+        Killer { promote: Some(Arc::new(f)), ..self }
+    }
+
+    /// The activation is no longer speculative: from now on it takes CPU as any activation does ([`Cpu::Full`]).
+    pub fn promote(&self) {
+        if let Some(promote) = &self.promote {
+            promote()
+        }
     }
 
     pub fn kill(&self) {

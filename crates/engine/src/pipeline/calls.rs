@@ -255,7 +255,7 @@ impl Engine {
         } else {
             r.state = RunState::Running;
         }
-        self.release_effects(out);
+        self.speculation_narrowed(out);
         Some(d)
     }
 

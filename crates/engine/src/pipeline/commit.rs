@@ -110,6 +110,9 @@ impl Engine {
             let bound = !matches!(info.role, Role::Predicted { .. });
             if info.slot == head.id && matches!(info.fate(), None | Some(Fate::Committed)) && bound {
                 info.state = RunState::Ended(Fate::Committed);
+                if info.speculative {
+                    out.push(Action::Settle { run: r });
+                }
                 if self.config.speculation {
                     self.train_calls(r);
                 }
@@ -120,7 +123,7 @@ impl Engine {
         }
         // Reads that waited on the committed slot can now be answered from the store.
         self.retry_stalled(out);
-        self.release_effects(out);
+        self.speculation_narrowed(out);
         self.advance_head(out);
     }
 

@@ -1,4 +1,5 @@
-//! External effects: held while their run is speculative, performed once it is the oldest, journaled per slot.
+//! What waits for a run to become non-speculative: its external effects, held until then and journaled per slot,
+//! and its CPU priority ([`Action::Promote`]).
 //!
 //! An effect call ([`Call::is_effect`]) of a run of the oldest slot becomes [`Action::Effect`] at once; from any
 //! other run (a younger slot, or a predicted callee's tree) it is held, and dropped if the run is squashed. Each
@@ -11,6 +12,7 @@ use serde_json::Value;
 
 use super::Engine;
 use super::SlotId;
+use super::runs::Priority;
 use crate::{Action, Call, Reply, RequestId, RunId};
 
 /// The effects one slot performed, in order, and how far its current run has got through them.
@@ -120,8 +122,26 @@ impl Engine {
         }
     }
 
+    /// Fewer runs are speculative than before (the oldest slot changed, a wait ended, a predicted callee was
+    /// bound): those that are not any more get full priority, and their held effects are performed.
+    pub(super) fn speculation_narrowed(&mut self, out: &mut Vec<Action>) {
+        for run in self.runs.ids() {
+            self.promote(run, out);
+        }
+        self.release_effects(out);
+    }
+
+    /// Gives `run` full priority if it runs, was launched speculatively, and is no longer speculative.
+    pub(super) fn promote(&mut self, run: RunId, out: &mut Vec<Action>) {
+        let r = &self.runs[run];
+        if r.priority == Priority::Speculative && r.is_running() && self.is_non_speculative(run) {
+            self.runs[run].priority = Priority::Full;
+            out.push(Action::Promote { run });
+        }
+    }
+
     /// Effects that waited for their run to become non-speculative are performed now, in the order they came.
-    pub(super) fn release_effects(&mut self, out: &mut Vec<Action>) {
+    fn release_effects(&mut self, out: &mut Vec<Action>) {
         if self.slots.is_empty() {
             return;
         }

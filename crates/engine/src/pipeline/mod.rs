@@ -9,7 +9,7 @@
 //! - `commit`: committing the oldest slot, in program order, and failing the invocation.
 //! - `calls`: implicit calls: bound callees, callees launched early on a prediction, and their results.
 //! - `access`: the read and write rules of the data buffer, which return their decisions as values.
-//! - `effects`: held external effects and the per-slot journal.
+//! - `effects`: held external effects, the per-slot journal, and promoting runs that are no longer speculative.
 //! - `invariants`: [`Engine::check_invariants`], run after every step in debug builds.
 //!
 //! **Deriving.** The engine walks the workflow on from the youngest slot (until it reaches a top-level slot that
@@ -60,7 +60,7 @@ use crate::{
     RunId, RunSummary, Stats, Status, TimerId,
 };
 use access::PendingRead;
-use runs::{Role, Run, RunState, RunTable};
+use runs::{Priority, Role, Run, RunState, RunTable};
 use slots::{End, Head, Progress, Slot};
 
 /// Identifies a slot for the life of the invocation; not its place in program order (that is its position).
@@ -353,7 +353,7 @@ impl Engine {
         // Whatever is the oldest now may have effects waiting for that.
         if !self.is_done() {
             self.retry_stalled(out);
-            self.release_effects(out);
+            self.speculation_narrowed(out);
         }
     }
 
@@ -475,6 +475,7 @@ impl Engine {
             calls: Vec::new(),
             depth,
             speculative,
+            priority: if speculative { Priority::Speculative } else { Priority::Full },
             reads: Vec::new(),
             versions: Vec::new(),
             memo_hit: None,
@@ -483,6 +484,8 @@ impl Engine {
             forecast: None,
         });
         out.push(Action::Launch { run, function: function.to_string(), input, caller: parent, speculative });
+        // A callee of a run that was launched speculatively and is no longer speculative: full priority at once.
+        self.promote(run, out);
         self.prelaunch_callees(run, out);
         Some(run)
     }

@@ -52,6 +52,16 @@ impl Role {
     }
 }
 
+/// The CPU priority the platform was told a run has: speculative work runs only on idle CPU until it is
+/// promoted ([`crate::Action::Promote`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Priority {
+    /// Launched speculatively and not promoted yet.
+    Speculative,
+    /// Launched non-speculatively, or promoted since.
+    Full,
+}
+
 /// Where a run is in its life.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum RunState {
@@ -85,6 +95,7 @@ pub(super) struct Run {
     pub depth: u32,
     /// Launched while speculative.
     pub speculative: bool,
+    pub priority: Priority,
     /// Keys read outside the run's own writes, and where from.
     pub reads: Vec<(String, Source)>,
     /// Versions of committed state this run (and its returned callees) read: validated at commit.

@@ -116,7 +116,7 @@ impl Engine {
                 }
                 // What the wait held back may go on: the oldest slot may commit, held effects may be released.
                 self.advance_head(out);
-                self.release_effects(out);
+                self.speculation_narrowed(out);
             }
             Some(Timer::Execution) => {
                 let cause = "the execution ran past its TimeoutSeconds".to_string();

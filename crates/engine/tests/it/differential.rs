@@ -484,6 +484,9 @@ pub struct Counters {
     pub callees_used: u32,
     pub callees_predicted_path: u32,
     pub callees_used_path: u32,
+    /// Runs promoted while they ran, and runs settled at their commit (the harness checks when each may happen).
+    pub promoted: usize,
+    pub settled: usize,
     /// The most runs in flight at once with speculation off (branches and iterations run concurrently).
     pub max_active_off: usize,
 }
@@ -539,6 +542,8 @@ impl World {
         let seen = self.world.run(app.clone(), Arc::new(catalog), config, oracle, &make, input);
         self.max_active = self.max_active.max(seen.max_active);
         self.reads_log.extend(seen.answers);
+        counters.promoted += seen.promoted;
+        counters.settled += seen.settled;
         let c = seen.completion;
         observed.status = Some(c.status);
         observed.result = c.result;
@@ -664,6 +669,8 @@ fn speculation_equals_the_sequential_reference_under_every_oracle() {
         assert!(counters.skipped > 0, "{counters:?}");
         assert!(counters.branch_predictions > 0, "{counters:?}");
         assert!(counters.callees_used_path > 0, "no callee predicted by path was ever used: {counters:?}");
+        assert!(counters.promoted > 0, "no speculative run was ever promoted while it ran: {counters:?}");
+        assert!(counters.settled > 0, "no speculative run was ever settled: {counters:?}");
         assert!(
             counters.callees_predicted_path > counters.callees_used_path,
             "no callee predicted by path was ever wrong: {counters:?}"

@@ -43,7 +43,9 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::sandbox::{self, Bind, Gate, Job, Sandbox};
-use crate::{Activation, BoxFuture, Done, Error, Host, HostRequest, Killer, LogSink, Outcome, Report, Runtime, Warm};
+use crate::{
+    Activation, BoxFuture, Cpu, Done, Error, Host, HostRequest, Killer, LogSink, Outcome, Report, Runtime, Warm,
+};
 use protocol::{FromHandler, Reply, ToHandler, line};
 
 const RUNNER_PY: &str = include_str!("../../assets/python/runner.py");
@@ -312,6 +314,10 @@ struct Proc {
     pid: i32,
     /// The CPU-time clock of the runner itself (all its threads), set once it is ready.
     cpu_clock: std::sync::OnceLock<Option<libc::clockid_t>>,
+    /// The runner's pid (confined, the child of `pid`), set once it is ready.
+    runner: std::sync::OnceLock<i32>,
+    /// Whether it takes only idle CPU now ([`Cpu::Idle`]: it runs a speculative activation).
+    idle: std::sync::atomic::AtomicBool,
     /// Forks the pids cgroup had refused when last looked at: more now means this activation met the limit.
     pids_refused_seen: AtomicU64,
     confined: bool,
@@ -356,6 +362,17 @@ impl Proc {
         // SAFETY: kill(2) on our own child (confined: the first process of its PID namespace; else its group).
         unsafe {
             libc::kill(target, libc::SIGKILL);
+        }
+    }
+
+    /// Gives the handler the CPU share `cpu`, if that changes it.
+    fn share(&self, sandbox: &sandbox::Sandbox, cpu: Cpu) {
+        let idle = cpu == Cpu::Idle;
+        if self.idle.swap(idle, Ordering::AcqRel) == idle || self.exit.borrow().is_some() {
+            return; // unchanged; or reaped, and the pid may belong to someone else now
+        }
+        if let Some(&runner) = self.runner.get() {
+            sandbox.share(runner, self.cgroup.as_deref(), idle);
         }
     }
 
@@ -509,6 +526,8 @@ async fn start_handler(shared: &Arc<Shared>, priority: sandbox::Priority) -> Res
     let proc_ = Arc::new(Proc {
         pid,
         cpu_clock: std::sync::OnceLock::new(),
+        runner: std::sync::OnceLock::new(),
+        idle: Default::default(),
         pids_refused_seen: AtomicU64::new(0),
         signalled: Default::default(),
         confined: shared.runtime.sandbox.confined(),
@@ -536,6 +555,7 @@ async fn start_handler(shared: &Arc<Shared>, priority: sandbox::Priority) -> Res
         Some(Ok(FromHandler::Ready { .. })) => {
             let runner = if proc_.confined { first_child(pid).unwrap_or(pid) } else { pid };
             let _ = proc_.cpu_clock.set(cpu_clock(runner));
+            let _ = proc_.runner.set(runner);
             if priority == sandbox::Priority::Background {
                 // Ready to serve: from now on it competes for CPU like anything else.
                 shared.runtime.sandbox.to_foreground(runner, proc_.cgroup.as_deref());
@@ -686,6 +706,8 @@ fn cpu_us(clock: Option<libc::clockid_t>) -> Option<u64> {
 struct KillState {
     killed: bool,
     settled: bool,
+    /// The CPU share the activation has now: what it asked for, until it is promoted.
+    cpu: Cpu,
     /// The process of the handler running the activation.
     running: Option<Arc<Proc>>,
     /// The handler of a speculative activation that finished cleanly, until the activation is settled.
@@ -727,7 +749,8 @@ impl Warm for ProcessWarm {
 
     fn start(&self, activation: Activation, host: Host, done: Done) -> Killer {
         let logs = LogSink::new(self.shared.spec.limits.logs_bytes_max);
-        let state = Arc::new(Mutex::new(KillState { done: Some(done), logs: Some(logs), ..Default::default() }));
+        let cpu = activation.cpu;
+        let state = Arc::new(Mutex::new(KillState { done: Some(done), logs: Some(logs), cpu, ..Default::default() }));
         let killed = Arc::new(Notify::new());
         let kill = {
             let state = state.clone();
@@ -763,6 +786,17 @@ impl Warm for ProcessWarm {
                 }
             }
         };
+        let promote = {
+            let state = state.clone();
+            let shared = Arc::downgrade(&self.shared);
+            move || {
+                let mut s = lock(&state);
+                s.cpu = Cpu::Full;
+                if let (Some(p), Some(shared)) = (&s.running, shared.upgrade()) {
+                    p.share(&shared.runtime.sandbox, Cpu::Full);
+                }
+            }
+        };
         let shared = self.shared.clone();
         tokio::spawn(async move {
             let (report, reusable) = run_activation(&shared, activation, host, &state, &killed).await;
@@ -777,7 +811,7 @@ impl Warm for ProcessWarm {
                 reuse(&shared, handler);
             }
         });
-        Killer::new(kill).with_settle(settle)
+        Killer::new(kill).with_settle(settle).with_promote(promote)
     }
 }
 
@@ -851,6 +885,7 @@ async fn run_activation(
     {
         let mut s = lock(state);
         s.running = Some(proc_.clone());
+        proc_.share(&shared.runtime.sandbox, s.cpu);
         if activation.speculative {
             s.cpu_start_us = proc_.cpu_us();
         }
@@ -937,8 +972,10 @@ async fn run_activation(
     let logs = s.logs();
     let mut reusable = None;
     if clean && !s.killed {
-        // The handler will serve others: a late kill of this activation must not reach it.
+        // The handler will serve others: a late kill of this activation must not reach it, and they get a full
+        // share of CPU (until one of them asks for less).
         s.running = None;
+        proc_.share(&shared.runtime.sandbox, Cpu::Full);
         if activation.speculative && !s.settled {
             // Until its run is settled, nothing it left in its scratch space may reach another activation.
             s.parked = Some(handler);

@@ -144,16 +144,19 @@ pub struct HandlerCgroup {
 impl HandlerCgroup {
     /// Gives a handler started in the [`Priority::Background`] its full CPU share: it is ready to serve.
     pub fn foreground(&self) {
-        if let Some(idle) = &self.cpu_idle {
-            let _ = std::fs::write(idle, "0");
-        }
+        self.set_idle(false);
     }
 
     /// Lets the handler run only on CPU nothing else wants: before it is killed, so that tearing it down (freeing
     /// its memory, its namespaces) does not delay the report of the kill or other invocations. Returns whether
     /// it did (there is a cpu cgroup and the write took).
     pub fn background(&self) -> bool {
-        self.cpu_idle.as_ref().is_some_and(|idle| std::fs::write(idle, "1").is_ok())
+        self.set_idle(true)
+    }
+
+    /// Sets its `cpu.idle`; whether there is one and the write took.
+    fn set_idle(&self, idle: bool) -> bool {
+        self.cpu_idle.as_ref().is_some_and(|file| std::fs::write(file, if idle { "1" } else { "0" }).is_ok())
     }
 
     /// `oom_kill` from the memory events: how often the kernel killed a process here for memory.
@@ -289,6 +292,18 @@ impl Sandbox {
         spawn::foreground(runner);
         if let Some(c) = cgroup {
             c.foreground();
+        }
+    }
+
+    /// Lets a ready handler take only CPU that nothing else wants (`idle`, for a speculative activation), or its
+    /// full share again: through its cgroup's `cpu.idle` where it has one, else through the nice value of the
+    /// runner's threads where this process may raise it back; otherwise nothing changes.
+    pub fn share(&self, runner: i32, cgroup: Option<&HandlerCgroup>, idle: bool) {
+        if cgroup.is_some_and(|c| c.set_idle(idle)) {
+            return;
+        }
+        if self.can_background {
+            spawn::renice(runner, if idle { spawn::BACKGROUND_NICE } else { 0 });
         }
     }
 

@@ -126,7 +126,7 @@ const SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV: libc::c_ulong = 1 << 5;
 type SpawnJob = (Plan, mpsc::Sender<Result<Child, SpawnError>>);
 
 /// The nice value of background starts.
-const BACKGROUND_NICE: libc::c_int = 19;
+pub(super) const BACKGROUND_NICE: libc::c_int = 19;
 
 /// Runs every clone on two threads that live as long as the process: one per [`Priority`].
 pub struct Spawner {
@@ -173,11 +173,16 @@ impl Spawner {
 /// Gives every thread of process `pid` the default priority (nice 0) back, after a background start: what the
 /// background spawner's nice value left on it. Needs `CAP_SYS_NICE` (see [`can_restore_priority`]).
 pub fn foreground(pid: i32) {
+    renice(pid, 0);
+}
+
+/// Gives every thread of process `pid` the nice value `nice`. Raising it back needs `CAP_SYS_NICE`.
+pub fn renice(pid: i32, nice: libc::c_int) {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return };
     for task in tasks.flatten() {
         if let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<libc::id_t>().ok()) {
             // SAFETY: setpriority of one thread of our own child.
-            unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, 0) };
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, nice) };
         }
     }
 }

@@ -377,3 +377,75 @@ async fn a_directory_exposed_from_below_tmp_is_visible_beside_the_scratch_space(
     let warm = rt.load(std::sync::Arc::new(spec)).await.unwrap();
     assert_eq!(run(&*warm, json!({})).await.outcome, Outcome::Success(json!({"text": "shared"})));
 }
+
+/// The `cpu.idle` of every cpu cgroup of this process's handlers that holds processes.
+fn handler_cpu_idle(cpu: &std::path::Path) -> Vec<String> {
+    let prefix = format!("specfaas-{}-", std::process::id());
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(cpu).unwrap().flatten() {
+        let dir = entry.path();
+        let ours = entry.file_name().to_str().is_some_and(|n| n.starts_with(&prefix));
+        if ours && std::fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty()) {
+            found.push(std::fs::read_to_string(dir.join("cpu.idle")).unwrap_or_default().trim().to_string());
+        }
+    }
+    found
+}
+
+/// A speculative activation that asks for idle CPU runs with its handler's `cpu.idle` set, so it never delays
+/// non-speculative work; promoted, it takes CPU as any activation does, and its handler serves the next one at
+/// the full share again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_speculative_activation_runs_on_idle_cpu_until_it_is_promoted() {
+    let Some(cpu) = own_cpu_cgroup() else {
+        eprintln!("not exercised: no v1 cpu hierarchy with cpu.idle");
+        return;
+    };
+    let code = "import specfaas\ndef main(a):\n    return {'got': specfaas.kv.get('k')}\n";
+    let warm = load(Kind::Python, code, Limits::default()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // the spare is ready too, at the full share
+    // The host holds the function's read until the test has looked.
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<runtime::HostRequest>();
+    let host: runtime::Host = std::sync::Arc::new(move |req| {
+        let _ = seen_tx.send(req);
+    });
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let mut a = activation(json!({}));
+    a.speculative = true;
+    a.cpu = runtime::Cpu::Idle;
+    let killer = warm.start(
+        a,
+        host,
+        Box::new(move |r| {
+            let _ = done_tx.send(r);
+        }),
+    );
+    let read = tokio::time::timeout(Duration::from_secs(30), seen_rx.recv()).await.unwrap().unwrap();
+    let speculative = handler_cpu_idle(&cpu);
+    assert_eq!(speculative.iter().filter(|i| *i == "1").count(), 1, "one handler on idle CPU: {speculative:?}");
+    killer.promote();
+    let promoted = handler_cpu_idle(&cpu);
+    assert!(promoted.iter().all(|i| i == "0"), "a promoted activation kept idle CPU: {promoted:?}");
+    (read.reply)(runtime::Reply::Ok(json!(7)));
+    let report = tokio::time::timeout(Duration::from_secs(30), done_rx).await.unwrap().unwrap();
+    assert_eq!(report.outcome, Outcome::Success(json!({"got": 7})));
+    killer.settle();
+    // Not promoted this time: its handler still gets the full share back once the activation is over.
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let mut a = activation(json!({}));
+    a.speculative = true;
+    a.cpu = runtime::Cpu::Idle;
+    let host = MockHost::default();
+    let killer = warm.start(
+        a,
+        host.channel(),
+        Box::new(move |r| {
+            let _ = done_tx.send(r);
+        }),
+    );
+    let report = tokio::time::timeout(Duration::from_secs(30), done_rx).await.unwrap().unwrap();
+    assert!(matches!(report.outcome, Outcome::Success(_)), "{report:?}");
+    killer.settle();
+    let after = handler_cpu_idle(&cpu);
+    assert!(after.iter().all(|i| i == "0"), "a handler kept idle CPU after its activation: {after:?}");
+}
