@@ -1,12 +1,16 @@
-//! `specfaas bench ablation`: each predictor piece on and off, in the same run, on the paper's applications that
-//! use it.
+//! `specfaas bench ablation`: one piece of speculation on and off, in the same run, on the paper's applications
+//! that use it.
 //!
-//! The piece measured is callee path prediction (`[engine] callee_paths`, [`engine::paths`]), which predicts the
-//! implicit calls of inputs never seen: it matters for the TrainTicket and Alibaba applications. Each suite is
-//! deployed twice, into two namespaces, so that each side has its own learned tables and neither learns from the
-//! other's requests. Both sides then get the same inputs (drawn as `bench paper` draws them: the same Zipf
-//! distributions and synthetic minority), warm-up first, then blocks of Poisson arrivals at the paper harness's low
-//! and medium loads, in alternating order. Speculation off runs the same inputs once, as the reference.
+//! The pieces ([`Piece`]):
+//! - callee path prediction (`[engine] callee_paths`, [`engine::paths`]), which predicts the implicit calls of
+//!   inputs never seen: it matters for the TrainTicket and Alibaba applications, at the low and medium loads;
+//! - idle CPU for speculative runs (`[engine] speculative_cpu`), which matters wherever speculation competes with
+//!   non-speculative work for CPU: every application, at the medium and high loads.
+//!
+//! Each suite is deployed twice, into two namespaces, so that each side has its own learned tables and neither
+//! learns from the other's requests. Both sides then get the same inputs (drawn as `bench paper` draws them: the
+//! same Zipf distributions and synthetic minority), warm-up first, then blocks of Poisson arrivals at the paper
+//! harness's loads, in alternating order. Speculation off runs the same inputs once, as the reference.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,10 +21,63 @@ use serde_json::{Value, json};
 use crate::paper::apps::{APPS, App, Inputs, Suite};
 use crate::paper::measure::{self, Block};
 
+/// What an ablation turns off on one side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece {
+    /// `[engine] callee_paths`.
+    Paths,
+    /// `[engine] speculative_cpu = "idle"` (against `"shared"`).
+    IdleCpu,
+}
+
+impl Piece {
+    fn name(self) -> &'static str {
+        match self {
+            Piece::Paths => "callee_paths",
+            Piece::IdleCpu => "speculative_cpu",
+        }
+    }
+
+    /// What the sides are called in the report.
+    fn sides(self) -> (&'static str, &'static str) {
+        match self {
+            Piece::Paths => ("without paths", "with paths"),
+            Piece::IdleCpu => ("shared CPU", "idle CPU"),
+        }
+    }
+
+    /// The loads it matters at, as in `bench paper`: shares of the CPU speculation-off requests would use.
+    fn loads(self) -> &'static [(&'static str, f64)] {
+        match self {
+            Piece::Paths => &[("low", 0.1), ("medium", 0.25)],
+            Piece::IdleCpu => &[("medium", 0.25), ("high", 0.5)],
+        }
+    }
+
+    /// The invocation options of the side with the piece (`true`) and without it.
+    fn options(self, with: bool) -> InvokeOptions {
+        let mut o = InvokeOptions { speculation: Some(true), ..Default::default() };
+        match self {
+            Piece::Paths => o.callee_paths = Some(with),
+            Piece::IdleCpu => {
+                o.speculative_cpu =
+                    Some(if with { engine::SpeculativeCpu::Idle } else { engine::SpeculativeCpu::Shared })
+            }
+        }
+        o
+    }
+
+    /// Whether the piece matters for an application of `suite`.
+    fn applies(self, suite: Suite) -> bool {
+        self == Piece::IdleCpu || suite != Suite::FaaSChain
+    }
+}
+
 pub struct Options {
+    pub piece: Piece,
     pub seed: u64,
     pub examples: PathBuf,
-    /// Only these applications (by name); by default every implicit-call application.
+    /// Only these applications (by name); by default every application the piece applies to.
     pub only: Vec<String>,
     pub sandbox: runtime::sandbox::Mode,
 }
@@ -28,8 +85,6 @@ pub struct Options {
 /// Requests per block, and of the warm-up.
 const BLOCK: usize = 24;
 const WARMUP: usize = 16;
-/// Loads, as in `bench paper`: shares of the CPU speculation-off requests would use.
-const LOADS: [(&str, f64); 2] = [("low", 0.1), ("medium", 0.25)];
 
 pub struct Row {
     pub app: App,
@@ -41,6 +96,7 @@ pub struct Row {
 }
 
 pub struct Report {
+    pub piece: Piece,
     pub rows: Vec<Row>,
     pub setup: Value,
 }
@@ -61,11 +117,11 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     let apps: Vec<App> = APPS
         .iter()
         .copied()
-        .filter(|a| a.suite != Suite::FaaSChain)
+        .filter(|a| opts.piece.applies(a.suite))
         .filter(|a| opts.only.is_empty() || opts.only.iter().any(|o| o == a.name))
         .collect();
-    anyhow::ensure!(!apps.is_empty(), "no implicit-call application matches {:?}", opts.only);
-    for suite in [Suite::TrainTicket, Suite::Alibaba] {
+    anyhow::ensure!(!apps.is_empty(), "no application {} applies to matches {:?}", opts.piece.name(), opts.only);
+    for suite in [Suite::FaaSChain, Suite::TrainTicket, Suite::Alibaba] {
         if !apps.iter().any(|a| a.suite == suite) {
             continue;
         }
@@ -75,10 +131,8 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         }
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    let (with_paths, without_paths) = (
-        InvokeOptions { speculation: Some(true), callee_paths: Some(true), ..Default::default() },
-        InvokeOptions { speculation: Some(true), callee_paths: Some(false), ..Default::default() },
-    );
+    let (with_paths, without_paths) = (opts.piece.options(true), opts.piece.options(false));
+    let (name_without, name_with) = opts.piece.sides();
     let mut rows = Vec::new();
     for app in apps {
         let seed_path = opts.examples.join("paper").join(app.suite.dir()).join("data/seed.json");
@@ -90,7 +144,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         measure::block_with(&platform, &ns, app.name, &warm, with_paths.clone(), None, 0).await?;
         measure::block_with(&platform, &ns_without, app.name, &warm, without_paths.clone(), None, 0).await?;
         let cpu_per_request = (off.cpu_ms / warm.len() as f64).max(1.0);
-        for (k, (load, u)) in LOADS.into_iter().enumerate() {
+        for (k, &(load, u)) in opts.piece.loads().iter().enumerate() {
             let rate = (u * cores * 1000.0 / cpu_per_request).clamp(0.5, 400.0);
             let batch: Vec<Value> = (0..BLOCK).map(|_| inputs.draw()).collect();
             let seed = crate::paper::mix(opts.seed, app.name, 500 + k as u64);
@@ -107,7 +161,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
                 (run_with.await?, without)
             };
             eprintln!(
-                "[ablation] {}/{} {load}: p50 off {:.1}, without paths {:.1}, with paths {:.1} ms",
+                "[ablation] {}/{} {load}: p50 off {:.1}, {name_without} {:.1}, {name_with} {:.1} ms",
                 app.suite.name(),
                 app.label,
                 off.p(0.5),
@@ -124,22 +178,27 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     setup["store"] = json!("redb (temporary directory)");
     setup["block"] = json!(BLOCK);
     setup["warmup"] = json!(WARMUP);
-    Ok(Report { rows, setup })
+    Ok(Report { piece: opts.piece, rows, setup })
 }
 
 impl crate::Report for Report {
     fn markdown(&self) -> String {
-        let mut s = String::from(
-            "## Ablation: callee path prediction (`callee_paths`), I/O-bound profile\n\n\
+        let (without, with) = self.piece.sides();
+        let mut s = format!(
+            "## Ablation: `{}`, I/O-bound profile\n\n\
              Each side has its own namespace and tables and gets the same inputs. Speedups are over speculation off \
-             on the same inputs (p50).\n\n\
-             | app | load | rate (/s) | off p50 | without paths p50 | with paths p50 | speedup without | speedup with \
-             | with/without mean | by path: used / predicted |\n|---|---|---|---|---|---|---|---|---|---|\n",
+             on the same inputs (p50). CPU is the machine's busy time over each block, normalized to speculation \
+             off.\n\n\
+             | app | load | rate (/s) | off p50 | {without} p50 | {with} p50 | speedup {without} | speedup {with} \
+             | {with}/{without} mean | CPU {without} / {with} | by path: used / predicted |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|\n",
+            self.piece.name()
         );
         for r in &self.rows {
             let c = &r.with.counters;
+            let cpu = |b: &Block| b.cpu_ms / r.off.cpu_ms.max(1.0);
             s.push_str(&format!(
-                "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}× | {:.2}× | {:.2}× | {} / {} |\n",
+                "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}× | {:.2}× | {:.2}× | {:.2} / {:.2} | {} / {} |\n",
                 r.app.label,
                 r.load,
                 r.rate,
@@ -149,13 +208,15 @@ impl crate::Report for Report {
                 r.off.p(0.5) / r.without.p(0.5),
                 r.off.p(0.5) / r.with.p(0.5),
                 r.without.mean() / r.with.mean(),
+                cpu(&r.without),
+                cpu(&r.with),
                 c.callees_used_path,
                 c.callees_predicted_path
             ));
         }
         let mean = |f: &dyn Fn(&Row) -> f64| self.rows.iter().map(f).sum::<f64>() / self.rows.len().max(1) as f64;
         s.push_str(&format!(
-            "\nMean speedup over speculation off: without paths {:.2}×, with paths {:.2}×.\n\nsetup: {}\n",
+            "\nMean speedup over speculation off: {without} {:.2}×, {with} {:.2}×.\n\nsetup: {}\n",
             mean(&|r| r.off.p(0.5) / r.without.p(0.5)),
             mean(&|r| r.off.p(0.5) / r.with.p(0.5)),
             self.setup
@@ -170,7 +231,7 @@ impl crate::Report for Report {
         };
         json!({
             "benchmark": "ablation",
-            "piece": "callee_paths",
+            "piece": self.piece.name(),
             "setup": self.setup,
             "rows": self.rows.iter().map(|r| json!({
                 "suite": r.app.suite.name(), "app": r.app.label, "load": r.load, "rate": r.rate,

@@ -31,6 +31,22 @@ impl From<SandboxMode> for runtime::sandbox::Mode {
     }
 }
 
+/// `bench ablation --piece`: what one side runs without.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum AblationPiece {
+    Paths,
+    IdleCpu,
+}
+
+impl From<AblationPiece> for bench::ablation::Piece {
+    fn from(p: AblationPiece) -> Self {
+        match p {
+            AblationPiece::Paths => bench::ablation::Piece::Paths,
+            AblationPiece::IdleCpu => bench::ablation::Piece::IdleCpu,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 pub(crate) enum Command {
     /// Deploy the project in DIR and run one invocation of APP (an application or a function) on the embedded store.
@@ -357,9 +373,13 @@ pub(crate) enum BenchCommand {
         #[arg(long)]
         json: Option<PathBuf>,
     },
-    /// Callee path prediction on and off (each side with its own tables, the same inputs) on the paper's
-    /// implicit-call applications (TrainTicket and Alibaba), at the low and medium loads.
+    /// One piece of speculation on and off (each side with its own tables, the same inputs) on the paper's
+    /// applications it applies to: callee path prediction (`paths`: TrainTicket and Alibaba, low and medium
+    /// load) or idle CPU for speculative runs (`idle-cpu`: all 16, medium and high load).
     Ablation {
+        /// The piece: `paths` or `idle-cpu`.
+        #[arg(long, default_value = "paths")]
+        piece: AblationPiece,
         /// Seeds inputs and arrivals.
         #[arg(long, default_value_t = 1)]
         seed: u64,

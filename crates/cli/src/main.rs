@@ -221,8 +221,14 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
                 anyhow::ensure!(wrong.is_empty(), "the report is incomplete: {}", wrong.join("; "));
                 Ok(0)
             }
-            BenchCommand::Ablation { seed, dir, only, sandbox, json } => {
-                let options = bench::ablation::Options { seed, examples: dir, only, sandbox: sandbox.into() };
+            BenchCommand::Ablation { piece, seed, dir, only, sandbox, json } => {
+                let options = bench::ablation::Options {
+                    piece: piece.into(),
+                    seed,
+                    examples: dir,
+                    only,
+                    sandbox: sandbox.into(),
+                };
                 emit(&bench::ablation::run(options).await?, json)
             }
             BenchCommand::Examples { dir, iterations, json } => {
