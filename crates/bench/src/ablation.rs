@@ -5,7 +5,9 @@
 //! - callee path prediction (`[engine] callee_paths`, [`engine::paths`]), which predicts the implicit calls of
 //!   inputs never seen: it matters for the TrainTicket and Alibaba applications, at the low and medium loads;
 //! - idle CPU for speculative runs (`[engine] speculative_cpu`), which matters wherever speculation competes with
-//!   non-speculative work for CPU: every application, at the medium and high loads.
+//!   non-speculative work for CPU: every application, at the medium and high loads;
+//! - reusing the handlers of squashed runs (`[engine] squashed_handlers`), which saves the fresh handler each
+//!   squash costs otherwise: every application, at the medium and high loads.
 //!
 //! Each suite is deployed twice, into two namespaces, so that each side has its own learned tables and neither
 //! learns from the other's requests. Both sides then get the same inputs (drawn as `bench paper` draws them: the
@@ -28,6 +30,8 @@ pub enum Piece {
     Paths,
     /// `[engine] speculative_cpu = "idle"` (against `"shared"`).
     IdleCpu,
+    /// `[engine] squashed_handlers = "reuse"` (against `"retire"`).
+    Reuse,
 }
 
 impl Piece {
@@ -35,6 +39,7 @@ impl Piece {
         match self {
             Piece::Paths => "callee_paths",
             Piece::IdleCpu => "speculative_cpu",
+            Piece::Reuse => "squashed_handlers",
         }
     }
 
@@ -43,6 +48,7 @@ impl Piece {
         match self {
             Piece::Paths => ("without paths", "with paths"),
             Piece::IdleCpu => ("shared CPU", "idle CPU"),
+            Piece::Reuse => ("retired", "reused"),
         }
     }
 
@@ -50,7 +56,7 @@ impl Piece {
     fn loads(self) -> &'static [(&'static str, f64)] {
         match self {
             Piece::Paths => &[("low", 0.1), ("medium", 0.25)],
-            Piece::IdleCpu => &[("medium", 0.25), ("high", 0.5)],
+            Piece::IdleCpu | Piece::Reuse => &[("medium", 0.25), ("high", 0.5)],
         }
     }
 
@@ -63,13 +69,17 @@ impl Piece {
                 o.speculative_cpu =
                     Some(if with { engine::SpeculativeCpu::Idle } else { engine::SpeculativeCpu::Shared })
             }
+            Piece::Reuse => {
+                o.squashed_handlers =
+                    Some(if with { engine::SquashedHandlers::Reuse } else { engine::SquashedHandlers::Retire })
+            }
         }
         o
     }
 
     /// Whether the piece matters for an application of `suite`.
     fn applies(self, suite: Suite) -> bool {
-        self == Piece::IdleCpu || suite != Suite::FaaSChain
+        self != Piece::Paths || suite != Suite::FaaSChain
     }
 }
 

@@ -79,6 +79,7 @@ pub async fn run(iterations: usize) -> anyhow::Result<Report> {
                 env: Default::default(),
                 speculative: false,
                 cpu: Default::default(),
+                after_squash: Default::default(),
             };
             let started = Instant::now();
             let _killer = w.start(
@@ -106,6 +107,7 @@ pub async fn run(iterations: usize) -> anyhow::Result<Report> {
                 env: Default::default(),
                 speculative: true,
                 cpu: Default::default(),
+                after_squash: Default::default(),
             };
             let host: runtime::Host = Arc::new(|_| {});
             let killer = w.start(

@@ -36,6 +36,7 @@ impl From<SandboxMode> for runtime::sandbox::Mode {
 pub(crate) enum AblationPiece {
     Paths,
     IdleCpu,
+    Reuse,
 }
 
 impl From<AblationPiece> for bench::ablation::Piece {
@@ -43,6 +44,7 @@ impl From<AblationPiece> for bench::ablation::Piece {
         match p {
             AblationPiece::Paths => bench::ablation::Piece::Paths,
             AblationPiece::IdleCpu => bench::ablation::Piece::IdleCpu,
+            AblationPiece::Reuse => bench::ablation::Piece::Reuse,
         }
     }
 }
@@ -375,9 +377,10 @@ pub(crate) enum BenchCommand {
     },
     /// One piece of speculation on and off (each side with its own tables, the same inputs) on the paper's
     /// applications it applies to: callee path prediction (`paths`: TrainTicket and Alibaba, low and medium
-    /// load) or idle CPU for speculative runs (`idle-cpu`: all 16, medium and high load).
+    /// load), idle CPU for speculative runs (`idle-cpu`: all 16, medium and high load), or reusing the handlers of
+    /// squashed runs (`reuse`: all 16, medium and high load).
     Ablation {
-        /// The piece: `paths` or `idle-cpu`.
+        /// The piece: `paths`, `idle-cpu` or `reuse`.
         #[arg(long, default_value = "paths")]
         piece: AblationPiece,
         /// Seeds inputs and arrivals.

@@ -142,6 +142,19 @@ pub struct Config {
     /// The CPU a speculative run gets: `idle` (the default), only CPU that non-speculative work leaves unused,
     /// until the run becomes non-speculative ([`Action::Promote`]); or `shared`, as much as any run.
     pub speculative_cpu: SpeculativeCpu,
+    /// What becomes of the handler of a speculative run that finished and was then squashed: `reuse` (the default)
+    /// if it held no effect and left its scratch space as it found it, as a committed run's handler is reused;
+    /// `retire`, always (a fresh handler replaces it).
+    pub squashed_handlers: SquashedHandlers,
+}
+
+/// See [`Config::squashed_handlers`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SquashedHandlers {
+    #[default]
+    Reuse,
+    Retire,
 }
 
 /// See [`Config::speculative_cpu`].
@@ -184,6 +197,7 @@ impl Default for Config {
             workflows: model::asl::Limits::default(),
             fan_out: FanOut::Concurrent,
             speculative_cpu: SpeculativeCpu::Idle,
+            squashed_handlers: SquashedHandlers::Reuse,
         }
     }
 }

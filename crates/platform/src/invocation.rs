@@ -11,7 +11,7 @@ use std::time::{Instant, SystemTime};
 
 use engine::{Action, Call, Completion, ErrorName, Event, Failure, Outcome, RequestId, RunId, Status};
 use model::{Application, Kind};
-use runtime::{Activation, Cpu, Done, Host, HostRequest, Killer, Reply, ReplyTo, Report};
+use runtime::{Activation, AfterSquash, Cpu, Done, Host, HostRequest, Killer, Reply, ReplyTo, Report};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -121,6 +121,10 @@ pub(crate) async fn run(
         engine::SpeculativeCpu::Idle => Cpu::Idle,
         engine::SpeculativeCpu::Shared => Cpu::Full,
     };
+    let after_squash = match config.squashed_handlers {
+        engine::SquashedHandlers::Reuse => AfterSquash::Reuse,
+        engine::SquashedHandlers::Retire => AfterSquash::Retire,
+    };
     let started = SystemTime::now();
     let direct = matches!(app.form, model::app::Form::Function) && !deployments.apps.contains_key(&app.name);
     let mut engine = engine::engine(app.clone(), deployments.catalog.clone(), config, oracle);
@@ -163,6 +167,7 @@ pub(crate) async fn run(
                             app_id: &app_id,
                             direct,
                             cpu: if speculative { speculative_cpu } else { Cpu::Full },
+                            after_squash,
                         };
                         let track = launch(&ctx, run, &function, input, id, parent, speculative);
                         if let Err(outcome) = &track.1 {
@@ -320,6 +325,7 @@ struct LaunchCtx<'a> {
     direct: bool,
     /// The CPU share the run gets.
     cpu: Cpu,
+    after_squash: AfterSquash,
 }
 
 fn launch(
@@ -331,7 +337,7 @@ fn launch(
     parent: Option<String>,
     speculative: bool,
 ) -> (TrackedRun, Result<(), Outcome>) {
-    let LaunchCtx { namespace, deployments, tx, app_id, direct, cpu, .. } = *ctx;
+    let LaunchCtx { namespace, deployments, tx, app_id, direct, cpu, after_squash, .. } = *ctx;
     let started = SystemTime::now();
     let launched = Instant::now();
     let mut record = ActivationRecord {
@@ -429,7 +435,7 @@ fn launch(
     let done: Done = Box::new(move |report| {
         let _ = finished.send(Incoming::Finished { run, report });
     });
-    track.killer = Some(deployed.warm.start(Activation { id, input, env, speculative, cpu }, host, done));
+    track.killer = Some(deployed.warm.start(Activation { id, input, env, speculative, cpu, after_squash }, host, done));
     (track, Ok(()))
 }
 

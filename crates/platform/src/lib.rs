@@ -145,6 +145,8 @@ pub struct InvokeOptions {
     pub callee_paths: Option<bool>,
     /// Force the CPU share of speculative runs (`[engine] speculative_cpu`) for this invocation, as ablations do.
     pub speculative_cpu: Option<engine::SpeculativeCpu>,
+    /// Force what becomes of squashed runs' handlers (`[engine] squashed_handlers`), as ablations do.
+    pub squashed_handlers: Option<engine::SquashedHandlers>,
     /// The invocation's activation id, when the caller needs it before the invocation ends (non-blocking
     /// invocations); a fresh one otherwise.
     pub activation_id: Option<String>,
@@ -516,6 +518,7 @@ impl Platform {
         config.speculation = options.speculation.unwrap_or(config.speculation && app.speculation);
         config.callee_paths = options.callee_paths.unwrap_or(config.callee_paths);
         config.speculative_cpu = options.speculative_cpu.unwrap_or(config.speculative_cpu);
+        config.squashed_handlers = options.squashed_handlers.unwrap_or(config.squashed_handlers);
         let oracle = self.oracle(namespace);
         let id = options.activation_id.unwrap_or_else(record::new_activation_id);
         let request = invocation::Request { app, input, config, oracle, activation_id: id };

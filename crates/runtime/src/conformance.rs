@@ -141,7 +141,14 @@ pub fn processes_with(marker: &str) -> usize {
 
 pub fn activation(input: Value) -> Activation {
     let n = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    Activation { id: format!("{n:032x}"), input, env: BTreeMap::new(), speculative: false, cpu: Cpu::Full }
+    Activation {
+        id: format!("{n:032x}"),
+        input,
+        env: BTreeMap::new(),
+        speculative: false,
+        cpu: Cpu::Full,
+        after_squash: Default::default(),
+    }
 }
 
 pub async fn run(warm: &dyn Warm, input: Value) -> Report {

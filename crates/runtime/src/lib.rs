@@ -45,6 +45,19 @@ pub struct Activation {
     pub speculative: bool,
     /// The CPU it may take: speculative work asks for [`Cpu::Idle`] until it is promoted ([`Killer::promote`]).
     pub cpu: Cpu,
+    /// What becomes of its handler if it finishes and is then killed (a speculative run squashed after it ran).
+    pub after_squash: AfterSquash,
+}
+
+/// What becomes of the handler of a speculative activation that finished and was then killed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AfterSquash {
+    /// It is retired, whatever the activation did.
+    #[default]
+    Retire,
+    /// It serves others if the activation held no effect and left the handler's scratch space (`/tmp`) as it found
+    /// it, as the handler of a committed activation does; a runtime that cannot tell retires it.
+    Reuse,
 }
 
 /// The CPU an activation may take.

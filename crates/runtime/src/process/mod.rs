@@ -44,7 +44,8 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::sandbox::{self, Bind, Gate, Job, Sandbox};
 use crate::{
-    Activation, BoxFuture, Cpu, Done, Error, Host, HostRequest, Killer, LogSink, Outcome, Report, Runtime, Warm,
+    Activation, AfterSquash, BoxFuture, Cpu, Done, Error, Host, HostRequest, Killer, LogSink, Outcome, Report, Runtime,
+    Warm,
 };
 use protocol::{FromHandler, Reply, ToHandler, line};
 
@@ -712,6 +713,10 @@ struct KillState {
     running: Option<Arc<Proc>>,
     /// The handler of a speculative activation that finished cleanly, until the activation is settled.
     parked: Option<Handler>,
+    /// What the handler's scratch space held when a speculative activation that may leave it for reuse
+    /// ([`AfterSquash::Reuse`]) started; cleared if the activation held an effect. A kill after it finished reuses
+    /// the parked handler only if its scratch space is just as it was.
+    scratch_at_start: Option<Scratch>,
     /// The handler's CPU time when this (speculative) activation started, and what it had used when killed.
     cpu_start_us: Option<u64>,
     cpu_used_us: Option<u64>,
@@ -737,6 +742,14 @@ impl KillState {
         held
     }
 
+    /// The parked handler of a squashed activation, if it may serve others: the activation held no effect, and
+    /// the handler's scratch space is as it was when the activation started. Anything else retires it.
+    fn reusable_after_squash(&mut self) -> Option<Handler> {
+        let parked = self.parked.take()?;
+        let before = self.scratch_at_start.take()?;
+        (scratch(parked.proc_.pid).as_ref() == Some(&before)).then_some(parked)
+    }
+
     fn logs(&mut self) -> Vec<String> {
         self.logs.take().map(LogSink::into_lines).unwrap_or_default()
     }
@@ -755,11 +768,15 @@ impl Warm for ProcessWarm {
         let kill = {
             let state = state.clone();
             let killed = killed.clone();
+            let shared = Arc::downgrade(&self.shared);
             move || {
                 // The kill reports at once: once the gate is shut and the channel is no longer read, nothing the
                 // run does reaches anyone, so the report waits neither for the signal nor for a task to wake up.
                 let mut s = lock(&state);
                 s.killed = true;
+                if let (Some(h), Some(shared)) = (s.reusable_after_squash(), shared.upgrade()) {
+                    reuse(&shared, h); // it ran to the end and left nothing behind: as after a clean activation
+                }
                 let held = s.kill_handler();
                 let report = s.done.take().map(|done| {
                     let report = Report { outcome: Outcome::Killed, logs: s.logs(), cpu_us: s.cpu_used_us, held };
@@ -888,6 +905,10 @@ async fn run_activation(
         proc_.share(&shared.runtime.sandbox, s.cpu);
         if activation.speculative {
             s.cpu_start_us = proc_.cpu_us();
+            if activation.after_squash == AfterSquash::Reuse && proc_.confined {
+                // Confined, its `/tmp` is its own: what it holds now tells whether the activation wrote to it.
+                s.scratch_at_start = scratch(proc_.pid);
+            }
         }
         if s.killed {
             s.kill_handler();
@@ -978,6 +999,9 @@ async fn run_activation(
         proc_.share(&shared.runtime.sandbox, Cpu::Full);
         if activation.speculative && !s.settled {
             // Until its run is settled, nothing it left in its scratch space may reach another activation.
+            if !held.is_empty() {
+                s.scratch_at_start = None; // it held an effect: never reused if squashed
+            }
             s.parked = Some(handler);
         } else {
             reusable = Some(handler);
@@ -1033,6 +1057,41 @@ fn with_limits(spec: &FunctionSpec, proc_: &Proc, message: String) -> String {
         message.push_str(&format!(" The action filled its scratch space of {} MB (tmp_mb).", spec.limits.tmp_mb));
     }
     message
+}
+
+/// What a handler's scratch space holds: every entry below its `/tmp` on the same file system (a bind exposed
+/// into it is another), `/tmp` itself included, with its size, modification time and mode.
+type Scratch = std::collections::BTreeMap<PathBuf, (u64, i64, i64, u32)>;
+
+/// The most entries [`scratch`] looks at; a scratch space with more is never compared (its handler is retired).
+const SCRATCH_ENTRIES_MAX: usize = 256;
+
+/// What the `/tmp` of handler `pid` holds; `None` if it cannot be read or holds over [`SCRATCH_ENTRIES_MAX`]
+/// entries.
+fn scratch(pid: i32) -> Option<Scratch> {
+    use std::os::unix::fs::MetadataExt;
+    let root = PathBuf::from(format!("/proc/{pid}/root/tmp"));
+    let top = std::fs::symlink_metadata(&root).ok()?;
+    let mut found = Scratch::new();
+    found.insert(PathBuf::new(), (top.len(), top.mtime(), top.mtime_nsec(), top.mode()));
+    let mut dirs = vec![root.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).ok()? {
+            let path = entry.ok()?.path();
+            let m = std::fs::symlink_metadata(&path).ok()?;
+            if m.dev() != top.dev() {
+                continue; // a bind exposed from the host
+            }
+            if found.len() >= SCRATCH_ENTRIES_MAX {
+                return None;
+            }
+            if m.is_dir() {
+                dirs.push(path.clone());
+            }
+            found.insert(path.strip_prefix(&root).ok()?.to_path_buf(), (m.len(), m.mtime(), m.mtime_nsec(), m.mode()));
+        }
+    }
+    Some(found)
 }
 
 /// Whether the handler's `/tmp` has no room left.

@@ -449,3 +449,49 @@ async fn a_speculative_activation_runs_on_idle_cpu_until_it_is_promoted() {
     let after = handler_cpu_idle(&cpu);
     assert!(after.iter().all(|i| i == "0"), "a handler kept idle CPU after its activation: {after:?}");
 }
+
+/// Runs a speculative activation to its end, then kills it, as a squash after the run finished does.
+async fn squash_after_finish(warm: &dyn Warm, input: serde_json::Value, after: runtime::AfterSquash) -> String {
+    let mut a = activation(input);
+    a.speculative = true;
+    a.after_squash = after;
+    let running = start(warm, a, &MockHost::default());
+    let report = tokio::time::timeout(Duration::from_secs(30), running.done).await.unwrap().unwrap();
+    running.killer.kill();
+    token(report.outcome)
+}
+
+/// The handler of a speculative activation that ran to its end and was then squashed serves others again if the
+/// activation held no effect and left its `/tmp` as it found it, so a squash costs no fresh handler; if it wrote
+/// there, or reuse is off, the handler is retired and nothing it left reaches another activation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_squashed_handler_is_reused_only_if_it_left_its_scratch_space_as_it_was() {
+    if !crate::process_runtime().confined() {
+        eprintln!("not exercised: handlers are not confined, so their /tmp is not their own");
+        return;
+    }
+    let code = "import os\nTOKEN = os.urandom(8).hex()\ndef main(a):\n    if a.get('write'):\n        with open('/tmp/left', 'w') as f:\n            f.write('x')\n    return {'token': TOKEN}\n";
+    let warm = load(Kind::Python, code, Limits::default()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // the spare is ready
+    let next = |warm: std::sync::Arc<dyn Warm>| async move { token(run(&*warm, json!({})).await.outcome) };
+
+    let clean = squash_after_finish(&*warm, json!({}), runtime::AfterSquash::Reuse).await;
+    assert_eq!(next(warm.clone()).await, clean, "a squashed handler that left nothing was not reused");
+
+    let wrote = squash_after_finish(&*warm, json!({"write": true}), runtime::AfterSquash::Reuse).await;
+    let retired = squash_after_finish(&*warm, json!({}), runtime::AfterSquash::Retire).await;
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let t = next(warm.clone()).await;
+        assert_ne!(t, wrote, "a squashed handler that wrote to its /tmp served again");
+        assert_ne!(t, retired, "a squashed handler served again with reuse off");
+    }
+}
+
+/// The `token` a fixture returned.
+fn token(o: Outcome) -> String {
+    match o {
+        Outcome::Success(v) => v["token"].as_str().unwrap().to_string(),
+        other => panic!("{other:?}"),
+    }
+}
