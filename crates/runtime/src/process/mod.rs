@@ -13,7 +13,10 @@
 //! was killed, timed out or crashed is never reused. A handler that ran a **speculative** activation is parked
 //! until the activation is settled ([`Killer::settle`]: its result stands) and only then reused; if the run is
 //! squashed instead, the handler is killed, so nothing a squashed run left in its scratch space reaches another
-//! activation.
+//! activation, unless the activation may leave it for reuse ([`AfterSquash::Reuse`], confined): then a squashed
+//! activation that held no effect and left its `/tmp` as it found it gives its handler back. One that still ran
+//! is **abandoned** rather than killed: its gate is shut, every call it makes from then on is refused here, and
+//! it runs to its end on idle CPU (or to its timeout, and is killed then).
 //!
 //! Kill: the activation's gate is shut (a held call is dropped, no supervised call goes out), its channel is no
 //! longer read, and the `Killed` report goes out at once, from the thread that kills. Then `SIGKILL` to the
@@ -706,6 +709,9 @@ fn cpu_us(clock: Option<libc::clockid_t>) -> Option<u64> {
 #[derive(Default)]
 struct KillState {
     killed: bool,
+    /// Killed while it ran, but left to run to its end with every call refused, so that its handler may serve
+    /// again ([`KillState::abandon`]).
+    abandoned: bool,
     settled: bool,
     /// The CPU share the activation has now: what it asked for, until it is promoted.
     cpu: Cpu,
@@ -740,6 +746,25 @@ impl KillState {
         }
         self.parked = None; // dropping a handler retires it
         held
+    }
+
+    /// Abandons the running activation instead of killing its handler, if it may be reused after a squash
+    /// ([`AfterSquash::Reuse`], confined) and has held no effect: its gate is shut, and the activation's task refuses
+    /// whatever it asks from now on and reuses the handler if it ends cleanly with its scratch space as it was.
+    /// Returns what the gate held, or `None` where it kills instead.
+    fn abandon(&mut self) -> Option<Vec<sandbox::HeldCall>> {
+        let p = self.running.as_ref()?;
+        self.scratch_at_start.as_ref()?;
+        if let (Some(start), None) = (self.cpu_start_us, self.cpu_used_us) {
+            self.cpu_used_us = p.cpu_us().map(|now| now.saturating_sub(start));
+        }
+        let held = p.gate.kill();
+        if !held.is_empty() {
+            p.kill(); // it held an effect: nothing of it may serve again
+            return Some(held);
+        }
+        self.abandoned = true;
+        Some(held)
     }
 
     /// The parked handler of a squashed activation, if it may serve others: the activation held no effect, and
@@ -777,7 +802,10 @@ impl Warm for ProcessWarm {
                 if let (Some(h), Some(shared)) = (s.reusable_after_squash(), shared.upgrade()) {
                     reuse(&shared, h); // it ran to the end and left nothing behind: as after a clean activation
                 }
-                let held = s.kill_handler();
+                let held = match s.abandon() {
+                    Some(held) => held,
+                    None => s.kill_handler(),
+                };
                 let report = s.done.take().map(|done| {
                     let report = Report { outcome: Outcome::Killed, logs: s.logs(), cpu_us: s.cpu_used_us, held };
                     (done, report)
@@ -919,6 +947,11 @@ async fn run_activation(
     let run = line(&ToHandler::Run { id: &activation.id, args: &activation.input, env: &activation.env });
     let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<(u64, crate::Reply)>();
     let mut clean = false;
+    // Calls sent on and not answered yet; once the activation is abandoned, each is refused here, and so is every
+    // later call, so that it runs to its end without the platform.
+    let mut outstanding = std::collections::HashSet::new();
+    let mut draining = false;
+    let refusal = |rid| line(&to_reply(rid, crate::Reply::Refused("the activation was squashed".into())));
     let outcome = if handler.write.write_all(run.as_bytes()).await.is_err() {
         Outcome::DeveloperError("the handler went away before the activation started".into())
     } else {
@@ -931,8 +964,14 @@ async fn run_activation(
                                 logs.push(&stream, &line)
                             }
                         }
+                        Ok(FromHandler::Call(call)) if draining => {
+                            if handler.write.write_all(refusal(call.rid).as_bytes()).await.is_err() {
+                                continue; // the read side will see the handler go
+                            }
+                        }
                         Ok(FromHandler::Call(call)) => {
                             let rid = call.rid;
+                            outstanding.insert(rid);
                             match to_host_call(call) {
                                 Ok(call) => {
                                     let tx = reply_tx.clone();
@@ -965,12 +1004,25 @@ async fn run_activation(
                     }
                 },
                 Some((rid, reply)) = reply_rx.recv() => {
+                    if !outstanding.remove(&rid) {
+                        continue; // refused already, when the activation was abandoned
+                    }
                     let msg = line(&to_reply(rid, reply));
                     if handler.write.write_all(msg.as_bytes()).await.is_err() {
                         continue; // the read side will see the handler go
                     }
                 }
-                _ = killed.notified() => break Outcome::Killed,
+                _ = killed.notified(), if !draining => {
+                    if !lock(state).abandoned {
+                        break Outcome::Killed;
+                    }
+                    draining = true;
+                    for rid in std::mem::take(&mut outstanding) {
+                        if handler.write.write_all(refusal(rid).as_bytes()).await.is_err() {
+                            break; // the read side will see the handler go
+                        }
+                    }
+                }
                 Ok(()) = exit.changed() => {
                     let status = exit.borrow().clone();
                     if status.is_some() {
@@ -1006,6 +1058,11 @@ async fn run_activation(
         } else {
             reusable = Some(handler);
         }
+    } else if clean && s.abandoned && s.scratch_at_start.take().is_some_and(|b| scratch(proc_.pid) == Some(b)) {
+        // Squashed while it ran, it ran to its end on refusals and left nothing behind: it may serve again.
+        s.running = None;
+        proc_.share(&shared.runtime.sandbox, Cpu::Full);
+        reusable = Some(handler);
     } else {
         // Never reuse a handler that was killed, timed out, crashed or broke the protocol.
         s.kill_handler();
