@@ -249,6 +249,12 @@ impl World {
                             }
                         }
                         Action::Effect { run, request, effect } => {
+                            // Effects go out under the condition that promotes a run: a run launched speculatively
+                            // performs one only once promoted, unless it is a safe request (made speculatively).
+                            assert!(
+                                !speculative.contains(&run) || promoted.contains(&run) || effect.is_safe_http(),
+                                "{run:?} performed {effect:?} while speculative, without being promoted"
+                            );
                             observed.effects.push(effect);
                             let result = json!({"status": 200, "n": observed.effects.len()});
                             queue.push_back(Event::EffectDone { run, request, result: Ok(result) });

@@ -457,12 +457,18 @@ fn finish(
     let mut squashed_cpu_us = 0u64;
     let mut squashed_ids = Vec::new();
     for (i, track) in tracked.into_iter().enumerate() {
+        let summary = completion.runs.get(i);
         if let (Some(killer), None) = (&track.killer, track.killed) {
-            // Its result stands: a handler held back for it may serve others now.
-            killer.settle();
+            if matches!(summary.map(|s| s.fate), Some(engine::Fate::Squashed(_) | engine::Fate::Discarded)) {
+                // Squashed after it finished (the engine kills only running runs): its handler serves again only
+                // if the runtime finds it left nothing behind.
+                killer.kill();
+            } else {
+                // Its result stands: a handler held back for it may serve others now.
+                killer.settle();
+            }
         }
         let mut record = track.record;
-        let summary = completion.runs.get(i);
         let squashed = matches!(summary.map(|s| s.fate), Some(engine::Fate::Squashed(_)));
         if let Some((report, _, _)) = &track.report
             && !report.held.is_empty()

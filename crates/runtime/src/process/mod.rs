@@ -752,7 +752,7 @@ impl KillState {
     /// ([`AfterSquash::Reuse`], confined) and has held no effect: its gate is shut, and the activation's task refuses
     /// whatever it asks from now on and reuses the handler if it ends cleanly with its scratch space as it was.
     /// Returns what the gate held, or `None` where it kills instead.
-    fn abandon(&mut self) -> Option<Vec<sandbox::HeldCall>> {
+    fn abandon(&mut self, sandbox: &sandbox::Sandbox) -> Option<Vec<sandbox::HeldCall>> {
         let p = self.running.as_ref()?;
         self.scratch_at_start.as_ref()?;
         if let (Some(start), None) = (self.cpu_start_us, self.cpu_used_us) {
@@ -764,6 +764,7 @@ impl KillState {
             return Some(held);
         }
         self.abandoned = true;
+        p.share(sandbox, Cpu::Idle); // what it still does is waste: it must not delay anyone
         Some(held)
     }
 
@@ -799,10 +800,11 @@ impl Warm for ProcessWarm {
                 // run does reaches anyone, so the report waits neither for the signal nor for a task to wake up.
                 let mut s = lock(&state);
                 s.killed = true;
-                if let (Some(h), Some(shared)) = (s.reusable_after_squash(), shared.upgrade()) {
-                    reuse(&shared, h); // it ran to the end and left nothing behind: as after a clean activation
+                let shared = shared.upgrade();
+                if let (Some(h), Some(shared)) = (s.reusable_after_squash(), &shared) {
+                    reuse(shared, h); // it ran to the end and left nothing behind: as after a clean activation
                 }
-                let held = match s.abandon() {
+                let held = match shared.as_ref().and_then(|sh| s.abandon(&sh.runtime.sandbox)) {
                     Some(held) => held,
                     None => s.kill_handler(),
                 };
