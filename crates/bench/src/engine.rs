@@ -69,6 +69,7 @@ fn chain_once(app: &Arc<Application>, catalog: &Arc<Catalog>, config: Config, or
                 | Action::Kill { .. }
                 | Action::Promote { .. }
                 | Action::Settle { .. }
+                | Action::Discard { .. }
                 | Action::Effect { .. }
                 | Action::SetTimer { .. } => {}
             }

@@ -90,9 +90,11 @@ pub struct Observed {
     /// each function in `launches` was launched.
     pub commit_ms: Vec<u64>,
     pub launch_ms: Vec<u64>,
-    /// How many runs were promoted ([`Action::Promote`]) and settled ([`Action::Settle`]).
+    /// How many runs were promoted ([`Action::Promote`]), settled ([`Action::Settle`]) and discarded
+    /// ([`Action::Discard`]).
     pub promoted: usize,
     pub settled: usize,
+    pub discarded: usize,
 }
 
 struct Active {
@@ -167,6 +169,7 @@ impl World {
         let mut promoted: HashSet<RunId> = HashSet::new();
         let mut settled: HashSet<RunId> = HashSet::new();
         let mut killed: HashSet<RunId> = HashSet::new();
+        let mut discarded: HashSet<RunId> = HashSet::new();
         let mut observed = Observed {
             completion: Completion {
                 status: crate::Status::InternalError,
@@ -185,6 +188,7 @@ impl World {
             launch_ms: Vec::new(),
             promoted: 0,
             settled: 0,
+            discarded: 0,
         };
         let eager = matches!(self.schedule, Schedule::Eager);
         loop {
@@ -264,17 +268,27 @@ impl World {
                             assert!(speculative.contains(&run), "{run:?} was promoted but launched non-speculatively");
                             // It may have finished with its report still on the way: the runtime ignores that one.
                             assert!(!killed.contains(&run), "{run:?} was promoted after it was killed");
+                            assert!(!discarded.contains(&run), "{run:?} was promoted after it was discarded");
                             assert!(promoted.insert(run), "{run:?} was promoted twice");
                             observed.promoted += 1;
                         }
                         Action::Settle { run } => {
                             assert!(speculative.contains(&run), "{run:?} was settled but launched non-speculatively");
                             assert!(!active.contains_key(&run), "{run:?} was settled while it runs");
+                            assert!(!discarded.contains(&run), "{run:?} was settled after it was discarded");
                             assert!(settled.insert(run), "{run:?} was settled twice");
                             observed.settled += 1;
                         }
+                        Action::Discard { run } => {
+                            assert!(speculative.contains(&run), "{run:?} was discarded but launched non-speculatively");
+                            assert!(!active.contains_key(&run), "{run:?} was discarded while it runs");
+                            assert!(!settled.contains(&run), "{run:?} was discarded after it was settled");
+                            assert!(discarded.insert(run), "{run:?} was discarded twice");
+                            observed.discarded += 1;
+                        }
                         Action::Kill { run, .. } => {
                             assert!(!settled.contains(&run), "{run:?} was killed after it was settled");
+                            assert!(!discarded.contains(&run), "{run:?} was killed after it was discarded");
                             killed.insert(run);
                             if let Some(a) = active.remove(&run) {
                                 observed.answers.push((a.function, a.answers));

@@ -511,6 +511,10 @@ pub enum Action {
     /// case it was (its handler, with its scratch space) may serve others now. At most once per run, after its
     /// [`Event::Finished`]; a settled run is never killed.
     Settle { run: RunId },
+    /// A run launched speculatively finished and was then squashed or discarded: what its runtime held back in case
+    /// of that (its handler) may serve others only if the run left nothing behind. At most once per run, after its
+    /// [`Event::Finished`], and never for a settled run. (A run squashed while it runs gets [`Action::Kill`].)
+    Discard { run: RunId },
     /// Stop a run now and discard everything it produced; no [`Event::Finished`] is expected for it any more.
     Kill { run: RunId, cause: Cause },
     /// The invocation is over.

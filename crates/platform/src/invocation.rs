@@ -225,6 +225,13 @@ pub(crate) async fn run(
                             k.settle();
                         }
                     }
+                    Action::Discard { run } => {
+                        // Squashed after it finished: its handler serves again only if the runtime finds it left
+                        // nothing behind. Not a kill: the run's time ended with its report.
+                        if let Some(k) = tracked.get(run.index()).and_then(|t| t.killer.as_ref()) {
+                            k.kill();
+                        }
+                    }
                     Action::Kill { run, cause } => {
                         if let Some(track) = tracked.get_mut(run.index()) {
                             if let Some(k) = track.killer.as_ref() {
@@ -459,14 +466,9 @@ fn finish(
     for (i, track) in tracked.into_iter().enumerate() {
         let summary = completion.runs.get(i);
         if let (Some(killer), None) = (&track.killer, track.killed) {
-            if matches!(summary.map(|s| s.fate), Some(engine::Fate::Squashed(_) | engine::Fate::Discarded)) {
-                // Squashed after it finished (the engine kills only running runs): its handler serves again only
-                // if the runtime finds it left nothing behind.
-                killer.kill();
-            } else {
-                // Its result stands: a handler held back for it may serve others now.
-                killer.settle();
-            }
+            // Its result stands (a discarded run's handler was dealt with already): a handler held back for it may
+            // serve others now.
+            killer.settle();
         }
         let mut record = track.record;
         let squashed = matches!(summary.map(|s| s.fate), Some(engine::Fate::Squashed(_)));

@@ -490,13 +490,16 @@ impl Engine {
         Some(run)
     }
 
-    /// Ends `run` with `fate`, killing it if it still runs, and drops its buffered writes.
+    /// Ends `run` with `fate`, killing it if it still runs (or discarding what it left, if it finished
+    /// speculatively and its result is thrown away), and drops its buffered writes.
     fn end_run(&mut self, run: RunId, fate: Fate, out: &mut Vec<Action>) {
         let r = &mut self.runs[run];
-        if r.is_running()
-            && let Fate::Squashed(cause) = fate
-        {
-            out.push(Action::Kill { run, cause });
+        match (fate, &r.state) {
+            (Fate::Squashed(cause), RunState::Running) => out.push(Action::Kill { run, cause }),
+            (Fate::Squashed(_) | Fate::Discarded, RunState::Finished | RunState::Held(_)) if r.speculative => {
+                out.push(Action::Discard { run })
+            }
+            _ => {}
         }
         r.state = RunState::Ended(fate);
         self.buffer.take(run);

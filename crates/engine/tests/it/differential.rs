@@ -487,6 +487,7 @@ pub struct Counters {
     /// Runs promoted while they ran, and runs settled at their commit (the harness checks when each may happen).
     pub promoted: usize,
     pub settled: usize,
+    pub discarded: usize,
     /// The most runs in flight at once with speculation off (branches and iterations run concurrently).
     pub max_active_off: usize,
 }
@@ -544,6 +545,7 @@ impl World {
         self.reads_log.extend(seen.answers);
         counters.promoted += seen.promoted;
         counters.settled += seen.settled;
+        counters.discarded += seen.discarded;
         let c = seen.completion;
         observed.status = Some(c.status);
         observed.result = c.result;
@@ -671,6 +673,7 @@ fn speculation_equals_the_sequential_reference_under_every_oracle() {
         assert!(counters.callees_used_path > 0, "no callee predicted by path was ever used: {counters:?}");
         assert!(counters.promoted > 0, "no speculative run was ever promoted while it ran: {counters:?}");
         assert!(counters.settled > 0, "no speculative run was ever settled: {counters:?}");
+        assert!(counters.discarded > 0, "no finished speculative run was ever discarded: {counters:?}");
         assert!(
             counters.callees_predicted_path > counters.callees_used_path,
             "no callee predicted by path was ever wrong: {counters:?}"

@@ -378,6 +378,31 @@ async fn a_directory_exposed_from_below_tmp_is_visible_beside_the_scratch_space(
     assert_eq!(run(&*warm, json!({})).await.outcome, Outcome::Success(json!({"text": "shared"})));
 }
 
+/// Starts `a` with a host that hands each call to the test instead of answering it: the killer, the calls, and
+/// where the report goes.
+fn start_holding(
+    warm: &dyn Warm,
+    a: runtime::Activation,
+) -> (
+    runtime::Killer,
+    tokio::sync::mpsc::UnboundedReceiver<runtime::HostRequest>,
+    tokio::sync::oneshot::Receiver<runtime::Report>,
+) {
+    let (calls_tx, calls) = tokio::sync::mpsc::unbounded_channel::<runtime::HostRequest>();
+    let host: runtime::Host = std::sync::Arc::new(move |req| {
+        let _ = calls_tx.send(req);
+    });
+    let (done_tx, done) = tokio::sync::oneshot::channel();
+    let killer = warm.start(
+        a,
+        host,
+        Box::new(move |r| {
+            let _ = done_tx.send(r);
+        }),
+    );
+    (killer, calls, done)
+}
+
 /// The `cpu.idle` of every cpu cgroup of this process's handlers that holds processes.
 fn handler_cpu_idle(cpu: &std::path::Path) -> Vec<String> {
     let prefix = format!("specfaas-{}-", std::process::id());
@@ -405,22 +430,11 @@ async fn a_speculative_activation_runs_on_idle_cpu_until_it_is_promoted() {
     let warm = load(Kind::Python, code, Limits::default()).await;
     tokio::time::sleep(Duration::from_millis(500)).await; // the spare is ready too, at the full share
     // The host holds the function's read until the test has looked.
-    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<runtime::HostRequest>();
-    let host: runtime::Host = std::sync::Arc::new(move |req| {
-        let _ = seen_tx.send(req);
-    });
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let mut a = activation(json!({}));
     a.speculative = true;
     a.cpu = runtime::Cpu::Idle;
-    let killer = warm.start(
-        a,
-        host,
-        Box::new(move |r| {
-            let _ = done_tx.send(r);
-        }),
-    );
-    let read = tokio::time::timeout(Duration::from_secs(30), seen_rx.recv()).await.unwrap().unwrap();
+    let (killer, mut calls, done_rx) = start_holding(&*warm, a);
+    let read = tokio::time::timeout(Duration::from_secs(30), calls.recv()).await.unwrap().unwrap();
     let speculative = handler_cpu_idle(&cpu);
     assert_eq!(speculative.iter().filter(|i| *i == "1").count(), 1, "one handler on idle CPU: {speculative:?}");
     killer.promote();
@@ -431,21 +445,13 @@ async fn a_speculative_activation_runs_on_idle_cpu_until_it_is_promoted() {
     assert_eq!(report.outcome, Outcome::Success(json!({"got": 7})));
     killer.settle();
     // Not promoted this time: its handler still gets the full share back once the activation is over.
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let mut a = activation(json!({}));
     a.speculative = true;
     a.cpu = runtime::Cpu::Idle;
-    let host = MockHost::default();
-    let killer = warm.start(
-        a,
-        host.channel(),
-        Box::new(move |r| {
-            let _ = done_tx.send(r);
-        }),
-    );
-    let report = tokio::time::timeout(Duration::from_secs(30), done_rx).await.unwrap().unwrap();
+    let running = start(&*warm, a, &MockHost::default());
+    let report = tokio::time::timeout(Duration::from_secs(30), running.done).await.unwrap().unwrap();
     assert!(matches!(report.outcome, Outcome::Success(_)), "{report:?}");
-    killer.settle();
+    running.killer.settle();
     let after = handler_cpu_idle(&cpu);
     assert!(after.iter().all(|i| i == "0"), "a handler kept idle CPU after its activation: {after:?}");
 }
@@ -504,22 +510,11 @@ fn token(o: Outcome) -> String {
 /// there, as a squash of a running activation does; its call is never answered by the host. Returns the key it
 /// read.
 async fn squash_while_running(warm: &dyn Warm, input: serde_json::Value) -> String {
-    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<runtime::HostRequest>();
-    let host: runtime::Host = std::sync::Arc::new(move |req| {
-        let _ = seen_tx.send(req);
-    });
     let mut a = activation(input);
     a.speculative = true;
     a.after_squash = runtime::AfterSquash::Reuse;
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let killer = warm.start(
-        a,
-        host,
-        Box::new(move |r| {
-            let _ = done_tx.send(r);
-        }),
-    );
-    let call = tokio::time::timeout(Duration::from_secs(30), seen_rx.recv()).await.unwrap().unwrap();
+    let (killer, mut calls, done_rx) = start_holding(warm, a);
+    let call = tokio::time::timeout(Duration::from_secs(30), calls.recv()).await.unwrap().unwrap();
     let runtime::Call::Get { key } = call.call else { panic!("{:?}", call.call) };
     killer.kill();
     let report = tokio::time::timeout(Duration::from_secs(5), done_rx).await.unwrap().unwrap();
