@@ -7,7 +7,9 @@
 //! - idle CPU for speculative runs (`[engine] speculative_cpu`), which matters wherever speculation competes with
 //!   non-speculative work for CPU: every application, at the medium and high loads;
 //! - reusing the handlers of squashed runs (`[engine] squashed_handlers`), which saves the fresh handler each
-//!   squash costs otherwise: every application, at the medium and high loads.
+//!   squash costs otherwise: every application, at the medium and high loads;
+//! - field-by-field output guesses (`[engine] field_guesses`, [`engine::fields`]), which derive on inputs with no
+//!   memo row, and build callee arguments from guessed results: every application, at the low and medium loads.
 //!
 //! Each suite is deployed twice, into two namespaces, so that each side has its own learned tables and neither
 //! learns from the other's requests. Both sides then get the same inputs (drawn as `bench paper` draws them: the
@@ -32,6 +34,8 @@ pub enum Piece {
     IdleCpu,
     /// `[engine] squashed_handlers = "reuse"` (against `"retire"`).
     Reuse,
+    /// `[engine] field_guesses`.
+    Fields,
 }
 
 impl Piece {
@@ -40,6 +44,7 @@ impl Piece {
             Piece::Paths => "callee_paths",
             Piece::IdleCpu => "speculative_cpu",
             Piece::Reuse => "squashed_handlers",
+            Piece::Fields => "field_guesses",
         }
     }
 
@@ -49,13 +54,14 @@ impl Piece {
             Piece::Paths => ("without paths", "with paths"),
             Piece::IdleCpu => ("shared CPU", "idle CPU"),
             Piece::Reuse => ("retired", "reused"),
+            Piece::Fields => ("memo rows only", "with guesses"),
         }
     }
 
     /// The loads it matters at, as in `bench paper`: shares of the CPU speculation-off requests would use.
     fn loads(self) -> &'static [(&'static str, f64)] {
         match self {
-            Piece::Paths => &[("low", 0.1), ("medium", 0.25)],
+            Piece::Paths | Piece::Fields => &[("low", 0.1), ("medium", 0.25)],
             Piece::IdleCpu | Piece::Reuse => &[("medium", 0.25), ("high", 0.5)],
         }
     }
@@ -73,13 +79,26 @@ impl Piece {
                 o.squashed_handlers =
                     Some(if with { engine::SquashedHandlers::Reuse } else { engine::SquashedHandlers::Retire })
             }
+            Piece::Fields => o.field_guesses = Some(with),
         }
         o
     }
 
     /// Whether the piece matters for an application of `suite`.
     fn applies(self, suite: Suite) -> bool {
-        self != Piece::Paths || suite != Suite::FaaSChain
+        match self {
+            Piece::Paths => suite != Suite::FaaSChain,
+            // Workflows derive on guessed outputs; implicit chains make callee arguments from guessed results.
+            Piece::Fields | Piece::IdleCpu | Piece::Reuse => true,
+        }
+    }
+
+    /// The last column of the report: what the piece did on the side with it.
+    fn detail(self) -> (&'static str, fn(&platform::metrics::Snapshot) -> String) {
+        match self {
+            Piece::Fields => ("guessed / memo misses", |c| format!("{} / {}", c.field_guesses, c.memo_misses)),
+            _ => ("by path: used / predicted", |c| format!("{} / {}", c.callees_used_path, c.callees_predicted_path)),
+        }
     }
 }
 
@@ -194,13 +213,14 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
 impl crate::Report for Report {
     fn markdown(&self) -> String {
         let (without, with) = self.piece.sides();
+        let (detail_name, detail) = self.piece.detail();
         let mut s = format!(
             "## Ablation: `{}`, I/O-bound profile\n\n\
              Each side has its own namespace and tables and gets the same inputs. Speedups are over speculation off \
              on the same inputs (p50). CPU is the machine's busy time over each block, normalized to speculation \
              off.\n\n\
              | app | load | rate (/s) | off p50 | {without} p50 | {with} p50 | speedup {without} | speedup {with} \
-             | {with}/{without} mean | CPU {without} / {with} | by path: used / predicted |\n\
+             | {with}/{without} mean | CPU {without} / {with} | {detail_name} |\n\
              |---|---|---|---|---|---|---|---|---|---|---|\n",
             self.piece.name()
         );
@@ -208,7 +228,7 @@ impl crate::Report for Report {
             let c = &r.with.counters;
             let cpu = |b: &Block| b.cpu_ms / r.off.cpu_ms.max(1.0);
             s.push_str(&format!(
-                "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}× | {:.2}× | {:.2}× | {:.2} / {:.2} | {} / {} |\n",
+                "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}× | {:.2}× | {:.2}× | {:.2} / {:.2} | {} |\n",
                 r.app.label,
                 r.load,
                 r.rate,
@@ -220,8 +240,7 @@ impl crate::Report for Report {
                 r.without.mean() / r.with.mean(),
                 cpu(&r.without),
                 cpu(&r.with),
-                c.callees_used_path,
-                c.callees_predicted_path
+                detail(c)
             ));
         }
         let mean = |f: &dyn Fn(&Row) -> f64| self.rows.iter().map(f).sum::<f64>() / self.rows.len().max(1) as f64;

@@ -37,6 +37,7 @@ pub(crate) enum AblationPiece {
     Paths,
     IdleCpu,
     Reuse,
+    Fields,
 }
 
 impl From<AblationPiece> for bench::ablation::Piece {
@@ -45,6 +46,7 @@ impl From<AblationPiece> for bench::ablation::Piece {
             AblationPiece::Paths => bench::ablation::Piece::Paths,
             AblationPiece::IdleCpu => bench::ablation::Piece::IdleCpu,
             AblationPiece::Reuse => bench::ablation::Piece::Reuse,
+            AblationPiece::Fields => bench::ablation::Piece::Fields,
         }
     }
 }
@@ -377,10 +379,11 @@ pub(crate) enum BenchCommand {
     },
     /// One piece of speculation on and off (each side with its own tables, the same inputs) on the paper's
     /// applications it applies to: callee path prediction (`paths`: TrainTicket and Alibaba, low and medium
-    /// load), idle CPU for speculative runs (`idle-cpu`: all 16, medium and high load), or reusing the handlers of
-    /// squashed runs (`reuse`: all 16, medium and high load).
+    /// load), idle CPU for speculative runs (`idle-cpu`: all 16, medium and high load), reusing the handlers of
+    /// squashed runs (`reuse`: all 16, medium and high load), or field-by-field output guesses (`fields`: all 16, low
+    /// and medium load).
     Ablation {
-        /// The piece: `paths`, `idle-cpu` or `reuse`.
+        /// The piece: `paths`, `idle-cpu`, `reuse` or `fields`.
         #[arg(long, default_value = "paths")]
         piece: AblationPiece,
         /// Seeds inputs and arrivals.

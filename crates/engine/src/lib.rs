@@ -33,6 +33,7 @@
 //! functions are ordinary outcomes, not Rust errors.
 
 pub mod buffer;
+pub mod fields;
 #[cfg(feature = "harness")]
 pub mod harness;
 pub mod oracle;
@@ -124,6 +125,10 @@ pub struct Config {
     /// arguments made as before from its input and earlier results ([`paths`]). Off: only callees seen on exactly
     /// this input are launched early.
     pub callee_paths: bool,
+    /// Guess the output of a function on an input with no memo row, field by field, from what it returned on other
+    /// inputs: fields passed through from the input and steady constants ([`fields`]); the rest stays unknown.
+    /// Off: only memo rows (exact inputs) are derived on.
+    pub field_guesses: bool,
     /// Probability a predicted branch target needs before the engine speculates down it (the paper's 60%; a
     /// two-way branch below 40% predicts the other target at over 60%, and in between nothing is speculated).
     pub branch_threshold: f64,
@@ -191,6 +196,7 @@ impl Default for Config {
             pause_percent: 90,
             budget: 64,
             callee_paths: true,
+            field_guesses: true,
             branch_threshold: 0.6,
             path_history: 8,
             dependence_squashes: 3,
@@ -285,6 +291,8 @@ pub struct Stats {
     pub skipped: u32,
     pub memo_hits: u32,
     pub memo_misses: u32,
+    /// Memo misses on which part of the output was guessed field by field ([`fields`]).
+    pub field_guesses: u32,
     /// Branch targets followed on a prediction, and how many of them the real data confirmed.
     pub branch_predictions: u32,
     pub branch_hits: u32,

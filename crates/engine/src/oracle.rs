@@ -33,7 +33,40 @@ pub trait Memo: Send + Sync {
     /// checked when the function finishes; for a `pure` function it is trusted and the function is not run, which
     /// is sound because the engine trains the table with committed outputs only.
     fn lookup(&self, function: &str, version: &str, input: &Value) -> Option<Value>;
+    /// For an input with no row: the output guessed field by field from what `function` returned on other inputs
+    /// ([`crate::fields`]). Never trusted, not even for a `pure` function: only derived on, and validated.
+    fn guess(&self, _function: &str, _version: &str, _input: &Value) -> Option<Guess> {
+        None
+    }
     fn train(&self, function: &str, version: &str, input: &Value, output: &Value);
+}
+
+/// An output guessed field by field: known values, objects of guesses, and parts nobody can guess.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Guess {
+    Value(Value),
+    Object(Vec<(String, Guess)>),
+    Unknown,
+}
+
+impl Guess {
+    /// Whether any part is known.
+    pub fn knows_something(&self) -> bool {
+        match self {
+            Guess::Value(_) => true,
+            Guess::Object(fields) => fields.iter().any(|(_, g)| g.knows_something()),
+            Guess::Unknown => false,
+        }
+    }
+
+    /// The guessed value, with `unknown` in place of each part nobody can guess.
+    pub fn fill(&self, unknown: &Value) -> Value {
+        match self {
+            Guess::Value(v) => v.clone(),
+            Guess::Object(fields) => Value::Object(fields.iter().map(|(k, g)| (k.clone(), g.fill(unknown))).collect()),
+            Guess::Unknown => unknown.clone(),
+        }
+    }
 }
 
 /// A call a function made (or is predicted to make), and what it returned when that is known.

@@ -11,8 +11,8 @@
 //!
 //! A template is used only once it was **confirmed**: a committed call on another input than the one it was
 //! learned from matched it. Resolving a template for a new input needs the results of the earlier calls it reads;
-//! the engine supplies the real ones, a predicted run's, or the memo table's, and a template it cannot resolve
-//! predicts nothing. Like every prediction, a resolved call is only a guess: a predicted run is bound to a real call
+//! the engine supplies the real ones, a predicted run's, the memo table's, or a guess ([`crate::fields`]), and a
+//! template it cannot resolve (a result not known, or a part of a guess nobody could guess) predicts nothing. Like every prediction, a resolved call is only a guess: a predicted run is bound to a real call
 //! only on canonically equal arguments.
 
 use std::hash::{Hash, Hasher};
@@ -20,6 +20,7 @@ use std::hash::{Hash, Hasher};
 use serde_json::Value;
 
 use crate::oracle::Called;
+use crate::walk::contains_unknown;
 
 /// Where a value is looked for: at most this many nodes of each JSON value searched.
 const SEARCH_NODES_MAX: usize = 4096;
@@ -56,7 +57,7 @@ pub enum Template {
     Part(Vec<Source>),
 }
 
-fn select<'a>(mut value: &'a Value, path: &[Step]) -> Option<&'a Value> {
+pub(crate) fn select<'a>(mut value: &'a Value, path: &[Step]) -> Option<&'a Value> {
     for step in path {
         value = match step {
             Step::Key(k) => value.get(k.as_str())?,
@@ -67,7 +68,7 @@ fn select<'a>(mut value: &'a Value, path: &[Step]) -> Option<&'a Value> {
 }
 
 /// Paths in `root` where `wanted` occurs, appended to `found` (at most [`SOURCES_MAX`] in all).
-fn find(root: &Value, wanted: &Value, found: &mut Vec<Vec<Step>>) {
+pub(crate) fn find_paths(root: &Value, wanted: &Value, found: &mut Vec<Vec<Step>>) {
     let mut visited = 0;
     let mut stack: Vec<(Vec<Step>, &Value)> = vec![(Vec::new(), root)];
     while let Some((path, value)) = stack.pop() {
@@ -123,11 +124,11 @@ impl Template {
         let mut sources = Vec::new();
         if !args.is_null() {
             let mut paths = Vec::new();
-            find(input, args, &mut paths);
+            find_paths(input, args, &mut paths);
             sources.extend(paths.drain(..).map(Source::Input));
             for (call, c) in earlier.iter().enumerate() {
                 if let Some(result) = &c.result {
-                    find(result, args, &mut paths);
+                    find_paths(result, args, &mut paths);
                     sources.extend(paths.drain(..).map(|path| Source::Result { call, path }));
                 }
             }
@@ -177,10 +178,12 @@ impl Template {
             // A value that comes from data waits for that data; the constant is for values that come from none.
             Template::Part(sources) => match sources.as_slice() {
                 [Source::Constant(v)] => Some(v.clone()),
+                // A part of a guessed result that nobody could guess resolves nothing.
                 _ => sources
                     .iter()
                     .filter(|s| !matches!(s, Source::Constant(_)))
-                    .find_map(|s| s.resolve(input, earlier))
+                    .filter_map(|s| s.resolve(input, earlier))
+                    .find(|v| !contains_unknown(v))
                     .cloned(),
             },
             Template::Object(fields) => {
@@ -237,6 +240,12 @@ mod tests {
         // An earlier result not known yet: nothing is predicted.
         let unknown = vec![earlier2[0].clone(), called("station", json!({"name": "nanjing"}), None)];
         assert_eq!(t.resolve(&input2, &unknown), None);
+        // A guessed result: its known part resolves, its unknown part does not.
+        let guessed = |id: Value| called("station", json!({"name": "nanjing"}), Some(json!({"id": id, "x": 1})));
+        let partly = vec![earlier2[0].clone(), guessed(json!("nj"))];
+        assert_eq!(t.resolve(&input2, &partly).unwrap()["to"], json!("nj"));
+        let unknown_id = vec![earlier2[0].clone(), guessed(crate::walk::unknown())];
+        assert_eq!(t.resolve(&input2, &unknown_id), None);
     }
 
     #[test]

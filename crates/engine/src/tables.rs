@@ -4,7 +4,8 @@
 //! - **Branch table**: `(choice, path-history hash)` → counts per target. The prediction is the most-taken target
 //!   and its share of the counts. Counts are halved when they reach [`COUNT_MAX`], so old behaviour fades.
 //! - **Memo table**: `(function, code version, canonical JSON of the input)` → output. A redeploy changes the
-//!   version, so rows never outlive the code that produced them.
+//!   version, so rows never outlive the code that produced them. Beside the rows, per function and version, a
+//!   [`Fields`] model guesses outputs for inputs with no row, field by field ([`crate::fields`]).
 //!
 //! - **Callee table**: `(function, code version, canonical JSON of the input)` → the calls it made (callee and
 //!   arguments), in order: the implicit-call part of the sequence table, learned at run time. Beside it, **path
@@ -25,8 +26,10 @@ use lru::LruCache;
 use serde_json::Value;
 
 use crate::Oracle;
-use crate::oracle::{BranchPredictor, Called, CalleePredictor, DependencePredictor, Memo};
+use crate::fields::Fields;
+use crate::oracle::{BranchPredictor, Called, CalleePredictor, DependencePredictor, Guess, Memo};
 use crate::paths::{Template, path_hash};
+use crate::walk::as_failure;
 
 /// Per-target counts are halved once one reaches this, so the predictor follows a change of behaviour.
 const COUNT_MAX: u32 = 64;
@@ -138,16 +141,20 @@ impl BranchPredictor for BranchTable {
     }
 }
 
-/// (function, code version, canonical input) → output.
-pub struct MemoTable(Mutex<LruCache<FunctionKey, Value>>);
+/// (function, code version, canonical input) → output; and per (function, code version), the [`Fields`] model
+/// that guesses outputs for inputs with no row. Both hold up to `memo_entries` rows.
+pub struct MemoTable {
+    rows: Mutex<LruCache<FunctionKey, Value>>,
+    fields: Mutex<LruCache<(String, String), Fields>>,
+}
 
 impl MemoTable {
     pub fn new(entries: usize) -> Self {
-        MemoTable(cache(entries))
+        MemoTable { rows: cache(entries), fields: cache(entries) }
     }
 
     pub fn len(&self) -> usize {
-        lock(&self.0).len()
+        lock(&self.rows).len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -157,11 +164,22 @@ impl MemoTable {
 
 impl Memo for MemoTable {
     fn lookup(&self, function: &str, version: &str, input: &Value) -> Option<Value> {
-        lock(&self.0).get(&function_key(function, version, input)).cloned()
+        lock(&self.rows).get(&function_key(function, version, input)).cloned()
+    }
+
+    fn guess(&self, function: &str, version: &str, input: &Value) -> Option<Guess> {
+        lock(&self.fields).get(&(function.to_string(), version.to_string()))?.guess(input)
     }
 
     fn train(&self, function: &str, version: &str, input: &Value, output: &Value) {
-        lock(&self.0).put(function_key(function, version, input), output.clone());
+        let seen = lock(&self.rows).put(function_key(function, version, input), output.clone()).is_some();
+        // The field model learns from inputs seen for the first time only: those are the ones it is asked about.
+        // A returned error is the memo's to predict, never a guess's.
+        if !seen && as_failure(output).is_none() {
+            lock(&self.fields)
+                .get_or_insert_mut((function.to_string(), version.to_string()), Fields::default)
+                .train(input, output);
+        }
     }
 }
 

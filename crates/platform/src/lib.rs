@@ -143,6 +143,8 @@ pub struct InvokeOptions {
     pub speculation: Option<bool>,
     /// Force callee path prediction (`[engine] callee_paths`) on or off for this invocation, as ablations do.
     pub callee_paths: Option<bool>,
+    /// Force field-by-field output guesses (`[engine] field_guesses`) on or off for this invocation, as ablations do.
+    pub field_guesses: Option<bool>,
     /// Force the CPU share of speculative runs (`[engine] speculative_cpu`) for this invocation, as ablations do.
     pub speculative_cpu: Option<engine::SpeculativeCpu>,
     /// Force what becomes of squashed runs' handlers (`[engine] squashed_handlers`), as ablations do.
@@ -517,6 +519,7 @@ impl Platform {
         let mut config = self.inner.config.engine;
         config.speculation = options.speculation.unwrap_or(config.speculation && app.speculation);
         config.callee_paths = options.callee_paths.unwrap_or(config.callee_paths);
+        config.field_guesses = options.field_guesses.unwrap_or(config.field_guesses);
         config.speculative_cpu = options.speculative_cpu.unwrap_or(config.speculative_cpu);
         config.squashed_handlers = options.squashed_handlers.unwrap_or(config.squashed_handlers);
         let oracle = self.oracle(namespace);

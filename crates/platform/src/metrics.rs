@@ -130,6 +130,7 @@ counters! {
         skipped => "pure_skipped", "Pure functions not run because their output was memoized.";
         memo_hits => "memo_hits", "Memo table hits.";
         memo_misses => "memo_misses", "Memo table misses.";
+        field_guesses => "field_guesses", "Memo misses on which part of the output was guessed field by field.";
         branch_predictions => "branch_predictions", "Branch targets followed on a prediction.";
         branch_hits => "branch_hits", "Branch predictions the real data confirmed.";
         budget_exhausted => "budget_exhausted",
@@ -164,6 +165,7 @@ mod tests {
             skipped,
             memo_hits,
             memo_misses,
+            field_guesses,
             branch_predictions,
             branch_hits,
             squashes,
@@ -181,6 +183,7 @@ mod tests {
             skipped,
             memo_hits,
             memo_misses,
+            field_guesses,
             branch_predictions,
             branch_hits,
             effects,
@@ -202,7 +205,7 @@ mod tests {
         metrics.record(Status::Success, &stats, 7, 5);
         let snapshot = metrics.snapshot();
         let values: Vec<u64> = snapshot.counters().into_iter().map(|(_, v)| v).collect();
-        assert_eq!(values, [2, 3, 4, 5, 6, 7, 1, 8, 9, 10, 11, 12, 13, 14, 7, 5]);
+        assert_eq!(values, [2, 3, 4, 5, 6, 7, 8, 1, 9, 10, 11, 12, 13, 14, 15, 7, 5]);
         assert_eq!(snapshot.squashes, BTreeMap::from([(Cause::ControlMispredict, 3)]));
         assert_eq!(snapshot.since(&Snapshot::default()), snapshot);
         let mut twice = snapshot.clone();

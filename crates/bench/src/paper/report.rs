@@ -252,6 +252,7 @@ impl Run {
                     "oracle_p50_ms": m.oracle_p50(),
                     "oracle_fraction": m.oracle_p50() / m.on.p(0.5),
                     "memo_hit_rate": c.memo_hit_rate(),
+                    "field_guess_rate": rate(c.field_guesses, c.memo_misses),
                     "branch_hit_rate": c.branch_hit_rate(),
                     "callee_hit_rate": rate(c.callees_used, c.callees_predicted),
                     "callees_by_path": {"predicted": c.callees_predicted_path, "used": c.callees_used_path},
@@ -605,7 +606,7 @@ impl Run {
 
         // Speculation counters
         push(&mut md, "## What speculation did (standard loads, speculation on)\n".into());
-        push(&mut md, "| app | memo hit rate | branch hit rate | callees used / predicted | of them by path | squashes by cause | wasted CPU (ms) | CPU on/off |\n|---|---|---|---|---|---|---|---|".into());
+        push(&mut md, "| app | memo hit rate | misses guessed | branch hit rate | callees used / predicted | of them by path | squashes by cause | wasted CPU (ms) | CPU on/off |\n|---|---|---|---|---|---|---|---|---|".into());
         let pct = |x: Option<f64>| x.map_or("—".to_string(), |x| format!("{:.0}%", x * 100.0));
         for r in &self.results {
             let c = r.counters();
@@ -613,9 +614,10 @@ impl Run {
             push(
                 &mut md,
                 format!(
-                    "| {} | {} | {} | {} / {} | {} / {} | {} | {:.0} | {:.2} |",
+                    "| {} | {} | {} | {} | {} / {} | {} / {} | {} | {:.0} | {:.2} |",
                     r.app.label,
                     pct(c.memo_hit_rate()),
+                    pct((c.memo_misses > 0).then(|| c.field_guesses as f64 / c.memo_misses as f64)),
                     pct(c.branch_hit_rate()),
                     c.callees_used,
                     c.callees_predicted,

@@ -180,7 +180,8 @@ impl Engine {
     }
 
     /// What the call on `run` returned or will return, as far as is known: its real result, its held result (a
-    /// predicted run that finished), or the memo table's.
+    /// predicted run that finished), the memo table's, or a guess field by field (whose unknown parts no template
+    /// resolves from).
     fn known_result(&self, run: RunId, callee: &str, args: &Value) -> Option<Value> {
         let r = &self.runs[run];
         match &r.state {
@@ -190,7 +191,10 @@ impl Engine {
             _ => {}
         }
         let version = &self.catalog.functions.get(callee)?.version;
-        self.oracle.memo.lookup(callee, version, args)
+        self.oracle.memo.lookup(callee, version, args).or_else(|| {
+            let guess = self.config.field_guesses.then(|| self.oracle.memo.guess(callee, version, args))??;
+            Some(guess.fill(&crate::walk::unknown()))
+        })
     }
 
     /// `caller`'s real call `index` went to `callee` (a run) on `args`: a forecast that predicted it goes on, one

@@ -51,8 +51,9 @@ impl Engine {
                 None if !speculating => unknown(),
                 None => {
                     let version = self.catalog.functions.get(&youngest.function).map(|i| i.version.clone());
-                    let memo = version.and_then(|v| self.oracle.memo.lookup(&youngest.function, &v, &youngest.input));
-                    let hit = memo.is_some();
+                    let memo = self.oracle.memo.clone();
+                    let lookup = version.as_ref().and_then(|v| memo.lookup(&youngest.function, v, &youngest.input));
+                    let hit = lookup.is_some();
                     if let Some(run) = youngest.run() {
                         self.runs[run].memo_hit = Some(hit);
                     }
@@ -61,7 +62,22 @@ impl Engine {
                     } else {
                         self.stats.memo_misses += 1;
                     }
-                    memo.unwrap_or_else(unknown)
+                    // No row: a guess field by field, its unknown parts unknown (a guess is never trusted: what
+                    // derives from it is validated like what derives from a memo row).
+                    let guess = || {
+                        let guess = memo.guess(&youngest.function, version.as_ref()?, &youngest.input)?;
+                        Some(guess.fill(&unknown()))
+                    };
+                    match lookup {
+                        Some(output) => output,
+                        None => match self.config.field_guesses.then(guess).flatten() {
+                            Some(guessed) => {
+                                self.stats.field_guesses += 1;
+                                guessed
+                            }
+                            None => unknown(),
+                        },
+                    }
                 }
             };
             let mut cursor = self.slots[index].cursor.clone().expect("checked above");

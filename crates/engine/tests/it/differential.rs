@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use engine::harness::{self, Function, Rng, Schedule, Step};
-use engine::oracle::{BranchPredictor, Called, CalleePredictor, DependencePredictor, Memo};
+use engine::oracle::{BranchPredictor, Called, CalleePredictor, DependencePredictor, Guess, Memo};
 use engine::tables::{self, BranchTable, CalleeTable, MemoTable, Sizes};
 use engine::{Call, Catalog, Cause, Config, FanOut, FunctionInfo, Oracle, Outcome, Reply, Status};
 use model::Annotations;
@@ -297,6 +297,15 @@ impl Memo for Random {
         let mut rng = self.0.lock().unwrap();
         rng.chance(70).then(|| json!({"x": rng.below(4), "b": rng.chance(50)}))
     }
+    /// Partly known outputs: each field a random value or unknown, sometimes another shape.
+    fn guess(&self, _: &str, _: &str, _: &Value) -> Option<Guess> {
+        let mut rng = self.0.lock().unwrap();
+        let mut field = |v: Value| if rng.chance(50) { Guess::Value(v) } else { Guess::Unknown };
+        let x = field(json!(0));
+        let b = field(json!(true));
+        let y = field(json!([1]));
+        Some(Guess::Object(vec![("x".into(), x), ("b".into(), b), ("y".into(), y)]))
+    }
     fn train(&self, _: &str, _: &str, _: &Value, _: &Value) {}
 }
 
@@ -333,6 +342,17 @@ impl Memo for WrongMemo {
         let right = self.0.lookup(f, v, input);
         let x = right.as_ref().and_then(|r| r["x"].as_i64()).unwrap_or(0);
         Some(json!({"x": x + 1, "b": right.is_none()}))
+    }
+    /// The learned guess with every known number off by one.
+    fn guess(&self, f: &str, v: &str, input: &Value) -> Option<Guess> {
+        fn skew(g: Guess) -> Guess {
+            match g {
+                Guess::Value(Value::Number(n)) => Guess::Value(json!(n.as_i64().unwrap_or(0) + 1)),
+                Guess::Object(fields) => Guess::Object(fields.into_iter().map(|(k, g)| (k, skew(g))).collect()),
+                other => other,
+            }
+        }
+        self.0.guess(f, v, input).map(skew)
     }
     fn train(&self, f: &str, v: &str, input: &Value, output: &Value) {
         self.0.train(f, v, input, output)
@@ -476,6 +496,7 @@ pub struct Observed {
 pub struct Counters {
     pub squashes: BTreeMap<Cause, u32>,
     pub memo_hits: u32,
+    pub field_guesses: u32,
     pub skipped: u32,
     pub speculative_launches: u32,
     pub branch_predictions: u32,
@@ -556,6 +577,7 @@ impl World {
             *counters.squashes.entry(cause).or_insert(0) += n;
         }
         counters.memo_hits += c.stats.memo_hits;
+        counters.field_guesses += c.stats.field_guesses;
         counters.skipped += c.stats.skipped;
         counters.speculative_launches += c.stats.speculative_launches;
         counters.branch_predictions += c.stats.branch_predictions;
@@ -668,6 +690,7 @@ fn speculation_equals_the_sequential_reference_under_every_oracle() {
         assert!(counters.speculative_launches > 1000, "{counters:?}");
         assert!(counters.max_active_off > 1, "branches never ran concurrently without speculation: {counters:?}");
         assert!(counters.memo_hits > 100, "{counters:?}");
+        assert!(counters.field_guesses > 100, "outputs were never guessed field by field: {counters:?}");
         assert!(counters.skipped > 0, "{counters:?}");
         assert!(counters.branch_predictions > 0, "{counters:?}");
         assert!(counters.callees_used_path > 0, "no callee predicted by path was ever used: {counters:?}");

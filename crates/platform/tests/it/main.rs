@@ -751,3 +751,64 @@ def main(a):
         assert_eq!(speculation.value["predicted"], "path", "{}: {}", run.name, speculation.value);
     }
 }
+
+/// A function seen on a few inputs has its output guessed field by field on an input never seen: the field it
+/// passes through and the one that was always the same. The next task, which needs only those, starts before the
+/// first finishes; with `field_guesses` off it waits. A guess the real output contradicts is squashed, and the
+/// result is always the one without speculation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_of_an_input_never_seen_are_guessed_field_by_field() {
+    let f = fixture();
+    let p = &f.platform;
+    p.native().register("profile", |_, args| async move {
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let user = args["user"].as_str().unwrap_or("?").to_string();
+        let region = if user.starts_with('x') { "us" } else { "eu" };
+        Ok(json!({"user": user, "region": region, "score": user.len() * 7 + user.as_bytes()[0] as usize}))
+    });
+    p.native().register("greet", |_, args| async move {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        Ok(json!({"hello": args["user"], "in": args["region"]}))
+    });
+    for name in ["profile", "greet"] {
+        p.deploy_function(NS, native(name)).await.unwrap();
+    }
+    let text = r#"{"StartAt": "Profile", "States": {
+      "Profile": {"Type": "Task", "Resource": "profile", "ResultPath": "$.p", "Next": "Greet"},
+      "Greet": {"Type": "Task", "Resource": "greet", "Parameters": {"user.$": "$.p.user", "region.$": "$.p.region"},
+                "End": true}}}"#;
+    let graph = model::asl::parse("greet.asl.json", text, &|f| p.has_function(NS, f)).unwrap();
+    p.deploy_app(NS, Application::workflow("greeting", graph).unwrap());
+    let expected = |u: &str, region: &str| json!({"hello": u, "in": region});
+    for user in ["ann", "bob", "cy", "dee", "eve"] {
+        let inv = p.invoke(NS, "greeting", json!({"user": user})).await.unwrap();
+        assert_eq!(inv.result, expected(user, "eu"));
+    }
+    let greet_was_speculative = |inv: &platform::Invocation| {
+        let greet = inv.runs.iter().find(|r| r.name == "greet").expect("greet ran");
+        let spec = greet.annotations.iter().find(|a| a.key == "speculation").expect("every run record says");
+        spec.value["speculative"] == json!(true)
+    };
+    let before = p.metrics();
+    let off = platform::InvokeOptions { field_guesses: Some(false), ..Default::default() };
+    let without = p.invoke_with(NS, "greeting", json!({"user": "fay"}), off).await.unwrap();
+    assert_eq!(without.result, expected("fay", "eu"));
+    let c = p.metrics().since(&before);
+    assert_eq!((c.field_guesses, c.speculative_launches), (0, 0), "no memo row, no guess: greet waits: {c:?}");
+    assert!(!greet_was_speculative(&without));
+    let before = p.metrics();
+    let inv = p.invoke(NS, "greeting", json!({"user": "gus"})).await.unwrap();
+    assert_eq!(inv.result, expected("gus", "eu"));
+    let c = p.metrics().since(&before);
+    assert!(c.field_guesses > 0, "{c:?}");
+    assert!(greet_was_speculative(&inv), "greet started on the guess: {:?}", inv.runs);
+    assert!(c.squashes.is_empty(), "the guess was right: {c:?}");
+    // `region` was always "eu": for this user it is not, and the early greet is squashed.
+    let before = p.metrics();
+    let inv = p.invoke(NS, "greeting", json!({"user": "xia"})).await.unwrap();
+    assert_eq!(inv.result, expected("xia", "us"));
+    let c = p.metrics().since(&before);
+    assert!(c.field_guesses > 0, "{c:?}");
+    assert_eq!(c.squashes.get(&engine::Cause::MemoMismatch), Some(&1), "{c:?}");
+    assert!(inv.runs.iter().any(|r| r.name == "greet" && fate(r) == "squashed"), "{:?}", inv.runs);
+}
