@@ -27,11 +27,12 @@ pub const CANDIDATES_MAX: usize = 5;
 /// Shapes kept per function.
 const SHAPES_MAX: usize = 4;
 /// Leaves per shape; deeper or further parts of an output are one leaf each.
-const LEAVES_MAX: usize = 64;
+const LEAVES_MAX: usize = 32;
 /// Object nesting a shape follows.
 const DEPTH_MAX: usize = 8;
-/// A constant bigger than this (as JSON) is not kept: a guess of it would rarely pay for its memory.
-const CONSTANT_BYTES_MAX: usize = 4096;
+/// A constant bigger than this (as JSON) is not kept: a guess of it would rarely pay for its memory. So a model
+/// holds at most 4 shapes × 32 leaves × 5 candidates of 256 bytes, beside its input paths.
+const CONSTANT_BYTES_MAX: usize = 256;
 /// Counts are halved when one reaches this, so the model follows a change of behaviour.
 const COUNT_MAX: u32 = 64;
 
@@ -79,6 +80,11 @@ impl Candidate {
     fn accuracy(&self) -> f64 {
         self.right as f64 / self.seen.max(1) as f64
     }
+
+    /// Good enough to guess.
+    fn trusted(&self) -> bool {
+        self.seen >= SEEN_MIN && self.accuracy() >= CONFIDENCE
+    }
 }
 
 /// The candidates that explain `value` for `input`: where it occurs in the input, and itself as a constant.
@@ -97,14 +103,27 @@ fn candidates(value: &Value, input: &Value) -> Vec<Candidate> {
 }
 
 impl Node {
+    /// Whether [`Node::learn`] makes an object node of `value` at `depth` with `leaves` taken.
+    fn splits(value: &Value, depth: usize, leaves: usize) -> bool {
+        matches!(value, Value::Object(map) if !map.is_empty() && depth < DEPTH_MAX && leaves + map.len() <= LEAVES_MAX)
+    }
+
     fn learn(value: &Value, input: &Value, depth: usize, leaves: &mut usize) -> Node {
         match value {
-            Value::Object(map) if !map.is_empty() && depth < DEPTH_MAX && *leaves + map.len() <= LEAVES_MAX => {
+            Value::Object(map) if Self::splits(value, depth, *leaves) => {
                 *leaves += map.len();
                 let fields = map.iter().map(|(k, v)| (k.clone(), Node::learn(v, input, depth + 1, leaves))).collect();
                 Node::Object(fields)
             }
             _ => Node::Leaf(candidates(value, input)),
+        }
+    }
+
+    /// Object nodes in it: of two shapes an output fits, the one with more is the one it has.
+    fn objects(&self) -> usize {
+        match self {
+            Node::Object(fields) => 1 + fields.iter().map(|(_, n)| n.objects()).sum::<usize>(),
+            Node::Leaf(_) => 0,
         }
     }
 
@@ -138,8 +157,9 @@ impl Node {
                         explained = true;
                     }
                     if c.seen >= COUNT_MAX {
-                        c.seen = c.seen.div_ceil(2);
-                        c.right = c.right.div_ceil(2).min(c.seen);
+                        // Rounded down, so that fading never lifts a candidate over the confidence it needs.
+                        c.seen /= 2;
+                        c.right /= 2;
                     }
                 }
                 if !explained {
@@ -148,17 +168,18 @@ impl Node {
                             continue;
                         }
                         if cands.len() >= CANDIDATES_MAX {
-                            // The least accurate goes, and of those the least seen.
+                            // The least accurate goes, and of those the least seen; never one good enough to guess,
+                            // so that one odd output cannot push out what explains the others.
                             let worst = cands
                                 .iter()
                                 .enumerate()
+                                .filter(|(_, c)| !c.trusted())
                                 .min_by(|(_, a), (_, b)| {
                                     a.accuracy().total_cmp(&b.accuracy()).then(a.seen.cmp(&b.seen))
                                 })
                                 .map(|(i, _)| i);
-                            if let Some(i) = worst {
-                                cands.swap_remove(i);
-                            }
+                            let Some(i) = worst else { break };
+                            cands.swap_remove(i);
                         }
                         cands.push(new);
                     }
@@ -172,7 +193,7 @@ impl Node {
             Node::Object(fields) => Guess::Object(fields.iter().map(|(k, n)| (k.clone(), n.guess(input))).collect()),
             Node::Leaf(cands) => cands
                 .iter()
-                .filter(|c| c.seen >= SEEN_MIN && c.accuracy() >= CONFIDENCE)
+                .filter(|c| c.trusted())
                 .filter_map(|c| Some((c, c.source.resolve(input)?)))
                 .max_by(|(a, _), (b, _)| a.accuracy().total_cmp(&b.accuracy()).then(a.seen.cmp(&b.seen)))
                 .map_or(Guess::Unknown, |(_, v)| Guess::Value(v.clone())),
@@ -183,7 +204,14 @@ impl Node {
 impl Fields {
     /// A committed run on `input`, which had no memo row, returned `output`.
     pub fn train(&mut self, input: &Value, output: &Value) {
-        match self.shapes.iter_mut().find(|s| s.root.fits(output)) {
+        // The most specific shape the output fits; a shape that is one leaf takes only outputs that are one leaf.
+        let leaf = !Node::splits(output, 0, 0);
+        let fitting = self
+            .shapes
+            .iter_mut()
+            .filter(|s| matches!(s.root, Node::Leaf(_)) == leaf && s.root.fits(output))
+            .max_by_key(|s| s.root.objects());
+        match fitting {
             Some(shape) => {
                 shape.seen += 1;
                 shape.root.observe(output, input);
@@ -263,6 +291,26 @@ mod tests {
             f.train(&json!({"a": i}), &json!({"ok": false}));
         }
         assert_eq!(ok(&f), Some(json!({"ok": false})));
+    }
+
+    #[test]
+    fn one_odd_output_does_not_push_out_what_explains_the_others() {
+        // `v` is always 1; once, it is a value found in many input fields, which would bring many new candidates.
+        let mut f = trained(&(0..10).map(|i| (json!({"a": i}), json!({"v": 1}))).collect::<Vec<_>>());
+        f.train(&json!({"a": 7, "b": 7, "c": 7, "d": 7, "e": 7}), &json!({"v": 7}));
+        let g = f.guess(&json!({"a": 99})).map(|g| g.fill(&json!("?")));
+        assert_eq!(g, Some(json!({"v": 1})));
+    }
+
+    #[test]
+    fn an_output_that_was_once_a_scalar_still_learns_its_object_shape() {
+        let mut f = Fields::default();
+        f.train(&json!({"a": 0}), &json!(null));
+        for i in 1..10 {
+            f.train(&json!({"a": i}), &json!({"a": i, "ok": true}));
+        }
+        let g = f.guess(&json!({"a": 42})).map(|g| g.fill(&json!("?")));
+        assert_eq!(g, Some(json!({"a": 42, "ok": true})));
     }
 
     #[test]

@@ -8,10 +8,10 @@
 //!
 //! - [`Engine`] (`pipeline/`): the **function execution pipeline**. Functions of the invocation are kept as
 //!   slots in program order; the oldest is non-speculative, younger ones are speculative. Younger slots are
-//!   derived by walking the workflow ahead on predicted data: memoized outputs ([`oracle::Memo`]) and, where the
-//!   data is unknown, a path-indexed branch predictor ([`oracle::BranchPredictor`]). When the oldest slot finishes, the
-//!   next one is re-derived from its real output; a slot whose function or input differs is squashed. Slots
-//!   commit in program order.
+//!   derived by walking the workflow ahead on predicted data: memoized outputs ([`oracle::Memo`]), outputs guessed
+//!   field by field for inputs with no memo row ([`fields`]) and, where the data is unknown, a path-indexed branch
+//!   predictor ([`oracle::BranchPredictor`]). When the oldest slot finishes, the next one is re-derived from its
+//!   real output; a slot whose function, input or timeout differs is squashed. Slots commit in program order.
 //! - `walk.rs`: walking the graph, concretely (the application's semantics) or speculatively.
 //! - [`buffer::DataBuffer`]: uncommitted writes by run. A read is forwarded from the nearest older writer in
 //!   program order once that writer has finished, waits while it runs, or else reads committed state; an older

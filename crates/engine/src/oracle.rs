@@ -94,7 +94,9 @@ pub trait CalleePredictor: Send + Sync {
     /// input: the callees to launch early.
     fn predict(&self, function: &str, version: &str, input: &Value) -> Option<Vec<(String, Value)>>;
     /// The call `function` (at `version`) is expected to make after `earlier` on `input` (whose results are given
-    /// where known), if its path led to a confirmed template that resolves: see [`crate::paths`].
+    /// where known), if its path led to a confirmed template that resolves: see [`crate::paths`]. A result may be a
+    /// guess whose unknown parts hold a marker only the engine knows: the engine launches no call whose arguments
+    /// hold one.
     fn next(&self, _function: &str, _version: &str, _input: &Value, _earlier: &[Called]) -> Option<(String, Value)> {
         None
     }

@@ -459,6 +459,28 @@ mod tests {
     }
 
     #[test]
+    fn field_models_learn_from_inputs_seen_for_the_first_time_and_never_from_failures() {
+        let t = MemoTable::new(64);
+        // The same input many times is one sample: no guess yet.
+        for _ in 0..8 {
+            t.train("f", "v", &json!({"a": 1}), &json!({"ok": true}));
+        }
+        assert_eq!(t.guess("f", "v", &json!({"a": 9})), None);
+        // Returned errors are not samples either.
+        let failure = crate::walk::failure_marker(&crate::ErrorName::from("Oops"), "no");
+        for i in 10..20 {
+            t.train("f", "v", &json!({"a": i}), &failure);
+        }
+        assert_eq!(t.guess("f", "v", &json!({"a": 9})), None);
+        for i in 2..5 {
+            t.train("f", "v", &json!({"a": i}), &json!({"ok": true}));
+        }
+        let g = t.guess("f", "v", &json!({"a": 9})).map(|g| g.fill(&json!("?")));
+        assert_eq!(g, Some(json!({"ok": true})), "four first-seen inputs");
+        assert_eq!(t.guess("f", "v2", &json!({"a": 9})), None, "another version");
+    }
+
+    #[test]
     fn each_table_has_its_own_size() {
         let t = CalleeTable::new(1);
         t.train("f", "v", &json!(1), &[called("g", json!(1), None)]);

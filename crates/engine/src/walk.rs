@@ -380,11 +380,13 @@ impl Walker<'_> {
         item: Option<(usize, &Value)>,
     ) -> Result<Value, String> {
         let seed = fnv_u64(cursor.position_hash(), self.execution.seed());
+        // Only a speculative walk has unknown data; an intrinsic on it fails, and the failure gives an unknown value.
+        let opaque = Some(contains_unknown as fn(&Value) -> bool);
         if t.uses_context() {
             let context = self.context(cursor, item);
-            t.eval(input, Scope { context: &context, seed })
+            t.eval(input, Scope { context: &context, seed, opaque })
         } else {
-            t.eval(input, Scope { context: &Value::Null, seed })
+            t.eval(input, Scope { context: &Value::Null, seed, opaque })
         }
     }
 
@@ -790,6 +792,7 @@ impl Walker<'_> {
         match text {
             Text::Given(s) => Ok(s.clone()),
             Text::Selected(t) => match self.template(t, input, cursor, None)? {
+                v if contains_unknown(&v) => Err(format!("{what} selects a value not known yet")),
                 Value::String(s) => Ok(s),
                 other => Err(format!("{what} must give a string, not {}", model::path::type_name(&other))),
             },

@@ -169,11 +169,14 @@ pub enum Template {
 pub struct Scope<'a> {
     pub context: &'a Value,
     pub seed: u64,
+    /// Values no intrinsic function may compute on: an intrinsic whose input path selects one fails. A speculative
+    /// walk marks data not known yet this way, so that no intrinsic turns it into a value that looks known.
+    pub opaque: Option<fn(&Value) -> bool>,
 }
 
 impl Scope<'_> {
     /// For evaluations that have no context object (tests, and data flow outside a workflow).
-    pub const EMPTY: Scope<'static> = Scope { context: &Value::Null, seed: 0 };
+    pub const EMPTY: Scope<'static> = Scope { context: &Value::Null, seed: 0, opaque: None };
 }
 
 /// Parses the value of a `"key.$"` entry, or an `ErrorPath`: an input path, a context path or an intrinsic whose
@@ -240,6 +243,11 @@ impl Template {
                 .cloned()
                 .ok_or_else(|| format!("the path ${p} selects nothing in the context object"))?,
             Template::Intrinsic(f) => {
+                if let Some(opaque) = scope.opaque
+                    && f.paths().into_iter().any(|(context, p)| !context && p.get(input).is_some_and(opaque))
+                {
+                    return Err(format!("{} reads a value not known yet", f.name()));
+                }
                 let seed = scope.seed ^ at.wrapping_mul(0x9e37_79b9_7f4a_7c15);
                 f.eval(&Env { input, context: scope.context, seed })?
             }
@@ -353,7 +361,7 @@ mod tests {
         );
         assert!(t.eval(&json!({"user": "al"}), Scope::EMPTY).unwrap_err().contains("$.n"));
         let context = json!({"Execution": {"Id": "e1"}});
-        let scope = Scope { context: &context, seed: 7 };
+        let scope = Scope { context: &context, seed: 7, opaque: None };
         let t = Template::parse(
             &json!({"id.$": "$$.Execution.Id", "both.$": "States.Format('{}-{}', $.n, $$.Execution.Id)"}),
         )
@@ -362,5 +370,23 @@ mod tests {
         assert!(t.reads_context("Execution") && !t.reads_context("State"));
         let err = Template::parse(&json!({"x.$": "States.Nope(1)"})).unwrap_err().to_string();
         assert!(err.contains("States.Nope"), "{err}");
+    }
+
+    #[test]
+    fn no_intrinsic_computes_on_an_opaque_value() {
+        fn opaque(v: &Value) -> bool {
+            v == "?" || v.as_array().is_some_and(|items| items.iter().any(opaque))
+        }
+        let scope = Scope { context: &Value::Null, seed: 0, opaque: Some(opaque) };
+        let input = json!({"known": "a", "unknown": "?", "list": ["x", "?"]});
+        for f in ["States.Format('{}', $.unknown)", "States.Hash($.unknown, 'SHA-256')", "States.ArrayLength($.list)"] {
+            let t = Template::parse(&json!({"v.$": f})).unwrap();
+            let err = t.eval(&input, scope).unwrap_err();
+            assert!(err.contains("not known yet"), "{f}: {err}");
+            assert!(t.eval(&json!({"unknown": "b", "list": ["x"]}), scope).is_ok(), "{f} on known data");
+        }
+        // A path passes the opaque value on as it is, for the caller to see.
+        let t = Template::parse(&json!({"v.$": "$.unknown", "k.$": "States.Format('{}', $.known)"})).unwrap();
+        assert_eq!(t.eval(&input, scope).unwrap(), json!({"v": "?", "k": "a"}));
     }
 }

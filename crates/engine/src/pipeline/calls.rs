@@ -167,7 +167,8 @@ impl Engine {
             let Some((callee, args)) = self.oracle.callees.next(&r.function, &version, &r.input, &earlier) else {
                 return;
             };
-            if !self.catalog.functions.contains_key(&callee) {
+            // Arguments made from the unknown part of a guessed result are not arguments anyone will call with.
+            if !self.catalog.functions.contains_key(&callee) || crate::walk::contains_unknown(&args) {
                 return;
             }
             let Some(run) = self.launch_predicted(parent, &callee, args.clone(), Prediction::Path, out) else {

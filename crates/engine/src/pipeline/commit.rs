@@ -47,19 +47,11 @@ impl Engine {
                     return self.fail_head(failure, out);
                 }
                 Outcome::Success(output) => {
-                    let skipped = head.is_skipped();
                     let then = if head.cursor.is_some() {
                         self.check_next(0, out)
                     } else {
                         Some(End { status: Status::Success, result: output.clone(), error: None })
                     };
-                    let head = &self.slots[0];
-                    if self.config.speculation
-                        && !skipped
-                        && let Some(info) = self.catalog.functions.get(&head.function)
-                    {
-                        self.oracle.memo.train(&head.function, &info.version, &head.input, &output);
-                    }
                     self.head = Head::Committing { then };
                     let Some(run) = run else {
                         self.committed(out); // a skipped pure function: nothing to commit
@@ -92,6 +84,14 @@ impl Engine {
             other => unreachable!("a commit landed while the oldest slot was {other:?}"),
         };
         let head = self.slots.pop_front().expect("a slot was committing");
+        // The memo table learns an output once it is committed (a commit that conflicted re-runs the slot).
+        if self.config.speculation
+            && !head.is_skipped()
+            && let Some(output) = head.output()
+            && let Some(info) = self.catalog.functions.get(&head.function)
+        {
+            self.oracle.memo.train(&head.function, &info.version, &head.input, output);
+        }
         if let Some(run) = head.run() {
             self.buffer.take(run);
             if self.config.speculation {

@@ -222,7 +222,9 @@ impl Engine {
             Stop::Task { function, input, timeout_ms } => {
                 let at = cursor.position();
                 let next = self.slots.get(index + 1);
-                let keep = next.is_some_and(|n| n.pos == at && n.function == function && n.input == input);
+                let keep = next.is_some_and(|n| {
+                    n.pos == at && n.function == function && n.input == input && n.timeout_ms == timeout_ms
+                });
                 if !keep && next.is_some_and(|n| n.pos <= at) {
                     // What depends on this slot's output was derived from a guess the real output contradicts.
                     let cause = cause_against(&self.slots[index + 1]);
@@ -254,7 +256,7 @@ impl Engine {
     }
 
     /// Places the task a walk reached at its position, from `first` on: keeps the slot already there if it runs the
-    /// same function on the same input (a concrete walk confirms its branches), else squashes whatever sits from
+    /// same function on the same input within the same timeout (a concrete walk confirms its branches), else squashes whatever sits from
     /// `first` up to that position (and what depends on it) and inserts the task. A task with nothing at or before
     /// its position fills a hole: what is derived beyond it does not depend on it. Returns the task's index.
     pub(super) fn place_task(&mut self, first: usize, task: Placed, concrete: bool, out: &mut Vec<Action>) -> usize {
@@ -264,6 +266,7 @@ impl Engine {
             && next.pos == at
             && next.function == function
             && next.input == input
+            && next.timeout_ms == timeout_ms
         {
             if concrete {
                 self.stats.branch_hits += next.decisions.iter().filter(|d| d.predicted).count() as u32;

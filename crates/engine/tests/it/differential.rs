@@ -300,10 +300,8 @@ impl Memo for Random {
     /// Partly known outputs: each field a random value or unknown, sometimes another shape.
     fn guess(&self, _: &str, _: &str, _: &Value) -> Option<Guess> {
         let mut rng = self.0.lock().unwrap();
-        let mut field = |v: Value| if rng.chance(50) { Guess::Value(v) } else { Guess::Unknown };
-        let x = field(json!(0));
-        let b = field(json!(true));
-        let y = field(json!([1]));
+        let values = [json!(rng.below(4)), json!(rng.chance(50)), json!([rng.below(3)])];
+        let [x, b, y] = values.map(|v| if rng.chance(50) { Guess::Value(v) } else { Guess::Unknown });
         Some(Guess::Object(vec![("x".into(), x), ("b".into(), b), ("y".into(), y)]))
     }
     fn train(&self, _: &str, _: &str, _: &Value, _: &Value) {}
@@ -343,7 +341,19 @@ impl Memo for WrongMemo {
         let x = right.as_ref().and_then(|r| r["x"].as_i64()).unwrap_or(0);
         Some(json!({"x": x + 1, "b": right.is_none()}))
     }
-    /// The learned guess with every known number off by one.
+    fn train(&self, f: &str, v: &str, input: &Value, output: &Value) {
+        self.0.train(f, v, input, output)
+    }
+}
+
+/// No memo rows, and every output guessed wrong: the learned guess with every known number off by one, or else a
+/// wrong `x` and an unknown `b`.
+pub struct WrongGuesses(pub MemoTable);
+
+impl Memo for WrongGuesses {
+    fn lookup(&self, _: &str, _: &str, _: &Value) -> Option<Value> {
+        None
+    }
     fn guess(&self, f: &str, v: &str, input: &Value) -> Option<Guess> {
         fn skew(g: Guess) -> Guess {
             match g {
@@ -352,7 +362,8 @@ impl Memo for WrongMemo {
                 other => other,
             }
         }
-        self.0.guess(f, v, input).map(skew)
+        let wrong = || Guess::Object(vec![("x".into(), Guess::Value(json!(7))), ("b".into(), Guess::Unknown)]);
+        Some(self.0.guess(f, v, input).map_or_else(wrong, skew))
     }
     fn train(&self, f: &str, v: &str, input: &Value, output: &Value) {
         self.0.train(f, v, input, output)
@@ -604,6 +615,7 @@ pub fn oracle_named(name: &str, seed: u64) -> Oracle {
             oracle.memo = Arc::new(WrongMemo(MemoTable::new(sizes.memo_entries)));
             oracle.callees = Arc::new(WrongCallees(CalleeTable::new(sizes.callee_entries)));
         }
+        "wrong-guesses" => oracle.memo = Arc::new(WrongGuesses(MemoTable::new(sizes.memo_entries))),
         "paths" => oracle.callees = Arc::new(PathsOnly(CalleeTable::new(sizes.callee_entries))),
         "wrong-paths" => oracle.callees = Arc::new(WrongPaths(CalleeTable::new(sizes.callee_entries))),
         other => panic!("no oracle {other}"),
@@ -611,7 +623,8 @@ pub fn oracle_named(name: &str, seed: u64) -> Oracle {
     oracle
 }
 
-pub const ORACLES: [&str; 6] = ["learning", "always-wrong", "random", "wrong-memo", "paths", "wrong-paths"];
+pub const ORACLES: [&str; 7] =
+    ["learning", "always-wrong", "random", "wrong-memo", "wrong-guesses", "paths", "wrong-paths"];
 
 /// Runs one case: the sequential reference, then speculation under `oracle`, invocation by invocation.
 pub fn check_case(seed: u64, oracle: &str, counters: &mut Counters) {

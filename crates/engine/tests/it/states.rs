@@ -199,3 +199,49 @@ fn waits_inside_iterations_run_at_once() {
         assert_eq!(seen.launch_ms, vec![10_000, 10_000, 10_000], "speculation {}", config.speculation);
     }
 }
+
+/// Guesses the output of `profile` for any input: its `user` passed through, its `score` unknown.
+struct UserKnownScoreNot;
+
+impl engine::oracle::Memo for UserKnownScoreNot {
+    fn lookup(&self, _: &str, _: &str, _: &Value) -> Option<Value> {
+        None
+    }
+    fn guess(&self, function: &str, _: &str, input: &Value) -> Option<engine::oracle::Guess> {
+        use engine::oracle::Guess;
+        (function == "profile").then(|| {
+            Guess::Object(vec![("user".into(), Guess::Value(input["user"].clone())), ("score".into(), Guess::Unknown)])
+        })
+    }
+    fn train(&self, _: &str, _: &str, _: &Value, _: &Value) {}
+}
+
+/// A function whose input needs only the guessed part of an output starts on the guess; one whose input an
+/// intrinsic makes from the unknown part waits for the real output, rather than starting on a string that only
+/// looks known (and being squashed).
+#[test]
+fn a_guess_derives_only_what_its_known_fields_determine() {
+    let mut sim = Sim::new();
+    sim.func("profile", |input| vec![Op::Return(json!({"user": input["user"], "score": 7}))]);
+    sim.func("greet", |input| vec![Op::Return(json!({"said": input["msg"]}))]);
+    let step = |parameters: Value| {
+        json!({"StartAt": "Profile", "States": {
+            "Profile": {"Type": "Task", "Resource": "profile", "ResultPath": "$.p", "Next": "Greet"},
+            "Greet": {"Type": "Task", "Resource": "greet", "Parameters": parameters, "End": true}}})
+    };
+    let oracle = Oracle { memo: Arc::new(UserKnownScoreNot), ..Oracle::nothing() };
+    let greet = |seen: &engine::harness::Observed| -> Vec<(bool, engine::Fate)> {
+        seen.completion.runs.iter().filter(|r| r.function == "greet").map(|r| (r.speculative, r.fate)).collect()
+    };
+    let known = workflow(&sim, step(json!({"msg.$": "States.Format('hi {}', $.p.user)"})));
+    let seen = sim.run_with(known, json!({"user": "gus"}), Config::default(), oracle.clone(), Schedule::Eager);
+    assert_eq!(seen.completion.result, json!({"said": "hi gus"}));
+    assert_eq!(greet(&seen), [(true, engine::Fate::Committed)], "greet started on the guessed user");
+    assert!(seen.completion.stats.field_guesses > 0);
+    let unknown = workflow(&sim, step(json!({"msg.$": "States.Format('hi {} {}', $.p.user, $.p.score)"})));
+    let seen = sim.run_with(unknown, json!({"user": "gus"}), Config::default(), oracle, Schedule::Eager);
+    assert_eq!(seen.completion.result, json!({"said": "hi gus 7"}));
+    let fates: Vec<engine::Fate> = greet(&seen).into_iter().map(|(_, fate)| fate).collect();
+    assert_eq!(fates, [engine::Fate::Committed], "greet waited for the real score: no run of it was squashed");
+    assert!(seen.completion.stats.squashes.is_empty(), "{:?}", seen.completion.stats);
+}
