@@ -317,13 +317,30 @@ mod tests {
     fn a_scalar_output_is_a_leaf_and_big_outputs_stay_bounded() {
         let f = trained(&(0..6).map(|i| (json!({"x": i}), json!(i))).collect::<Vec<_>>());
         assert_eq!(f.guess(&json!({"x": 41})), Some(Guess::Value(json!(41))));
-        let wide: serde_json::Map<String, Value> = (0..500).map(|i| (format!("k{i}"), json!(i))).collect();
-        let mut f = Fields::default();
-        f.train(&json!({}), &Value::Object(wide));
-        let leaves = match &f.shapes[0].root {
-            Node::Object(fields) => fields.len(),
-            Node::Leaf(_) => 1,
-        };
-        assert!(leaves <= LEAVES_MAX, "{leaves} leaves");
+        // Objects within objects, 10 × 10 keys, and deeper than DEPTH_MAX: the shape follows at most LEAVES_MAX keys
+        // and DEPTH_MAX levels, and keeps the rest as single leaves.
+        fn nodes(n: &Node, depth: usize) -> (usize, usize) {
+            match n {
+                Node::Leaf(_) => (1, depth),
+                Node::Object(fields) => {
+                    fields.iter().map(|(_, n)| nodes(n, depth + 1)).fold((0, depth), |(a, d), (b, e)| (a + b, d.max(e)))
+                }
+            }
+        }
+        let inner: serde_json::Map<String, Value> = (0..10).map(|i| (format!("i{i}"), json!(i))).collect();
+        let wide: serde_json::Map<String, Value> =
+            (0..10).map(|i| (format!("k{i}"), Value::Object(inner.clone()))).collect();
+        let mut deep = json!(1);
+        for _ in 0..20 {
+            deep = json!({"d": deep});
+        }
+        for output in [Value::Object(wide), deep] {
+            let mut f = Fields::default();
+            f.train(&json!({}), &output);
+            let (leaves, depth) = nodes(&f.shapes[0].root, 0);
+            assert!(depth > 1, "the output is split into objects and leaves");
+            assert!(depth <= DEPTH_MAX, "{depth} levels");
+            assert!(leaves <= LEAVES_MAX, "{leaves} leaves");
+        }
     }
 }

@@ -12,8 +12,9 @@
 //! A template is used only once it was **confirmed**: a committed call on another input than the one it was
 //! learned from matched it. Resolving a template for a new input needs the results of the earlier calls it reads;
 //! the engine supplies the real ones, a predicted run's, the memo table's, or a guess ([`crate::fields`]), and a
-//! template it cannot resolve (a result not known, or a part of a guess nobody could guess) predicts nothing. Like every prediction, a resolved call is only a guess: a predicted run is bound to a real call
-//! only on canonically equal arguments.
+//! template it cannot resolve (a result not known, or a part of a guess nobody could guess) predicts nothing. Like
+//! every prediction, a resolved call is only a guess: a predicted run is bound to a real call only on canonically
+//! equal arguments.
 
 use std::hash::{Hash, Hasher};
 

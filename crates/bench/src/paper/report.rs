@@ -617,7 +617,7 @@ impl Run {
                     "| {} | {} | {} | {} | {} / {} | {} / {} | {} | {:.0} | {:.2} |",
                     r.app.label,
                     pct(c.memo_hit_rate()),
-                    pct((c.memo_misses > 0).then(|| c.field_guesses as f64 / c.memo_misses as f64)),
+                    pct(rate(c.field_guesses, c.memo_misses)),
                     pct(c.branch_hit_rate()),
                     c.callees_used,
                     c.callees_predicted,

@@ -191,11 +191,7 @@ impl Engine {
             RunState::Ended(Fate::Committed) if r.result.is_some() => return r.result.clone(),
             _ => {}
         }
-        let version = &self.catalog.functions.get(callee)?.version;
-        self.oracle.memo.lookup(callee, version, args).or_else(|| {
-            let guess = self.config.field_guesses.then(|| self.oracle.memo.guess(callee, version, args))??;
-            Some(guess.fill(&crate::walk::unknown()))
-        })
+        self.predicted_output(callee, args).value()
     }
 
     /// `caller`'s real call `index` went to `callee` (a run) on `args`: a forecast that predicted it goes on, one

@@ -12,6 +12,24 @@ use crate::walk::{
 };
 use crate::{Action, BranchRecord, Cause, Outcome, Status};
 
+/// A function's output as the oracle predicts it.
+pub(super) enum Predicted {
+    /// A memo row: the output it gave last on this input.
+    Memo(serde_json::Value),
+    /// Guessed field by field ([`crate::fields`]), the unknown parts marked unknown.
+    Guess(serde_json::Value),
+    Nothing,
+}
+
+impl Predicted {
+    pub fn value(self) -> Option<serde_json::Value> {
+        match self {
+            Predicted::Memo(v) | Predicted::Guess(v) => Some(v),
+            Predicted::Nothing => None,
+        }
+    }
+}
+
 /// A task a walk reached, to place in the pipeline.
 pub(super) struct Placed {
     pub cursor: Cursor,
@@ -50,10 +68,8 @@ impl Engine {
                 Some(Outcome::Failure(_)) => break, // a crash or a timeout may not happen again
                 None if !speculating => unknown(),
                 None => {
-                    let version = self.catalog.functions.get(&youngest.function).map(|i| i.version.clone());
-                    let memo = self.oracle.memo.clone();
-                    let lookup = version.as_ref().and_then(|v| memo.lookup(&youngest.function, v, &youngest.input));
-                    let hit = lookup.is_some();
+                    let predicted = self.predicted_output(&youngest.function, &youngest.input);
+                    let hit = matches!(predicted, Predicted::Memo(_));
                     if let Some(run) = youngest.run() {
                         self.runs[run].memo_hit = Some(hit);
                     }
@@ -62,22 +78,10 @@ impl Engine {
                     } else {
                         self.stats.memo_misses += 1;
                     }
-                    // No row: a guess field by field, its unknown parts unknown (a guess is never trusted: what
-                    // derives from it is validated like what derives from a memo row).
-                    let guess = || {
-                        let guess = memo.guess(&youngest.function, version.as_ref()?, &youngest.input)?;
-                        Some(guess.fill(&unknown()))
-                    };
-                    match lookup {
-                        Some(output) => output,
-                        None => match self.config.field_guesses.then(guess).flatten() {
-                            Some(guessed) => {
-                                self.stats.field_guesses += 1;
-                                guessed
-                            }
-                            None => unknown(),
-                        },
+                    if matches!(predicted, Predicted::Guess(_)) {
+                        self.stats.field_guesses += 1;
                     }
+                    predicted.value().unwrap_or_else(unknown)
                 }
             };
             let mut cursor = self.slots[index].cursor.clone().expect("checked above");
@@ -141,6 +145,22 @@ impl Engine {
             }
         }
         self.launch_ready(out);
+    }
+
+    /// What `function` is predicted to return on `input`: its memo row, else (with `field_guesses`) its output
+    /// guessed field by field, the unknown parts unknown. A guess is never trusted: what derives from it is
+    /// validated like what derives from a memo row.
+    pub(super) fn predicted_output(&self, function: &str, input: &serde_json::Value) -> Predicted {
+        let Some(version) = self.catalog.functions.get(function).map(|i| &i.version) else {
+            return Predicted::Nothing;
+        };
+        if let Some(output) = self.oracle.memo.lookup(function, version, input) {
+            return Predicted::Memo(output);
+        }
+        match self.config.field_guesses.then(|| self.oracle.memo.guess(function, version, input)).flatten() {
+            Some(guess) => Predicted::Guess(guess.fill(&unknown())),
+            None => Predicted::Nothing,
+        }
     }
 
     /// A freshly derived slot at `index`: with speculation, a pure function with a memoized output is not run.
@@ -256,8 +276,8 @@ impl Engine {
     }
 
     /// Places the task a walk reached at its position, from `first` on: keeps the slot already there if it runs the
-    /// same function on the same input within the same timeout (a concrete walk confirms its branches), else squashes whatever sits from
-    /// `first` up to that position (and what depends on it) and inserts the task. A task with nothing at or before
+    /// same function on the same input within the same timeout (a concrete walk confirms its branches), else
+    /// squashes whatever sits from `first` up to that position (and what depends on it) and inserts the task. A task with nothing at or before
     /// its position fills a hole: what is derived beyond it does not depend on it. Returns the task's index.
     pub(super) fn place_task(&mut self, first: usize, task: Placed, concrete: bool, out: &mut Vec<Action>) -> usize {
         let Placed { cursor, function, input, timeout_ms, decisions } = task;

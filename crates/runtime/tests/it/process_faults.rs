@@ -428,7 +428,13 @@ async fn a_speculative_activation_runs_on_idle_cpu_until_it_is_promoted() {
     };
     let code = "import specfaas\ndef main(a):\n    return {'got': specfaas.kv.get('k')}\n";
     let warm = load(Kind::Python, code, Limits::default()).await;
-    tokio::time::sleep(Duration::from_millis(500)).await; // the spare is ready too, at the full share
+    // The spare starts in the background (idle CPU) and gets the full share once ready: wait for that, which on a
+    // busy machine takes longer than on an idle one.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while handler_cpu_idle(&cpu).iter().any(|i| i != "0") && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // The host holds the function's read until the test has looked.
     let mut a = activation(json!({}));
     a.speculative = true;
