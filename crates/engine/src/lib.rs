@@ -264,8 +264,10 @@ pub struct RunSummary {
     /// Launched while speculative.
     pub speculative: bool,
     pub fate: Fate,
-    /// Whether the memo table held an output for its input when the next function was derived.
-    pub memo_hit: Option<bool>,
+    /// What the next function was derived on while this run's output was not known: a memo row (`exact`), a
+    /// field-by-field guess (`fields`) or nothing (`none`); absent when nothing was derived before its output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<oracle::OutputPrediction>,
     /// For a callee launched before it was called: why (`exact` or `path`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub predicted: Option<oracle::Prediction>,

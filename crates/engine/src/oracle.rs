@@ -77,6 +77,18 @@ pub struct Called {
     pub result: Option<Value>,
 }
 
+/// What the next slot of a workflow was derived on, while a run's output was not known yet, as records show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputPrediction {
+    /// A memo row: the output of this function on exactly this input.
+    Exact,
+    /// A field-by-field guess ([`crate::fields`]): some fields predicted, the rest unknown.
+    Fields,
+    /// Nothing: the output was unknown, so only what needs none of it was derived.
+    None,
+}
+
 /// Why a callee was launched early, as records and metrics show it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -519,7 +519,7 @@ fn finish(
         if let Some(s) = summary {
             record.annotate(
                 "speculation",
-                json!({"speculative": s.speculative, "fate": s.fate, "memo_hit": s.memo_hit, "predicted": s.predicted, "branches": s.branches}),
+                json!({"speculative": s.speculative, "fate": s.fate, "output": s.output, "predicted": s.predicted, "branches": s.branches}),
             );
         }
         timings.push(RunTiming { function: track.function, caller: track.caller, launched: track.launched, finished });

@@ -7,6 +7,7 @@
 
 use super::slots::{End, Progress, Slot, WalkMark};
 use super::{Engine, SPECULATIVE_STEPS};
+use crate::oracle::OutputPrediction;
 use crate::walk::{
     Concrete, Cursor, Decision, Mode, Position, Stop, Trace, as_failure, contains_unknown, failure_marker, unknown,
 };
@@ -22,6 +23,14 @@ pub(super) enum Predicted {
 }
 
 impl Predicted {
+    pub fn kind(&self) -> OutputPrediction {
+        match self {
+            Predicted::Memo(_) => OutputPrediction::Exact,
+            Predicted::Guess(_) => OutputPrediction::Fields,
+            Predicted::Nothing => OutputPrediction::None,
+        }
+    }
+
     pub fn value(self) -> Option<serde_json::Value> {
         match self {
             Predicted::Memo(v) | Predicted::Guess(v) => Some(v),
@@ -69,17 +78,17 @@ impl Engine {
                 None if !speculating => unknown(),
                 None => {
                     let predicted = self.predicted_output(&youngest.function, &youngest.input);
-                    let hit = matches!(predicted, Predicted::Memo(_));
+                    let kind = predicted.kind();
                     if let Some(run) = youngest.run() {
-                        self.runs[run].memo_hit = Some(hit);
+                        self.runs[run].output = Some(kind);
                     }
-                    if hit {
-                        self.stats.memo_hits += 1;
-                    } else {
-                        self.stats.memo_misses += 1;
-                    }
-                    if matches!(predicted, Predicted::Guess(_)) {
-                        self.stats.field_guesses += 1;
+                    match kind {
+                        OutputPrediction::Exact => self.stats.memo_hits += 1,
+                        OutputPrediction::Fields => {
+                            self.stats.memo_misses += 1;
+                            self.stats.field_guesses += 1;
+                        }
+                        OutputPrediction::None => self.stats.memo_misses += 1,
                     }
                     predicted.value().unwrap_or_else(unknown)
                 }

@@ -478,7 +478,7 @@ impl Engine {
             priority: if speculative { Priority::Speculative } else { Priority::Full },
             reads: Vec::new(),
             versions: Vec::new(),
-            memo_hit: None,
+            output: None,
             result: None,
             prediction: None,
             forecast: None,
@@ -556,7 +556,7 @@ impl Engine {
                 function: r.function.clone(),
                 speculative: r.speculative,
                 fate: r.fate().unwrap_or(Fate::Squashed(Cause::Abandoned)),
-                memo_hit: r.memo_hit,
+                output: r.output,
                 predicted: r.prediction,
                 branches: self.branch_records.remove(&id).unwrap_or_default(),
             })

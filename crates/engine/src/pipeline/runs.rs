@@ -12,7 +12,7 @@ use std::ops::{Index, IndexMut};
 use serde_json::Value;
 
 use super::SlotId;
-use crate::oracle::Prediction;
+use crate::oracle::{OutputPrediction, Prediction};
 use crate::{Fate, Outcome, RequestId, RunId};
 
 /// The calls a run is expected to make, predicted one after another on its path ([`crate::paths`]): index `k`
@@ -100,8 +100,8 @@ pub(super) struct Run {
     pub reads: Vec<(String, Source)>,
     /// Versions of committed state this run (and its returned callees) read: validated at commit.
     pub versions: Vec<(String, u64)>,
-    /// Whether the memo table held an output for its input when the next slot was derived from it.
-    pub memo_hit: Option<bool>,
+    /// What the next slot was derived on before this run's output was known.
+    pub output: Option<OutputPrediction>,
 }
 
 impl Run {

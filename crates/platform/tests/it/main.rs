@@ -789,6 +789,14 @@ async fn outputs_of_an_input_never_seen_are_guessed_field_by_field() {
         let spec = greet.annotations.iter().find(|a| a.key == "speculation").expect("every run record says");
         spec.value["speculative"] == json!(true)
     };
+    // The record of `profile` says what `greet` was derived on.
+    let derived_on = |inv: &platform::Invocation| {
+        let profile = inv.runs.iter().find(|r| r.name == "profile").expect("profile ran");
+        let spec = profile.annotations.iter().find(|a| a.key == "speculation").expect("every run record says");
+        spec.value["output"].clone()
+    };
+    let seen = p.invoke(NS, "greeting", json!({"user": "ann"})).await.unwrap();
+    assert_eq!(derived_on(&seen), json!("exact"), "a memo row: {:?}", seen.runs);
     let before = p.metrics();
     let off = platform::InvokeOptions { field_guesses: Some(false), ..Default::default() };
     let without = p.invoke_with(NS, "greeting", json!({"user": "fay"}), off).await.unwrap();
@@ -796,12 +804,14 @@ async fn outputs_of_an_input_never_seen_are_guessed_field_by_field() {
     let c = p.metrics().since(&before);
     assert_eq!((c.field_guesses, c.speculative_launches), (0, 0), "no memo row, no guess: greet waits: {c:?}");
     assert!(!greet_was_speculative(&without));
+    assert_eq!(derived_on(&without), json!("none"), "{:?}", without.runs);
     let before = p.metrics();
     let inv = p.invoke(NS, "greeting", json!({"user": "gus"})).await.unwrap();
     assert_eq!(inv.result, expected("gus", "eu"));
     let c = p.metrics().since(&before);
     assert!(c.field_guesses > 0, "{c:?}");
     assert!(greet_was_speculative(&inv), "greet started on the guess: {:?}", inv.runs);
+    assert_eq!(derived_on(&inv), json!("fields"), "{:?}", inv.runs);
     assert!(c.squashes.is_empty(), "the guess was right: {c:?}");
     // `region` was always "eu": for this user it is not, and the early greet is squashed.
     let before = p.metrics();
