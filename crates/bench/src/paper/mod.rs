@@ -13,7 +13,9 @@
 //! How a run goes, per application: a warm-up (both modes, training the tables and warming the pools); requests
 //! one at a time in each mode (the single-request latency of the QoS rule, and the CPU cost of a request that
 //! scales the loads); then, per load level, a block of Poisson arrivals with speculation off and a block with the
-//! same inputs with speculation on (in alternating order, so drift favours neither).
+//! same inputs with speculation on (in alternating order, so drift favours neither). Each level starts with an
+//! unmeasured warm-up block per mode at the level's rate, so that the handler pools have grown to what the level
+//! needs: the paper measured warm functions, and a block that starts handlers measures cold starts instead.
 
 pub mod apps;
 pub mod measure;
@@ -73,10 +75,20 @@ struct Sizes {
     block_s: f64,
     block_min: usize,
     block_max: usize,
+    /// Requests of a level's warm-up block per mode, as a share of its measured block (at least `block_min / 2`).
+    level_warmup: f64,
 }
 
-const FULL: Sizes = Sizes { warmup: 16, single: 8, block_s: 4.0, block_min: 16, block_max: 60 };
-const QUICK: Sizes = Sizes { warmup: 2, single: 2, block_s: 1.0, block_min: 4, block_max: 6 };
+const FULL: Sizes = Sizes { warmup: 16, single: 8, block_s: 4.0, block_min: 16, block_max: 60, level_warmup: 0.5 };
+const QUICK: Sizes = Sizes { warmup: 2, single: 2, block_s: 1.0, block_min: 4, block_max: 6, level_warmup: 0.5 };
+
+impl Sizes {
+    /// Requests of a level's block at `rate`, and of its warm-up block.
+    fn block(&self, rate: f64) -> (usize, usize) {
+        let n = ((rate * self.block_s) as usize).clamp(self.block_min, self.block_max);
+        (n, ((n as f64 * self.level_warmup) as usize).max(self.block_min / 2))
+    }
+}
 
 /// One load level of one application: the two blocks.
 #[derive(Debug, Clone)]
@@ -191,11 +203,11 @@ pub async fn run(opts: Options) -> anyhow::Result<Run> {
         let ladder: Vec<(&str, f64)> = if opts.quick { vec![] } else { LADDER.to_vec() };
         for (k, (name, u)) in standard.iter().chain(ladder.iter()).enumerate() {
             let rate = rate_at(*u);
-            let n = ((rate * sizes.block_s) as usize).clamp(sizes.block_min, sizes.block_max);
+            let (n, w) = sizes.block(rate);
+            let warm: Vec<Value> = (0..w).map(|_| inputs.draw()).collect();
             let batch: Vec<Value> = (0..n).map(|_| inputs.draw()).collect();
-            let level =
-                level(&platform, &app, &batch, name, *u, rate, k % 2 == 1, mix(opts.seed, app.name, 10 + k as u64))
-                    .await?;
+            let seed = mix(opts.seed, app.name, 10 + k as u64);
+            let level = level(&platform, &app, &warm, &batch, name, *u, rate, k % 2 == 1, seed).await?;
             progress(&format!(
                 "{tag}: {name} load ({rate:.1}/s, {n} requests): p50 off {:.1} ms, on {:.1} ms: {:.2}x",
                 level.off.p(0.5),
@@ -208,12 +220,13 @@ pub async fn run(opts: Options) -> anyhow::Result<Run> {
         if app.synthetic() && !opts.quick {
             let (name, u) = LOADS[0];
             let rate = rate_at(u);
-            let n = ((rate * sizes.block_s) as usize).clamp(sizes.block_min, sizes.block_max);
+            let (n, w) = sizes.block(rate);
             for (k, &minority) in SWEEP.iter().enumerate() {
                 let mut inputs = Inputs::new(app, seed.clone(), mix(opts.seed, app.name, 100 + k as u64), minority);
+                let warm: Vec<Value> = (0..w).map(|_| inputs.draw()).collect();
                 let batch: Vec<Value> = (0..n).map(|_| inputs.draw()).collect();
                 let seed = mix(opts.seed, app.name, 200 + k as u64);
-                let level = level(&platform, &app, &batch, name, u, rate, k % 2 == 1, seed).await?;
+                let level = level(&platform, &app, &warm, &batch, name, u, rate, k % 2 == 1, seed).await?;
                 progress(&format!(
                     "{tag}: {:.0}% one way: {:.2}x",
                     (1.0 - minority) * 100.0,
@@ -247,8 +260,11 @@ pub async fn run(opts: Options) -> anyhow::Result<Run> {
             let (name, u) = LOADS[1];
             let rate = (u * cores * 1000.0 / cpu_per_request).clamp(0.5, 400.0);
             let n = ((rate * sizes.block_s) as usize).clamp(8, 30);
+            let w = ((n as f64 * sizes.level_warmup) as usize).max(4);
+            let level_warm: Vec<Value> = (0..w).map(|_| inputs.draw()).collect();
             let batch: Vec<Value> = (0..n).map(|_| inputs.draw()).collect();
-            let level = level(&platform, &app, &batch, name, u, rate, false, mix(opts.seed, app.name, 301)).await?;
+            let seed = mix(opts.seed, app.name, 301);
+            let level = level(&platform, &app, &level_warm, &batch, name, u, rate, false, seed).await?;
             progress(&format!(
                 "{}/{} CPU-bound, medium load: {:.2}x",
                 app.suite.name(),
@@ -269,11 +285,13 @@ pub async fn run(opts: Options) -> anyhow::Result<Run> {
     Ok(Run { quick: opts.quick, seed: opts.seed, results, setup, wall_s: started.elapsed().as_secs_f64() })
 }
 
-/// Runs the same inputs with speculation off and on, as Poisson arrivals at `rate`.
+/// Runs the same inputs with speculation off and on, as Poisson arrivals at `rate`, each mode after an unmeasured
+/// warm-up block of `warm` at the same rate (its handler pools grow there, not in the measured block).
 #[allow(clippy::too_many_arguments)]
 async fn level(
     platform: &Platform,
     app: &App,
+    warm: &[Value],
     inputs: &[Value],
     name: &str,
     utilization: f64,
@@ -282,6 +300,10 @@ async fn level(
     seed: u64,
 ) -> anyhow::Result<Level> {
     let ns = app.suite.dir();
+    let warm_seed = seed ^ 0x77a7_3e3d;
+    for speculation in if on_first { [true, false] } else { [false, true] } {
+        measure::block(platform, ns, app.name, warm, speculation, Some(rate), warm_seed).await?;
+    }
     let (off, on) = if on_first {
         let on = measure::block(platform, ns, app.name, inputs, true, Some(rate), seed).await?;
         let off = measure::block(platform, ns, app.name, inputs, false, Some(rate), seed).await?;
