@@ -183,15 +183,21 @@ fn machine_ticks() -> Option<(u64, u64)> {
 /// behind (replacement handlers started after squashes, records being written) then does not land on this block.
 /// Without it, whichever side ran first in a level paid for the other side's leftovers of the level before.
 pub async fn settle() {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    settle_within(Duration::from_secs(5)).await;
+}
+
+/// [`settle`], waiting up to `limit`; returns whether the machine is idle.
+pub async fn settle_within(limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
-        let Some((busy0, total0)) = machine_ticks() else { return };
+        let Some((busy0, total0)) = machine_ticks() else { return false };
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let Some((busy1, total1)) = machine_ticks() else { return };
+        let Some((busy1, total1)) = machine_ticks() else { return false };
         if (busy1 - busy0) as f64 <= 0.1 * (total1 - total0).max(1) as f64 {
-            return;
+            return true;
         }
     }
+    false
 }
 
 /// CPU time the whole machine has spent busy (user, system, interrupts, steal), in ms. A block runs alone on an

@@ -176,6 +176,15 @@ pub async fn run(opts: Options) -> anyhow::Result<Run> {
             counts.insert(app.name, project.functions.iter().filter(|f| f.name.starts_with(app.prefix)).count());
         }
     }
+    // Deploying starts a spare handler per function in the background: tens of seconds of CPU for 191 functions.
+    // Until it ends, it lands on the first application's blocks, and on the CPU per request that scales its loads.
+    let t = std::time::Instant::now();
+    let idle = measure::settle_within(std::time::Duration::from_secs(180)).await;
+    progress(&format!(
+        "spares started: machine {} after {:.1} s",
+        if idle { "idle" } else { "still busy" },
+        t.elapsed().as_secs_f64()
+    ));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let mut results = Vec::new();
     for (i, &app) in apps.iter().enumerate() {
