@@ -1,0 +1,9 @@
+#!/bin/sh
+# Reproduces this directory: release build, then the full paper run for seeds 1 and 2 with the per-level warm-up
+# blocks (commits c335ee1 and a6b91cb).
+set -e
+cargo build --release -p cli
+B=./target/release/specfaas
+D=bench/results/2026-12-03-warm
+$B bench paper --seed 1 --out $D/seed-1 2> $D/seed-1.log > /dev/null
+$B bench paper --seed 2 --out $D/seed-2 2> $D/seed-2.log > /dev/null
