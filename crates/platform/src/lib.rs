@@ -545,9 +545,13 @@ impl Platform {
         self.inner.oracles.write().expect("poisoned").insert(namespace.to_string(), oracle);
     }
 
-    /// Counters across every invocation so far.
+    /// Counters across every invocation so far, and the runtimes' handler counts.
     pub fn metrics(&self) -> metrics::Snapshot {
-        self.inner.metrics.snapshot()
+        let mut snapshot = self.inner.metrics.snapshot();
+        for runtime in &self.inner.runtimes {
+            snapshot.add_handlers(&runtime.handlers());
+        }
+        snapshot
     }
 
     /// Waits until every activation record produced so far is persisted.

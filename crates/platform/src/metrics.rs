@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use engine::{Cause, Stats, Status};
+use runtime::HandlerCounts;
 use serde::Serialize;
 
 #[derive(Default)]
@@ -30,11 +31,13 @@ pub struct Counter {
 }
 
 /// Declares the snapshot's plain counters: `engine` ones are summed from the [`engine::Stats`] of each invocation
-/// (the field of the same name), `platform` ones are measured by the driver.
+/// (the field of the same name), `platform` ones are measured by the driver, and `runtime` ones are the runtimes'
+/// [`HandlerCounts`] (`field` of the snapshot `from` the field of the counts), summed over the runtimes when read.
 macro_rules! counters {
     (
         engine { $($e:ident => $e_name:literal, $e_help:literal;)* }
         platform { $($p:ident => $p_name:literal, $p_help:literal;)* }
+        runtime { $($r:ident from $rc:ident => $r_name:literal, $r_help:literal;)* }
     ) => {
         /// Totals since the platform started.
         #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -45,6 +48,7 @@ macro_rules! counters {
             pub squashes: BTreeMap<Cause, u64>,
             $(#[doc = $e_help] pub $e: u64,)*
             $(#[doc = $p_help] pub $p: u64,)*
+            $(#[doc = $r_help] pub $r: u64,)*
         }
 
         impl Snapshot {
@@ -52,11 +56,12 @@ macro_rules! counters {
             pub const COUNTERS: &[Counter] = &[
                 $(Counter { field: stringify!($e), name: $e_name, help: $e_help },)*
                 $(Counter { field: stringify!($p), name: $p_name, help: $p_help },)*
+                $(Counter { field: stringify!($r), name: $r_name, help: $r_help },)*
             ];
 
             /// Every plain counter with its value, in declaration order.
             pub fn counters(&self) -> Vec<(Counter, u64)> {
-                Snapshot::COUNTERS.iter().copied().zip([$(self.$e,)* $(self.$p,)*]).collect()
+                Snapshot::COUNTERS.iter().copied().zip([$(self.$e,)* $(self.$p,)* $(self.$r,)*]).collect()
             }
 
             /// What happened between `earlier` and this snapshot.
@@ -66,6 +71,7 @@ macro_rules! counters {
                     squashes: diff(&self.squashes, &earlier.squashes),
                     $($e: self.$e - earlier.$e,)*
                     $($p: self.$p - earlier.$p,)*
+                    $($r: self.$r - earlier.$r,)*
                 }
             }
 
@@ -79,6 +85,7 @@ macro_rules! counters {
                 }
                 $(self.$e += other.$e;)*
                 $(self.$p += other.$p;)*
+                $(self.$r += other.$r;)*
             }
 
             /// Adds one invocation's engine counters. No `..`: every field of `Stats` must be in the table.
@@ -88,6 +95,12 @@ macro_rules! counters {
                     *self.squashes.entry(*cause).or_insert(0) += u64::from(*n);
                 }
                 $(self.$e += u64::from(*$e);)*
+            }
+
+            /// Adds one runtime's handler counts. No `..`: every field of `HandlerCounts` must be in the table.
+            pub(crate) fn add_handlers(&mut self, counts: &HandlerCounts) {
+                let HandlerCounts { $($rc,)* } = counts;
+                $(self.$r += *$rc;)*
             }
         }
     };
@@ -150,6 +163,26 @@ counters! {
         squashed_cpu_us => "squashed_cpu_microseconds",
             "CPU time squashed runs used, in microseconds, where the runtime measures it (Python functions).";
     }
+    runtime {
+        handlers_started_for_waiter from started_for_waiter => "handlers_started_for_waiter",
+            "Handler processes started for an activation that found none idle.";
+        handlers_started_spare from started_spare => "handlers_started_spare",
+            "Handler processes started as spares, ahead of need.";
+        handler_waits from waits => "handler_waits", "Activations that found no idle handler and waited for one.";
+        handler_wait_us from wait_us => "handler_wait_microseconds",
+            "Time activations waited for a handler, in microseconds.";
+        handlers_retired_idle_max from retired_idle_max => "handlers_retired_idle_max",
+            "Handlers retired after a clean activation because the pool had as many idle as it keeps.";
+        handlers_retired_left_processes from retired_left_processes => "handlers_retired_left_processes",
+            "Handlers retired because their activation left processes behind.";
+        handlers_retired_killed from retired_killed => "handlers_retired_killed",
+            "Handlers retired because their activation was killed (squashed).";
+        handlers_retired_failed from retired_failed => "handlers_retired_failed",
+            "Handlers retired because their activation timed out, crashed or broke the protocol, or they failed to load.";
+        handlers_exited from exited => "handlers_exited", "Handlers that exited by themselves while idle.";
+        handlers_released from released => "handlers_released",
+            "Handlers let go with their function: redeployed, undeployed, or shut down.";
+    }
 }
 
 #[cfg(test)]
@@ -203,9 +236,26 @@ mod tests {
         squashes.insert(Cause::ControlMispredict, 3);
         let metrics = Metrics::default();
         metrics.record(Status::Success, &stats, 7, 5);
-        let snapshot = metrics.snapshot();
+        let mut snapshot = metrics.snapshot();
+        let handlers = HandlerCounts {
+            started_for_waiter: 20,
+            started_spare: 21,
+            waits: 22,
+            wait_us: 23,
+            retired_idle_max: 24,
+            retired_left_processes: 25,
+            retired_killed: 26,
+            retired_failed: 27,
+            exited: 28,
+            released: 29,
+        };
+        snapshot.add_handlers(&handlers);
         let values: Vec<u64> = snapshot.counters().into_iter().map(|(_, v)| v).collect();
-        assert_eq!(values, [2, 3, 4, 5, 6, 7, 8, 1, 9, 10, 11, 12, 13, 14, 15, 7, 5]);
+        let from_runtime: Vec<u64> = (20..30).collect();
+        assert_eq!(
+            values,
+            [[2, 3, 4, 5, 6, 7, 8, 1, 9, 10, 11, 12, 13, 14, 15, 7, 5].as_slice(), &from_runtime].concat()
+        );
         assert_eq!(snapshot.squashes, BTreeMap::from([(Cause::ControlMispredict, 3)]));
         assert_eq!(snapshot.since(&Snapshot::default()), snapshot);
         let mut twice = snapshot.clone();

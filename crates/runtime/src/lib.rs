@@ -248,4 +248,51 @@ pub enum Error {
 pub trait Runtime: Send + Sync {
     fn kinds(&self) -> &'static [Kind];
     fn load(&self, spec: Arc<FunctionSpec>) -> BoxFuture<'_, Result<Arc<dyn Warm>, Error>>;
+    /// The handler processes it has started and retired so far, and the waits for one; a runtime that keeps no
+    /// processes reports none.
+    fn handlers(&self) -> HandlerCounts {
+        HandlerCounts::default()
+    }
+}
+
+/// A runtime's handler processes since it was made: how many it started and why, how many it retired and why,
+/// and how long activations waited for one. What running a function costs beside the runs themselves; speculation
+/// that needs more handlers than sequential execution pays it here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HandlerCounts {
+    /// Started at full CPU priority: the first at load, and those for waiting activations that the handlers
+    /// already starting did not cover.
+    pub started_for_waiter: u64,
+    /// Started as spares, at idle CPU priority until ready. A spare still starting is handed to the first
+    /// activation that waits.
+    pub started_spare: u64,
+    /// Activations that found no idle handler and waited for one.
+    pub waits: u64,
+    /// The time they waited, in microseconds.
+    pub wait_us: u64,
+    /// Retired after a clean activation because as many handlers as the pool keeps were idle already.
+    pub retired_idle_max: u64,
+    /// Retired after a clean activation because it left processes behind.
+    pub retired_left_processes: u64,
+    /// Retired because its activation was killed: squashed, or a speculative run that dirtied its scratch space
+    /// or held an effect and was squashed after it finished.
+    pub retired_killed: u64,
+    /// Retired because its activation timed out, crashed or broke the protocol, or it failed to load the code.
+    pub retired_failed: u64,
+    /// Exited by itself while idle (the kernel's OOM killer, a crash in a background thread).
+    pub exited: u64,
+    /// Let go with its function: redeployed, undeployed, or the runtime shut down.
+    pub released: u64,
+}
+
+impl HandlerCounts {
+    /// Handlers retired or gone, whatever the reason.
+    pub fn ended(&self) -> u64 {
+        self.retired_idle_max
+            + self.retired_left_processes
+            + self.retired_killed
+            + self.retired_failed
+            + self.exited
+            + self.released
+    }
 }

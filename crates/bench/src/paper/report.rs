@@ -631,6 +631,39 @@ impl Run {
         }
         md.push('\n');
 
+        // Handler processes
+        push(&mut md, "## Handler processes (measured blocks of every load level)\n\nWhat running the functions cost the process runtime beside the runs: handlers started (at full priority for a waiting activation, or as background spares), handlers retired by reason, and the activations that found no idle handler, with their mean wait. Speculation off / on.\n".into());
+        push(&mut md, "| app | load | started for a waiter | spares started | retired: pool full | killed (squash) | left processes | failed or exited | waits | mean wait (ms) |\n|---|---|---|---|---|---|---|---|---|---|".into());
+        for (r, l) in self.results.iter().flat_map(|r| r.levels.iter().map(move |l| (r, l))) {
+            let (off, on) = (&l.off.counters, &l.on.counters);
+            let both = |f: fn(&Snapshot) -> u64| format!("{} / {}", f(off), f(on));
+            let wait = |c: &Snapshot| {
+                if c.handler_waits == 0 {
+                    "—".to_string()
+                } else {
+                    format!("{:.1}", c.handler_wait_us as f64 / c.handler_waits as f64 / 1000.0)
+                }
+            };
+            push(
+                &mut md,
+                format!(
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
+                    r.app.label,
+                    l.name,
+                    both(|c| c.handlers_started_for_waiter),
+                    both(|c| c.handlers_started_spare),
+                    both(|c| c.handlers_retired_idle_max),
+                    both(|c| c.handlers_retired_killed),
+                    both(|c| c.handlers_retired_left_processes),
+                    both(|c| c.handlers_retired_failed + c.handlers_exited),
+                    both(|c| c.handler_waits),
+                    wait(off),
+                    wait(on)
+                ),
+            );
+        }
+        md.push('\n');
+
         // CPU-bound profile
         if self.results.iter().any(|r| r.cpu_bound.is_some()) {
             push(&mut md, "## CPU-bound profile (80% of each function's time is CPU work), medium load\n\nOn this machine's cores, at most that many functions truly run at once, whatever speculation launches; the paper's testbed had 240 hardware threads.\n".into());

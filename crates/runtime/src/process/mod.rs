@@ -47,8 +47,8 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::sandbox::{self, Bind, Gate, Job, Sandbox};
 use crate::{
-    Activation, AfterSquash, BoxFuture, Cpu, Done, Error, Host, HostRequest, Killer, LogSink, Outcome, Report, Runtime,
-    Warm,
+    Activation, AfterSquash, BoxFuture, Cpu, Done, Error, HandlerCounts, Host, HostRequest, Killer, LogSink, Outcome,
+    Report, Runtime, Warm,
 };
 use protocol::{FromHandler, Reply, ToHandler, line};
 
@@ -115,6 +115,76 @@ struct Inner {
     /// Directories `SPECFAAS_NODE_PATH` adds to Node.js's module path.
     node_path: Vec<PathBuf>,
     next: AtomicU64,
+    /// Handlers started and retired, shared with each handler's reaper.
+    counts: Arc<Counts>,
+}
+
+/// Why a handler was retired, set by the first kill; one that exits with none set exited by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retired {
+    IdleMax,
+    LeftProcesses,
+    Killed,
+    Failed,
+    Released,
+}
+
+/// The counters behind [`HandlerCounts`]. A handler is counted as retired when it is reaped, so each started
+/// one is counted once, with the reason of the first kill.
+#[derive(Default)]
+struct Counts {
+    started_for_waiter: AtomicU64,
+    started_spare: AtomicU64,
+    waits: AtomicU64,
+    wait_us: AtomicU64,
+    retired_idle_max: AtomicU64,
+    retired_left_processes: AtomicU64,
+    retired_killed: AtomicU64,
+    retired_failed: AtomicU64,
+    exited: AtomicU64,
+    released: AtomicU64,
+}
+
+impl Counts {
+    fn ended(&self, why: Option<Retired>) {
+        let counter = match why {
+            Some(Retired::IdleMax) => &self.retired_idle_max,
+            Some(Retired::LeftProcesses) => &self.retired_left_processes,
+            Some(Retired::Killed) => &self.retired_killed,
+            Some(Retired::Failed) => &self.retired_failed,
+            Some(Retired::Released) => &self.released,
+            None => &self.exited,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> HandlerCounts {
+        let Counts {
+            started_for_waiter,
+            started_spare,
+            waits,
+            wait_us,
+            retired_idle_max,
+            retired_left_processes,
+            retired_killed,
+            retired_failed,
+            exited,
+            released,
+        } = self;
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        HandlerCounts {
+            started_for_waiter: n(started_for_waiter),
+            started_spare: n(started_spare),
+            waits: n(waits),
+            wait_us: n(wait_us),
+            retired_idle_max: n(retired_idle_max),
+            retired_left_processes: n(retired_left_processes),
+            retired_killed: n(retired_killed),
+            retired_failed: n(retired_failed),
+            exited: n(exited),
+            released: n(released),
+        }
+    }
 }
 
 impl ProcessRuntime {
@@ -158,7 +228,10 @@ impl ProcessRuntime {
         }
         config.expose.extend(node_path.iter().cloned());
         let sandbox = Sandbox::new(&config, &dir).map_err(|e| Error::Io(e.to_string()))?;
-        Ok(ProcessRuntime { inner: Arc::new(Inner { dir, sandbox, python, node, node_path, next: AtomicU64::new(0) }) })
+        let counts = Arc::default();
+        Ok(ProcessRuntime {
+            inner: Arc::new(Inner { dir, sandbox, python, node, node_path, next: AtomicU64::new(0), counts }),
+        })
     }
 
     /// The network rules handlers run under (the platform adds its API address).
@@ -197,6 +270,10 @@ fn find_interpreter(name: &str, args: &[&str]) -> Result<Interpreter, String> {
 impl Runtime for ProcessRuntime {
     fn kinds(&self) -> &'static [Kind] {
         &[Kind::Python, Kind::Node]
+    }
+
+    fn handlers(&self) -> HandlerCounts {
+        self.inner.counts.snapshot()
     }
 
     fn load(&self, spec: Arc<FunctionSpec>) -> BoxFuture<'_, Result<Arc<dyn Warm>, Error>> {
@@ -328,6 +405,8 @@ struct Proc {
     /// Set by the first kill: a killed activation, its end and the retired handler each ask for one, and only the
     /// first signal does anything (each further one is a system call that wakes the dying process again).
     signalled: std::sync::atomic::AtomicBool,
+    /// Why it was retired: set by the first kill, read by its reaper.
+    retired: Arc<std::sync::OnceLock<Retired>>,
     gate: Arc<Gate>,
     /// Shared with the reaper, so the cgroup is removed only after the processes are gone.
     cgroup: Option<Arc<sandbox::HandlerCgroup>>,
@@ -344,10 +423,11 @@ impl Proc {
     /// nothing else wants, and the signal is left to the [`signaller`]: the caller (the engine squashing a run,
     /// a task reporting) does not wait for it, nor for the kernel's teardown that the signal starts. Otherwise
     /// the signal goes at once.
-    fn kill(self: &Arc<Self>) {
+    fn kill(self: &Arc<Self>, why: Retired) {
         if self.exit.borrow().is_some() {
-            return; // reaped: the pid may belong to someone else now
+            return; // reaped: the pid may belong to someone else now, and it went by itself
         }
+        let _ = self.retired.set(why);
         if self.signalled.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -407,10 +487,18 @@ struct Handler {
     write: OwnedWriteHalf,
 }
 
+impl Handler {
+    /// Retires it, for `why`.
+    fn retire(self, why: Retired) {
+        self.proc_.kill(why);
+    }
+}
+
 impl Drop for Handler {
     fn drop(&mut self) {
-        // A handler that is let go is retired: its channel closes, and it goes.
-        self.proc_.kill();
+        // A handler that is let go is retired: its channel closes, and it goes. Any reason to retire it was given
+        // before; none means it was let go with its function.
+        self.proc_.kill(Retired::Released);
     }
 }
 
@@ -494,6 +582,12 @@ async fn start_handler(shared: &Arc<Shared>, priority: sandbox::Priority) -> Res
         .map_err(|e| Error::Io(format!("the spawner failed: {e}")))?
         .map_err(|e| fail(e.0))?;
     let sandbox::Started { child, cgroup, root } = started;
+    let counts = &shared.runtime.counts;
+    match priority {
+        sandbox::Priority::Foreground => &counts.started_for_waiter,
+        sandbox::Priority::Background => &counts.started_spare,
+    }
+    .fetch_add(1, Ordering::Relaxed);
     let cgroup = cgroup.map(Arc::new);
     let stderr_tail = Arc::new(Mutex::new(String::new()));
     {
@@ -518,7 +612,8 @@ async fn start_handler(shared: &Arc<Shared>, priority: sandbox::Priority) -> Res
     }
     let (exit_tx, exit_rx) = watch::channel(None);
     let pid = child.pid;
-    tokio::spawn(reap(child.pidfd, pid, exit_tx, cgroup.clone()));
+    let retired = Arc::new(std::sync::OnceLock::new());
+    tokio::spawn(reap(child.pidfd, pid, exit_tx, cgroup.clone(), retired.clone(), counts.clone()));
     let gate = Arc::new(Gate::default());
     if let Some(listener) = child.listener {
         let (gate, policy) = (gate.clone(), shared.runtime.sandbox.policy.clone());
@@ -534,6 +629,7 @@ async fn start_handler(shared: &Arc<Shared>, priority: sandbox::Priority) -> Res
         idle: Default::default(),
         pids_refused_seen: AtomicU64::new(0),
         signalled: Default::default(),
+        retired,
         confined: shared.runtime.sandbox.confined(),
         gate,
         cgroup,
@@ -550,7 +646,7 @@ async fn start_handler(shared: &Arc<Shared>, priority: sandbox::Priority) -> Res
     let first = tokio::time::timeout(INIT_TIMEOUT, lines.next_line()).await;
     let first = match first {
         Err(_) => {
-            handler_proc.kill();
+            handler_proc.kill(Retired::Failed);
             return Err(fail(format!("loading the code took longer than {}s", INIT_TIMEOUT.as_secs())));
         }
         Ok(line) => line.ok().flatten(),
@@ -570,7 +666,7 @@ async fn start_handler(shared: &Arc<Shared>, priority: sandbox::Priority) -> Res
             Ok(Handler { proc_, lines, write })
         }
         Some(Ok(FromHandler::InitError { error })) => {
-            handler_proc.kill();
+            handler_proc.kill(Retired::Failed);
             Err(fail(error))
         }
         other => {
@@ -579,7 +675,7 @@ async fn start_handler(shared: &Arc<Shared>, priority: sandbox::Priority) -> Res
             let _ = tokio::time::timeout(EXIT_WAIT, exit.wait_for(|e| e.is_some())).await;
             tokio::time::sleep(Duration::from_millis(20)).await;
             let status = exit.borrow().clone();
-            handler_proc.kill();
+            handler_proc.kill(Retired::Failed);
             let what = match other {
                 None => format!("the runner exited ({}) before it was ready", describe(status.as_ref())),
                 Some(r) => format!("the runner broke the protocol: {r:?}"),
@@ -603,14 +699,21 @@ fn describe(exit: Option<&Exit>) -> String {
     }
 }
 
-/// Waits for a handler process to exit, reaps it, and publishes how it ended. Its cgroup (this task's share of
-/// it) is let go only then, so the last holder removes it empty.
+/// Waits for a handler process to exit, reaps it, publishes how it ended, and counts it retired with the reason its
+/// first kill gave. Its cgroup (this task's share of it) is let go only then, so the last holder removes it empty.
 async fn reap(
     pidfd: OwnedFd,
     pid: i32,
     exit: watch::Sender<Option<Exit>>,
     _cgroup: Option<Arc<sandbox::HandlerCgroup>>,
+    retired: Arc<std::sync::OnceLock<Retired>>,
+    counts: Arc<Counts>,
 ) {
+    reap_exit(pidfd, pid, exit).await;
+    counts.ended(retired.get().copied());
+}
+
+async fn reap_exit(pidfd: OwnedFd, pid: i32, exit: watch::Sender<Option<Exit>>) {
     // SAFETY: the AsyncFd owns the pidfd, so the descriptor outlives its registration.
     let registered = unsafe { tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) };
     if let Ok(fd) = registered {
@@ -681,7 +784,9 @@ impl Shared {
         }
         if pool.idle.len() < IDLE_MAX {
             pool.idle.push(handler);
-        } // else: dropping it retires the handler
+        } else {
+            handler.retire(Retired::IdleMax);
+        }
     }
 }
 
@@ -735,16 +840,18 @@ struct KillState {
 impl KillState {
     /// Kills the handler, if the activation has one, and returns what it held. A measured activation's CPU time is
     /// read first, while the process still exists.
-    fn kill_handler(&mut self) -> Vec<sandbox::HeldCall> {
+    fn kill_handler(&mut self, why: Retired) -> Vec<sandbox::HeldCall> {
         let mut held = Vec::new();
         if let Some(p) = &self.running {
             if let (Some(start), None) = (self.cpu_start_us, self.cpu_used_us) {
                 self.cpu_used_us = p.cpu_us().map(|now| now.saturating_sub(start));
             }
             held = p.gate.kill();
-            p.kill();
+            p.kill(why);
         }
-        self.parked = None; // dropping a handler retires it
+        if let Some(parked) = self.parked.take() {
+            parked.retire(why);
+        }
         held
     }
 
@@ -760,7 +867,7 @@ impl KillState {
         }
         let held = p.gate.kill();
         if !held.is_empty() {
-            p.kill(); // it held an effect: nothing of it may serve again
+            p.kill(Retired::Killed); // it held an effect: nothing of it may serve again
             return Some(held);
         }
         self.abandoned = true;
@@ -772,8 +879,13 @@ impl KillState {
     /// the handler's scratch space is as it was when the activation started. Anything else retires it.
     fn reusable_after_squash(&mut self) -> Option<Handler> {
         let parked = self.parked.take()?;
-        let before = self.scratch_at_start.take()?;
-        (scratch(parked.proc_.pid).as_ref() == Some(&before)).then_some(parked)
+        match self.scratch_at_start.take() {
+            Some(before) if scratch(parked.proc_.pid).as_ref() == Some(&before) => Some(parked),
+            _ => {
+                parked.retire(Retired::Killed);
+                None
+            }
+        }
     }
 
     fn logs(&mut self) -> Vec<String> {
@@ -806,7 +918,7 @@ impl Warm for ProcessWarm {
                 }
                 let held = match shared.as_ref().and_then(|sh| s.abandon(&sh.runtime.sandbox)) {
                     Some(held) => held,
-                    None => s.kill_handler(),
+                    None => s.kill_handler(Retired::Killed),
                 };
                 let report = s.done.take().map(|done| {
                     let report = Report { outcome: Outcome::Killed, logs: s.logs(), cpu_us: s.cpu_used_us, held };
@@ -873,12 +985,32 @@ fn reuse(shared: &Arc<Shared>, handler: Handler) {
         // threads, or processes; only listing the cgroup tells.
         let more_tasks = c.tasks() > handler.proc_.tasks_at_ready.load(Ordering::Relaxed);
         if more_tasks && c.processes() > own {
-            drop(handler); // its children would outlive the activation: retire it, with them
+            handler.retire(Retired::LeftProcesses); // its children would outlive the activation: retire it, with them
             shared.request_spawns();
             return;
         }
     }
     shared.handler_ready(handler);
+}
+
+/// Counts one wait for a handler and its time, however it ends: with a handler, an error, or the activation
+/// killed while it waited.
+struct Waiting<'a> {
+    counts: &'a Counts,
+    since: std::time::Instant,
+}
+
+impl<'a> Waiting<'a> {
+    fn new(counts: &'a Counts) -> Self {
+        counts.waits.fetch_add(1, Ordering::Relaxed);
+        Waiting { counts, since: std::time::Instant::now() }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.counts.wait_us.fetch_add(self.since.elapsed().as_micros() as u64, Ordering::Relaxed);
+    }
 }
 
 /// Takes an idle handler, or waits for one.
@@ -898,6 +1030,7 @@ async fn acquire(shared: &Arc<Shared>) -> Result<Handler, Error> {
         rx
     };
     shared.request_spawns();
+    let _waiting = Waiting::new(&shared.runtime.counts);
     match waiter.await {
         Ok(Ok(h)) => Ok(h),
         Ok(Err(e)) => Err(Error::Io(e)),
@@ -941,7 +1074,7 @@ async fn run_activation(
             }
         }
         if s.killed {
-            s.kill_handler();
+            s.kill_handler(Retired::Killed);
             return (Report { outcome: Outcome::Killed, logs: s.logs(), cpu_us: None, held: Vec::new() }, None);
         }
     }
@@ -1067,9 +1200,10 @@ async fn run_activation(
         reusable = Some(handler);
     } else {
         // Never reuse a handler that was killed, timed out, crashed or broke the protocol.
-        s.kill_handler();
+        let why = if s.killed { Retired::Killed } else { Retired::Failed };
+        s.kill_handler(why);
         drop(s);
-        drop(handler);
+        handler.retire(why);
     }
     (Report { outcome, logs, cpu_us: cpu, held }, reusable)
 }

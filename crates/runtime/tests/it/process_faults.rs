@@ -561,3 +561,83 @@ async fn a_handler_squashed_while_running_is_reused_only_if_it_left_its_scratch_
         assert!(!served.contains(&wrote), "a handler that wrote to its /tmp served again: {wrote} in {served:?}");
     }
 }
+
+/// Polls `counts` of `rt` until `done` holds, for up to 20 s; the counts when it held (or the last ones).
+async fn counts_until(
+    rt: &runtime::process::ProcessRuntime,
+    done: impl Fn(&runtime::HandlerCounts) -> bool,
+) -> runtime::HandlerCounts {
+    for _ in 0..200 {
+        let c = rt.handlers();
+        if done(&c) {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    rt.handlers()
+}
+
+/// Every handler started is counted once, as started for a waiter or as a spare, and once when it is gone, with
+/// the reason: killed with its activation, failed (a timeout), exited by itself (a crash), left processes behind,
+/// or let go with its function. Waits for a handler are counted with their time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_are_counted_as_started_and_as_retired_by_reason() {
+    // Its own runtime, so that no other test's handlers are counted.
+    let dir = tempfile::Builder::new().prefix("sfrt").tempdir_in("/tmp").unwrap();
+    let rt = runtime::process::ProcessRuntime::new(dir.path()).unwrap();
+    let code = "import os, subprocess, time, specfaas\ndef main(a):\n    if a.get('child'):\n        subprocess.Popen(['/bin/sleep', '30'])\n    if a.get('exit'):\n        os._exit(3)\n    if a.get('read'):\n        specfaas.kv.get('k')\n    time.sleep(a.get('sleep', 0))\n    return {'ok': True}\n";
+    let limits = Limits { timeout_ms: 1000, ..Limits::default() };
+    let spec = std::sync::Arc::new(crate::source("counted", Kind::Python, code, limits));
+    let warm = rt.load(spec).await.unwrap();
+    // The first handler starts at load, at full priority, and is the pool's one idle spare.
+    let c = rt.handlers();
+    assert_eq!((c.started_for_waiter, c.started_spare, c.ended()), (1, 0, 0), "{c:?}");
+
+    // Three at once, on one idle handler: at least two wait, and handlers are started (the spare being started
+    // when one asks counts for it).
+    let three = tokio::join!(
+        run(&*warm, json!({"sleep": 0.2})),
+        run(&*warm, json!({"sleep": 0.2})),
+        run(&*warm, json!({"sleep": 0.2}))
+    );
+    for r in [three.0, three.1, three.2] {
+        assert_eq!(r.outcome, Outcome::Success(json!({"ok": true})));
+    }
+    let c = rt.handlers();
+    assert!(c.waits >= 2 && c.wait_us > 0 && c.started_for_waiter + c.started_spare >= 3, "{c:?}");
+    assert_eq!(c.ended(), 0, "clean activations retire no handler: {c:?}");
+
+    // A crash: the handler exited by itself.
+    assert!(matches!(run(&*warm, json!({"exit": true})).await.outcome, Outcome::DeveloperError(_)));
+    let c = counts_until(&rt, |c| c.exited == 1).await;
+    assert_eq!((c.exited, c.ended()), (1, 1), "{c:?}");
+
+    // A timeout: retired as failed.
+    assert!(matches!(run(&*warm, json!({"sleep": 5})).await.outcome, Outcome::Timeout { .. }));
+    let c = counts_until(&rt, |c| c.retired_failed == 1).await;
+    assert_eq!((c.retired_failed, c.ended()), (1, 2), "{c:?}");
+
+    // Killed while it waits on a call, as a squash kills a run: retired as killed.
+    let (killer, mut calls, done) = start_holding(&*warm, activation(json!({"read": true})));
+    let _call = tokio::time::timeout(Duration::from_secs(30), calls.recv()).await.unwrap().unwrap();
+    killer.kill();
+    assert_eq!(tokio::time::timeout(Duration::from_secs(5), done).await.unwrap().unwrap().outcome, Outcome::Killed);
+    let c = counts_until(&rt, |c| c.retired_killed == 1).await;
+    assert_eq!((c.retired_killed, c.ended()), (1, 3), "{c:?}");
+
+    let mut ended = 3;
+    if rt.confined() {
+        // A child left behind: only a confined handler's cgroup tells.
+        assert_eq!(run(&*warm, json!({"child": true})).await.outcome, Outcome::Success(json!({"ok": true})));
+        let c = counts_until(&rt, |c| c.retired_left_processes == 1).await;
+        assert_eq!((c.retired_left_processes, c.ended()), (1, 4), "{c:?}");
+        ended = 4;
+    }
+
+    // Let go with the function: every handler still alive is released, and each started one has ended once.
+    drop(warm);
+    let c = counts_until(&rt, |c| c.ended() == c.started_for_waiter + c.started_spare).await;
+    assert_eq!(c.ended(), c.started_for_waiter + c.started_spare, "{c:?}");
+    assert_eq!(c.released, c.ended() - ended, "{c:?}");
+    assert_eq!(c.retired_idle_max, 0, "{c:?}");
+}
