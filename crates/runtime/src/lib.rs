@@ -56,7 +56,8 @@ pub enum AfterSquash {
     #[default]
     Retire,
     /// It serves others if the activation held no effect and left the handler's scratch space (`/tmp`) as it found
-    /// it, as the handler of a committed activation does; a runtime that cannot tell retires it.
+    /// it, as the handler of a committed activation does; a runtime that cannot tell retires it. Such a handler
+    /// may serve others as soon as the activation finishes, before it is settled or killed.
     Reuse,
 }
 

@@ -35,7 +35,7 @@ pub mod protocol;
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -505,9 +505,24 @@ impl Drop for Handler {
 #[derive(Default)]
 struct Pool {
     idle: Vec<Handler>,
-    waiters: VecDeque<oneshot::Sender<Result<Handler, String>>>,
-    /// Handlers being started.
+    /// Activations waiting for a handler, in arrival order. Those with the full CPU share are served first.
+    waiters: VecDeque<Waiter>,
+    /// Handlers being started, and how many of them in the foreground.
     starting: usize,
+    starting_foreground: usize,
+}
+
+/// An activation waiting for a handler.
+struct Waiter {
+    tx: oneshot::Sender<Result<Handler, String>>,
+    /// Whether it has the full CPU share: it never had [`Cpu::Idle`], or it was promoted while it waited.
+    full: Arc<AtomicBool>,
+}
+
+impl Waiter {
+    fn full(&self) -> bool {
+        self.full.load(Ordering::Relaxed)
+    }
 }
 
 struct Shared {
@@ -742,29 +757,42 @@ async fn reap_exit(pidfd: OwnedFd, pid: i32, exit: watch::Sender<Option<Exit>>) 
 }
 
 impl Shared {
-    /// Starts handlers until the pool covers the waiting activations plus the spares. A start for a waiting
-    /// activation runs in the foreground; a spare's in the background, so that it never takes CPU from running
-    /// invocations (their hand-offs and kills).
+    /// Starts handlers until the pool covers the waiting activations with the full CPU share plus the spares. A
+    /// start for such an activation runs in the foreground, a spare's in the background.
+    ///
+    /// A speculative activation ([`Cpu::Idle`]) never has a handler started for it: it takes a handler that is
+    /// idle, or the spare, and waits behind every non-speculative one for a handler that frees up. So speculation
+    /// grows a pool by one background spare at a time, and never by a burst of starts that would take CPU from
+    /// non-speculative work; one promoted while it waits counts from then on, and gets a foreground start.
     fn request_spawns(self: &Arc<Self>) {
         let mut pool = lock(&self.pool);
-        while pool.idle.len() + pool.starting < pool.waiters.len() + SPARES {
-            let priority = if pool.idle.len() + pool.starting < pool.waiters.len() {
+        let full = pool.waiters.iter().filter(|w| w.full()).count();
+        loop {
+            let priority = if pool.idle.len() + pool.starting_foreground < full {
                 sandbox::Priority::Foreground
-            } else {
+            } else if pool.idle.len() + pool.starting < full + SPARES {
                 sandbox::Priority::Background
+            } else {
+                break;
             };
+            let foreground = priority == sandbox::Priority::Foreground;
             pool.starting += 1;
+            pool.starting_foreground += usize::from(foreground);
             let me = Arc::downgrade(self);
             tokio::spawn(async move {
                 let Some(shared) = me.upgrade() else { return };
                 let started = start_handler(&shared, priority).await;
-                lock(&shared.pool).starting -= 1;
+                {
+                    let mut pool = lock(&shared.pool);
+                    pool.starting -= 1;
+                    pool.starting_foreground -= usize::from(foreground);
+                }
                 match started {
                     Ok(h) => shared.handler_ready(h),
                     Err(e) => {
                         // Tell one waiting activation why, instead of trying forever.
-                        if let Some(w) = lock(&shared.pool).waiters.pop_front() {
-                            let _ = w.send(Err(e.to_string()));
+                        if let Some(w) = lock(&shared.pool).next_waiter() {
+                            let _ = w.tx.send(Err(e.to_string()));
                         }
                     }
                 }
@@ -772,11 +800,12 @@ impl Shared {
         }
     }
 
-    /// A handler started, or finished an activation cleanly: give it to a waiting activation, or keep it idle.
+    /// A handler started, or finished an activation cleanly: give it to a waiting activation (one with the full
+    /// CPU share first), or keep it idle.
     fn handler_ready(&self, mut handler: Handler) {
         let mut pool = lock(&self.pool);
-        while let Some(waiter) = pool.waiters.pop_front() {
-            match waiter.send(Ok(handler)) {
+        while let Some(waiter) = pool.next_waiter() {
+            match waiter.tx.send(Ok(handler)) {
                 Ok(()) => return,
                 Err(Ok(h)) => handler = h, // that activation gave up waiting
                 Err(Err(_)) => return,
@@ -787,6 +816,14 @@ impl Shared {
         } else {
             handler.retire(Retired::IdleMax);
         }
+    }
+}
+
+impl Pool {
+    /// The waiter served next: the first with the full CPU share, or else the first.
+    fn next_waiter(&mut self) -> Option<Waiter> {
+        let i = self.waiters.iter().position(Waiter::full).unwrap_or(0);
+        self.waiters.remove(i)
     }
 }
 
@@ -888,6 +925,14 @@ impl KillState {
         }
     }
 
+    /// The parked handler of a finished speculative activation, if it may serve others whatever becomes of the
+    /// activation: as [`KillState::reusable_after_squash`] would find it. Otherwise it stays parked.
+    fn release_if_clean(&mut self) -> Option<Handler> {
+        let parked = self.parked.as_ref()?;
+        let before = self.scratch_at_start.as_ref()?;
+        if scratch(parked.proc_.pid).as_ref() == Some(before) { self.parked.take() } else { None }
+    }
+
     fn logs(&mut self) -> Vec<String> {
         self.logs.take().map(LogSink::into_lines).unwrap_or_default()
     }
@@ -902,6 +947,7 @@ impl Warm for ProcessWarm {
         let logs = LogSink::new(self.shared.spec.limits.logs_bytes_max);
         let cpu = activation.cpu;
         let state = Arc::new(Mutex::new(KillState { done: Some(done), logs: Some(logs), cpu, ..Default::default() }));
+        let full = Arc::new(AtomicBool::new(cpu == Cpu::Full));
         let killed = Arc::new(Notify::new());
         let kill = {
             let state = state.clone();
@@ -948,17 +994,24 @@ impl Warm for ProcessWarm {
         let promote = {
             let state = state.clone();
             let shared = Arc::downgrade(&self.shared);
+            let full = full.clone();
             move || {
                 let mut s = lock(&state);
                 s.cpu = Cpu::Full;
-                if let (Some(p), Some(shared)) = (&s.running, shared.upgrade()) {
-                    p.share(&shared.runtime.sandbox, Cpu::Full);
+                full.store(true, Ordering::Relaxed);
+                let Some(shared) = shared.upgrade() else { return };
+                match &s.running {
+                    Some(p) => p.share(&shared.runtime.sandbox, Cpu::Full),
+                    None => {
+                        drop(s);
+                        shared.request_spawns(); // if it waits for a handler, one starts in the foreground now
+                    }
                 }
             }
         };
         let shared = self.shared.clone();
         tokio::spawn(async move {
-            let (report, reusable) = run_activation(&shared, activation, host, &state, &killed).await;
+            let (report, reusable) = run_activation(&shared, activation, host, &state, &full, &killed).await;
             let done = lock(&state).done.take(); // none if a kill reported first
             if let Some(done) = done {
                 done(report);
@@ -968,6 +1021,16 @@ impl Warm for ProcessWarm {
             if let Some(handler) = reusable {
                 tokio::task::yield_now().await;
                 reuse(&shared, handler);
+            } else {
+                // A speculative run parked its handler. If it held no effect and left its scratch space as it found
+                // it, the handler serves again now, whatever becomes of the run: a squash would reuse it as it is
+                // ([`AfterSquash::Reuse`]), and so does a commit. Parked, it would be held for the whole time the
+                // run stays speculative, and the pool would need handlers that sequential runs do not.
+                tokio::task::yield_now().await;
+                let released = lock(&state).release_if_clean();
+                if let Some(handler) = released {
+                    reuse(&shared, handler);
+                }
             }
         });
         Killer::new(kill).with_settle(settle).with_promote(promote)
@@ -1013,8 +1076,8 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// Takes an idle handler, or waits for one.
-async fn acquire(shared: &Arc<Shared>) -> Result<Handler, Error> {
+/// Takes an idle handler, or waits for one; `full` says whether the activation has the full CPU share now.
+async fn acquire(shared: &Arc<Shared>, full: &Arc<AtomicBool>) -> Result<Handler, Error> {
     let waiter = {
         let mut pool = lock(&shared.pool);
         // A handler that died while idle (killed by the kernel, crashed in a background thread) is dropped.
@@ -1026,7 +1089,7 @@ async fn acquire(shared: &Arc<Shared>) -> Result<Handler, Error> {
             }
         }
         let (tx, rx) = oneshot::channel();
-        pool.waiters.push_back(tx);
+        pool.waiters.push_back(Waiter { tx, full: full.clone() });
         rx
     };
     shared.request_spawns();
@@ -1043,6 +1106,7 @@ async fn run_activation(
     activation: Activation,
     host: Host,
     state: &Mutex<KillState>,
+    full: &Arc<AtomicBool>,
     killed: &Notify,
 ) -> (Report, Option<Handler>) {
     let spec = &shared.spec;
@@ -1053,7 +1117,7 @@ async fn run_activation(
         return (finish(Outcome::Killed), None);
     }
     let mut handler = tokio::select! {
-        h = acquire(shared) => match h {
+        h = acquire(shared, full) => match h {
             Ok(h) => h,
             Err(e) => return (finish(Outcome::DeveloperError(e.to_string())), None),
         },

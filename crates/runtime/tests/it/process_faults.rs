@@ -641,3 +641,88 @@ async fn handlers_are_counted_as_started_and_as_retired_by_reason() {
     assert_eq!(c.released, c.ended() - ended, "{c:?}");
     assert_eq!(c.retired_idle_max, 0, "{c:?}");
 }
+
+/// A speculative activation that finished, held no effect and left its `/tmp` as it found it gives its handler
+/// back at once, before it is settled: squashed or committed, the handler would serve again, so holding it while
+/// the run stays speculative would only make the pool start more. One that wrote there stays parked until settled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_speculative_activation_that_left_nothing_gives_its_handler_back_before_it_is_settled() {
+    if !crate::process_runtime().confined() {
+        eprintln!("not exercised: handlers are not confined, so their /tmp is not their own");
+        return;
+    }
+    let code = "import os\nTOKEN = os.urandom(8).hex()\ndef main(a):\n    if a.get('write'):\n        with open('/tmp/left', 'w') as f:\n            f.write('x')\n    return {'token': TOKEN}\n";
+    let warm = load(Kind::Python, code, Limits::default()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // the spare is ready
+    let speculative = |input| {
+        let mut a = activation(input);
+        a.speculative = true;
+        a.after_squash = runtime::AfterSquash::Reuse;
+        a
+    };
+    let clean = start(&*warm, speculative(json!({})), &MockHost::default());
+    let report = tokio::time::timeout(Duration::from_secs(30), clean.done).await.unwrap().unwrap();
+    let clean_token = token(report.outcome);
+    let mut served = Vec::new();
+    for _ in 0..20 {
+        served.extend(both(&*warm).await);
+        if served.contains(&clean_token) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served.contains(&clean_token), "a clean unsettled handler was held: {clean_token} not in {served:?}");
+
+    let wrote = start(&*warm, speculative(json!({"write": true})), &MockHost::default());
+    let report = tokio::time::timeout(Duration::from_secs(30), wrote.done).await.unwrap().unwrap();
+    let wrote_token = token(report.outcome);
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let served = both(&*warm).await;
+        assert!(!served.contains(&wrote_token), "an unsettled handler that wrote to /tmp served: {served:?}");
+    }
+    wrote.killer.settle(); // committed: now it serves, as any committed run's handler does
+    let mut served = Vec::new();
+    for _ in 0..20 {
+        served.extend(both(&*warm).await);
+        if served.contains(&wrote_token) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served.contains(&wrote_token), "a settled handler was not reused: {wrote_token} not in {served:?}");
+    drop(clean.killer);
+}
+
+/// Speculative activations never have a handler started for them: they take idle handlers and the spare, and
+/// wait for one to free up, so speculation grows a pool by one background spare at a time. Promoted while it
+/// waits, an activation gets a start in the foreground.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speculative_activations_have_no_handler_started_for_them_until_they_are_promoted() {
+    let dir = tempfile::Builder::new().prefix("sfrt").tempdir_in("/tmp").unwrap();
+    let rt = runtime::process::ProcessRuntime::new(dir.path()).unwrap();
+    let code = "import specfaas\ndef main(a):\n    specfaas.kv.get('k')\n    return {'ok': True}\n";
+    let spec = std::sync::Arc::new(crate::source("held", Kind::Python, code, Limits::default()));
+    let warm = rt.load(spec).await.unwrap();
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        let mut a = activation(json!({}));
+        a.speculative = true;
+        a.cpu = runtime::Cpu::Idle;
+        held.push(start_holding(&*warm, a));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let c = rt.handlers();
+    assert_eq!(c.started_for_waiter, 1, "only the first handler, at load, started in the foreground: {c:?}");
+    let running: usize = held.iter_mut().map(|(_, calls, _)| usize::from(calls.try_recv().is_ok())).sum();
+    assert!(running < 5 && c.waits >= 1, "five ran at once on {} handlers: {c:?}", c.started_spare + 1);
+    // Promoted, the waiting ones get handlers started in the foreground, and run.
+    for (killer, _, _) in &held {
+        killer.promote();
+    }
+    let c = counts_until(&rt, |c| c.started_for_waiter > 1).await;
+    assert!(c.started_for_waiter > 1, "no foreground start for promoted waiters: {c:?}");
+    for (killer, _, _) in &held {
+        killer.kill();
+    }
+}
