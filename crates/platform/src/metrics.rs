@@ -178,8 +178,9 @@ counters! {
         handlers_retired_killed from retired_killed => "handlers_retired_killed",
             "Handlers retired because their activation was killed (squashed).";
         handlers_retired_failed from retired_failed => "handlers_retired_failed",
-            "Handlers retired because their activation timed out, crashed or broke the protocol, or they failed to load.";
-        handlers_exited from exited => "handlers_exited", "Handlers that exited by themselves while idle.";
+            "Handlers retired because their activation timed out or broke the protocol, or they failed to load.";
+        handlers_exited from exited => "handlers_exited",
+            "Handlers that exited by themselves: crashed, or killed by the kernel (out of memory).";
         handlers_released from released => "handlers_released",
             "Handlers let go with their function: redeployed, undeployed, or shut down.";
     }

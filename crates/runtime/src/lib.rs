@@ -278,9 +278,10 @@ pub struct HandlerCounts {
     /// Retired because its activation was killed: squashed, or a speculative run that dirtied its scratch space
     /// or held an effect and was squashed after it finished.
     pub retired_killed: u64,
-    /// Retired because its activation timed out, crashed or broke the protocol, or it failed to load the code.
+    /// Retired because its activation timed out or broke the protocol, or it failed to load the code.
     pub retired_failed: u64,
-    /// Exited by itself while idle (the kernel's OOM killer, a crash in a background thread).
+    /// Exited by itself before anything retired it: it crashed or was killed by the kernel (its OOM killer), in
+    /// an activation or while idle.
     pub exited: u64,
     /// Let go with its function: redeployed, undeployed, or the runtime shut down.
     pub released: u64,

@@ -790,12 +790,21 @@ impl Shared {
                 match started {
                     Ok(h) => shared.handler_ready(h),
                     Err(e) => {
-                        // Tell one waiting activation why, instead of trying forever.
-                        if let Some(w) = lock(&shared.pool).next_waiter() {
-                            let _ = w.tx.send(Err(e.to_string()));
+                        // Tell one waiting activation why, instead of trying forever; with none left, stop there.
+                        let mut pool = lock(&shared.pool);
+                        while let Some(w) = pool.next_waiter() {
+                            if w.tx.send(Err(e.to_string())).is_ok() {
+                                break;
+                            }
+                        }
+                        if pool.waiters.is_empty() {
+                            return;
                         }
                     }
                 }
+                // Speculative waiters have no start of their own: each start that ends asks again, so that while any
+                // waits with no handler idle, one is on its way.
+                shared.request_spawns();
             });
         }
     }
@@ -975,6 +984,9 @@ impl Warm for ProcessWarm {
                     done(report);
                 }
                 killed.notify_one();
+                if let Some(shared) = &shared {
+                    shared.request_spawns(); // a handler retired here may leave waiters with none on its way
+                }
             }
         };
         let settle = {
@@ -1056,23 +1068,28 @@ fn reuse(shared: &Arc<Shared>, handler: Handler) {
     shared.handler_ready(handler);
 }
 
-/// Counts one wait for a handler and its time, however it ends: with a handler, an error, or the activation
-/// killed while it waited.
+/// One activation's wait for a handler. It is counted, with its time, however it ends: with a handler, an error,
+/// or the activation killed while it waited. A handler sent to it after it gave up goes back to the pool.
 struct Waiting<'a> {
-    counts: &'a Counts,
+    shared: &'a Shared,
+    rx: oneshot::Receiver<Result<Handler, String>>,
     since: std::time::Instant,
 }
 
 impl<'a> Waiting<'a> {
-    fn new(counts: &'a Counts) -> Self {
-        counts.waits.fetch_add(1, Ordering::Relaxed);
-        Waiting { counts, since: std::time::Instant::now() }
+    fn new(shared: &'a Shared, rx: oneshot::Receiver<Result<Handler, String>>) -> Self {
+        shared.runtime.counts.waits.fetch_add(1, Ordering::Relaxed);
+        Waiting { shared, rx, since: std::time::Instant::now() }
     }
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.counts.wait_us.fetch_add(self.since.elapsed().as_micros() as u64, Ordering::Relaxed);
+        self.shared.runtime.counts.wait_us.fetch_add(self.since.elapsed().as_micros() as u64, Ordering::Relaxed);
+        self.rx.close();
+        if let Ok(Ok(handler)) = self.rx.try_recv() {
+            self.shared.handler_ready(handler);
+        }
     }
 }
 
@@ -1093,8 +1110,8 @@ async fn acquire(shared: &Arc<Shared>, full: &Arc<AtomicBool>) -> Result<Handler
         rx
     };
     shared.request_spawns();
-    let _waiting = Waiting::new(&shared.runtime.counts);
-    match waiter.await {
+    let mut waiting = Waiting::new(shared, waiter);
+    match (&mut waiting.rx).await {
         Ok(Ok(h)) => Ok(h),
         Ok(Err(e)) => Err(Error::Io(e)),
         Err(_) => Err(Error::Io("the runtime was shut down".into())),
@@ -1111,19 +1128,24 @@ async fn run_activation(
 ) -> (Report, Option<Handler>) {
     let spec = &shared.spec;
     let timeout_ms = spec.limits.timeout_ms;
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
     let finish = |outcome| Report { outcome, logs: lock(state).logs(), cpu_us: None, held: Vec::new() };
     if lock(state).killed {
         return (finish(Outcome::Killed), None);
     }
+    // No deadline while it waits: the timeout bounds the function's run, as OpenWhisk's does, and a speculative
+    // activation may wait long for a handler to free up.
     let mut handler = tokio::select! {
         h = acquire(shared, full) => match h {
             Ok(h) => h,
             Err(e) => return (finish(Outcome::DeveloperError(e.to_string())), None),
         },
         _ = killed.notified() => return (finish(Outcome::Killed), None),
-        _ = tokio::time::sleep_until(deadline) => return (finish(Outcome::Timeout { timeout_ms }), None),
     };
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
+    if lock(state).killed {
+        shared.handler_ready(handler); // it ran nothing of this activation: it serves another
+        return (finish(Outcome::Killed), None);
+    }
     let proc_ = handler.proc_.clone();
     proc_.gate.begin(host.clone(), activation.speculative);
     {
@@ -1268,6 +1290,7 @@ async fn run_activation(
         s.kill_handler(why);
         drop(s);
         handler.retire(why);
+        shared.request_spawns();
     }
     (Report { outcome, logs, cpu_us: cpu, held }, reusable)
 }

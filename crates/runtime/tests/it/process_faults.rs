@@ -694,35 +694,95 @@ async fn a_finished_speculative_activation_that_left_nothing_gives_its_handler_b
     drop(clean.killer);
 }
 
-/// Speculative activations never have a handler started for them: they take idle handlers and the spare, and
-/// wait for one to free up, so speculation grows a pool by one background spare at a time. Promoted while it
-/// waits, an activation gets a start in the foreground.
+type Held = (
+    runtime::Killer,
+    tokio::sync::mpsc::UnboundedReceiver<runtime::HostRequest>,
+    tokio::sync::oneshot::Receiver<runtime::Report>,
+);
+
+/// Whether every one of `held` makes its call within 30 s.
+async fn all_run(held: &mut [Held]) -> bool {
+    let mut ran = vec![false; held.len()];
+    for _ in 0..300 {
+        for (i, (_, calls, _)) in held.iter_mut().enumerate() {
+            ran[i] |= calls.try_recv().is_ok();
+        }
+        if ran.iter().all(|r| *r) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Speculative activations never have a handler started for them in the foreground: they take idle handlers and
+/// spares, and a pool grows for them one background spare at a time. Promoted while they wait, activations get
+/// starts in the foreground.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn speculative_activations_have_no_handler_started_for_them_until_they_are_promoted() {
     let dir = tempfile::Builder::new().prefix("sfrt").tempdir_in("/tmp").unwrap();
     let rt = runtime::process::ProcessRuntime::new(dir.path()).unwrap();
     let code = "import specfaas\ndef main(a):\n    specfaas.kv.get('k')\n    return {'ok': True}\n";
-    let spec = std::sync::Arc::new(crate::source("held", Kind::Python, code, Limits::default()));
-    let warm = rt.load(spec).await.unwrap();
-    let mut held = Vec::new();
-    for _ in 0..5 {
-        let mut a = activation(json!({}));
-        a.speculative = true;
-        a.cpu = runtime::Cpu::Idle;
-        held.push(start_holding(&*warm, a));
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let spec = |name| std::sync::Arc::new(crate::source(name, Kind::Python, code, Limits::default()));
+    let five = |warm: std::sync::Arc<dyn Warm>| {
+        (0..5)
+            .map(|_| {
+                let mut a = activation(json!({}));
+                a.speculative = true;
+                a.cpu = runtime::Cpu::Idle;
+                start_holding(&*warm, a)
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut held = five(rt.load(spec("waits")).await.unwrap());
+    assert!(all_run(&mut held).await, "speculative activations left waiting");
     let c = rt.handlers();
     assert_eq!(c.started_for_waiter, 1, "only the first handler, at load, started in the foreground: {c:?}");
-    let running: usize = held.iter_mut().map(|(_, calls, _)| usize::from(calls.try_recv().is_ok())).sum();
-    assert!(running < 5 && c.waits >= 1, "five ran at once on {} handlers: {c:?}", c.started_spare + 1);
-    // Promoted, the waiting ones get handlers started in the foreground, and run.
-    for (killer, _, _) in &held {
-        killer.promote();
-    }
-    let c = counts_until(&rt, |c| c.started_for_waiter > 1).await;
-    assert!(c.started_for_waiter > 1, "no foreground start for promoted waiters: {c:?}");
+    assert!(c.started_spare >= 4 && c.waits >= 4, "{c:?}");
     for (killer, _, _) in &held {
         killer.kill();
     }
+
+    // Promoted at once, while they wait, they get foreground starts.
+    let before = rt.handlers().started_for_waiter;
+    let mut held = five(rt.load(spec("promoted")).await.unwrap());
+    for (killer, _, _) in &held {
+        killer.promote();
+    }
+    assert!(all_run(&mut held).await, "promoted activations left waiting");
+    let c = rt.handlers();
+    assert!(c.started_for_waiter > before + 1, "no foreground start for promoted waiters: {c:?}");
+    for (killer, _, _) in &held {
+        killer.kill();
+    }
+}
+
+/// Speculative activations that wait are served in the end without being promoted, even when the handlers of
+/// those that ran are killed with them (a squash): a handler is always on its way while one waits with none idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_speculative_activations_are_served_when_the_running_ones_are_squashed() {
+    let code = "import specfaas\ndef main(a):\n    specfaas.kv.get('k')\n    return {'ok': True}\n";
+    let warm = load(Kind::Python, code, Limits::default()).await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut a = activation(json!({}));
+        a.speculative = true;
+        a.cpu = runtime::Cpu::Idle;
+        held.push((start_holding(&*warm, a), false));
+    }
+    let mut served = 0;
+    for _ in 0..300 {
+        for ((killer, calls, _), ran) in held.iter_mut() {
+            if !*ran && calls.try_recv().is_ok() {
+                *ran = true;
+                served += 1;
+                killer.kill(); // squashed while it runs: its handler is retired
+            }
+        }
+        if served == held.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(served, held.len(), "speculative activations left waiting for a handler");
 }
