@@ -1,6 +1,6 @@
 #!/bin/sh
 # Reproduces this directory: release build, then the full paper run for seeds 1 and 2 with the handler-pool
-# policy of e00a05a (no handler started for speculative runs; clean finished ones give their handler back at once)
+# policy of e00a05a and its fixes in the next commit (no handler started for speculative runs; clean finished ones give their handler back at once)
 # and the handler counters of 077ad49.
 set -e
 cargo build --release -p cli
