@@ -482,8 +482,7 @@ async fn a_squashed_handler_is_reused_only_if_it_left_its_scratch_space_as_it_wa
         eprintln!("not exercised: handlers are not confined, so their /tmp is not their own");
         return;
     }
-    let code = "import os\nTOKEN = os.urandom(8).hex()\ndef main(a):\n    if a.get('write'):\n        with open('/tmp/left', 'w') as f:\n            f.write('x')\n    return {'token': TOKEN}\n";
-    let warm = load(Kind::Python, code, Limits::default()).await;
+    let warm = load(Kind::Python, TOKEN_WRITER, Limits::default()).await;
     tokio::time::sleep(Duration::from_millis(500)).await; // the spare is ready
     let clean = squash_after_finish(&*warm, json!({}), runtime::AfterSquash::Reuse).await;
     let served = both(&*warm).await;
@@ -503,6 +502,24 @@ async fn both(warm: &dyn Warm) -> [String; 2] {
     let (a, b) = tokio::join!(run(warm, json!({})), run(warm, json!({})));
     [token(a.outcome), token(b.outcome)]
 }
+
+/// Runs pairs of activations (up to 20, 100 ms apart) until the handler named `token` serves one; every token
+/// that served. A handler that goes back to the pool soon after an activation does so within them on a loaded
+/// machine too.
+async fn served_until(warm: &dyn Warm, token: &str) -> Vec<String> {
+    let mut served = Vec::new();
+    for _ in 0..20 {
+        served.extend(both(warm).await);
+        if served.iter().any(|t| t == token) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    served
+}
+
+/// A fixture that returns its handler's token and, asked to, writes to its `/tmp`.
+const TOKEN_WRITER: &str = "import os\nTOKEN = os.urandom(8).hex()\ndef main(a):\n    if a.get('write'):\n        with open('/tmp/left', 'w') as f:\n            f.write('x')\n    return {'token': TOKEN}\n";
 
 /// The `token` a fixture returned.
 fn token(o: Outcome) -> String {
@@ -545,14 +562,7 @@ async fn a_handler_squashed_while_running_is_reused_only_if_it_left_its_scratch_
     let abandoned = squash_while_running(&*warm, json!({"read": true})).await;
     // It runs to its end on the refusal and goes back to the pool, sooner or later on a loaded machine: a later
     // run is served by it. A killed or retired handler never serves again.
-    let mut served = Vec::new();
-    for _ in 0..20 {
-        served.extend(both(&*warm).await);
-        if served.contains(&abandoned) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let served = served_until(&*warm, &abandoned).await;
     assert!(served.contains(&abandoned), "an abandoned clean handler was not reused: {abandoned} not in {served:?}");
     let wrote = squash_while_running(&*warm, json!({"read": true, "write": true})).await;
     for _ in 0..3 {
@@ -651,8 +661,7 @@ async fn a_finished_speculative_activation_that_left_nothing_gives_its_handler_b
         eprintln!("not exercised: handlers are not confined, so their /tmp is not their own");
         return;
     }
-    let code = "import os\nTOKEN = os.urandom(8).hex()\ndef main(a):\n    if a.get('write'):\n        with open('/tmp/left', 'w') as f:\n            f.write('x')\n    return {'token': TOKEN}\n";
-    let warm = load(Kind::Python, code, Limits::default()).await;
+    let warm = load(Kind::Python, TOKEN_WRITER, Limits::default()).await;
     tokio::time::sleep(Duration::from_millis(500)).await; // the spare is ready
     let speculative = |input| {
         let mut a = activation(input);
@@ -663,14 +672,7 @@ async fn a_finished_speculative_activation_that_left_nothing_gives_its_handler_b
     let clean = start(&*warm, speculative(json!({})), &MockHost::default());
     let report = tokio::time::timeout(Duration::from_secs(30), clean.done).await.unwrap().unwrap();
     let clean_token = token(report.outcome);
-    let mut served = Vec::new();
-    for _ in 0..20 {
-        served.extend(both(&*warm).await);
-        if served.contains(&clean_token) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let served = served_until(&*warm, &clean_token).await;
     assert!(served.contains(&clean_token), "a clean unsettled handler was held: {clean_token} not in {served:?}");
 
     let wrote = start(&*warm, speculative(json!({"write": true})), &MockHost::default());
@@ -682,14 +684,7 @@ async fn a_finished_speculative_activation_that_left_nothing_gives_its_handler_b
         assert!(!served.contains(&wrote_token), "an unsettled handler that wrote to /tmp served: {served:?}");
     }
     wrote.killer.settle(); // committed: now it serves, as any committed run's handler does
-    let mut served = Vec::new();
-    for _ in 0..20 {
-        served.extend(both(&*warm).await);
-        if served.contains(&wrote_token) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let served = served_until(&*warm, &wrote_token).await;
     assert!(served.contains(&wrote_token), "a settled handler was not reused: {wrote_token} not in {served:?}");
     drop(clean.killer);
 }
