@@ -478,48 +478,93 @@ async fn squash_after_finish(warm: &dyn Warm, input: serde_json::Value, after: r
 /// there, or reuse is off, the handler is retired and nothing it left reaches another activation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_squashed_handler_is_reused_only_if_it_left_its_scratch_space_as_it_was() {
-    if !crate::process_runtime().confined() {
+    let pool = OwnPool::load(TOKEN_WRITER).await;
+    if !pool.rt.confined() {
         eprintln!("not exercised: handlers are not confined, so their /tmp is not their own");
         return;
     }
-    let warm = load(Kind::Python, TOKEN_WRITER, Limits::default()).await;
-    tokio::time::sleep(Duration::from_millis(500)).await; // the spare is ready
-    let clean = squash_after_finish(&*warm, json!({}), runtime::AfterSquash::Reuse).await;
-    let served = both(&*warm).await;
+    // A kill after the run finished reuses or retires the handler before it returns: each check is one round.
+    let clean = squash_after_finish(&*pool.warm, json!({}), runtime::AfterSquash::Reuse).await;
+    let served = pool.round().await;
     assert!(served.contains(&clean), "a squashed handler that left nothing was not reused: {clean} not in {served:?}");
 
-    // Each check comes right after its squash: a handler wrongly put back would be the next one taken.
-    let wrote = squash_after_finish(&*warm, json!({"write": true}), runtime::AfterSquash::Reuse).await;
-    let served = both(&*warm).await;
+    let wrote = squash_after_finish(&*pool.warm, json!({"write": true}), runtime::AfterSquash::Reuse).await;
+    let served = pool.round().await;
     assert!(!served.contains(&wrote), "a squashed handler that wrote to its /tmp served again: {served:?}");
-    let retired = squash_after_finish(&*warm, json!({}), runtime::AfterSquash::Retire).await;
-    let served = both(&*warm).await;
+    let retired = squash_after_finish(&*pool.warm, json!({}), runtime::AfterSquash::Retire).await;
+    let served = pool.round().await;
     assert!(!served.contains(&retired), "a squashed handler served again with reuse off: {served:?}");
+    let c = counts_until(&pool.rt, |c| c.retired_killed == 2).await; // counted when the process is reaped
+    assert_eq!(c.retired_killed, 2, "both were retired: {c:?}");
 }
 
-/// Two activations at once: they take both idle handlers, whichever order the pool holds them in. Their tokens.
-async fn both(warm: &dyn Warm) -> [String; 2] {
-    let (a, b) = tokio::join!(run(warm, json!({})), run(warm, json!({})));
-    [token(a.outcome), token(b.outcome)]
+/// One function on a runtime of its own, so that the runtime's handler counts are its handlers' alone.
+struct OwnPool {
+    warm: std::sync::Arc<dyn Warm>,
+    rt: runtime::process::ProcessRuntime,
+    _dir: tempfile::TempDir,
 }
 
-/// Runs pairs of activations (up to 20, 100 ms apart) until the handler named `token` serves one; every token
-/// that served. A handler that goes back to the pool soon after an activation does so within them on a loaded
-/// machine too.
-async fn served_until(warm: &dyn Warm, token: &str) -> Vec<String> {
-    let mut served = Vec::new();
-    for _ in 0..20 {
-        served.extend(both(warm).await);
-        if served.iter().any(|t| t == token) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+impl OwnPool {
+    async fn load(code: &str) -> OwnPool {
+        let dir = tempfile::Builder::new().prefix("sfrt").tempdir_in("/tmp").unwrap();
+        let rt = runtime::process::ProcessRuntime::new(dir.path()).unwrap();
+        let spec = std::sync::Arc::new(crate::source("own", Kind::Python, code, Limits::default()));
+        let warm = rt.load(spec).await.unwrap();
+        OwnPool { warm, rt, _dir: dir }
     }
-    served
+
+    /// Handlers started and not ended: idle, running, parked, or still loading the code.
+    fn alive(&self) -> u64 {
+        let c = self.rt.handlers();
+        c.started_for_waiter + c.started_spare - c.ended()
+    }
+
+    /// Every handler idle when it is called serves one activation, whatever order the pool holds them in: as many
+    /// activations start at once as there are handlers alive, and each holds its handler on a read of its token
+    /// (see [`TOKEN_WRITER`]) until all have one, so none serves two. The tokens that served.
+    async fn round(&self) -> Vec<String> {
+        let n = self.alive().max(1);
+        let mut held: Vec<Held> =
+            (0..n).map(|_| start_holding(&*self.warm, activation(json!({"read": true})))).collect();
+        let mut reads = Vec::new();
+        for (_, calls, _) in &mut held {
+            let read = tokio::time::timeout(Duration::from_secs(30), calls.recv());
+            reads.push(read.await.expect("an activation of a round had no handler in 30 s").unwrap());
+        }
+        let mut tokens = Vec::new();
+        for read in reads {
+            let runtime::Call::Get { key } = read.call else { panic!("{:?}", read.call) };
+            tokens.push(key);
+            (read.reply)(runtime::Reply::Ok(serde_json::Value::Null));
+        }
+        for (killer, _, done) in held {
+            let report = tokio::time::timeout(Duration::from_secs(30), done).await.unwrap().unwrap();
+            assert!(matches!(report.outcome, Outcome::Success(_)), "{report:?}");
+            drop(killer);
+        }
+        tokens
+    }
+
+    /// Rounds, 100 ms apart, until the handler named `token` serves in one, for up to 30 s: for a handler that
+    /// goes back to the pool some time after its activation reported. Every token that served.
+    async fn rounds_until(&self, token: &str) -> Vec<String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut served = Vec::new();
+        while std::time::Instant::now() < deadline {
+            served.extend(self.round().await);
+            if served.iter().any(|t| t == token) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        served
+    }
 }
 
-/// A fixture that returns its handler's token and, asked to, writes to its `/tmp`.
-const TOKEN_WRITER: &str = "import os\nTOKEN = os.urandom(8).hex()\ndef main(a):\n    if a.get('write'):\n        with open('/tmp/left', 'w') as f:\n            f.write('x')\n    return {'token': TOKEN}\n";
+/// A fixture that returns its handler's token, and asked to, writes to its `/tmp` or reads the key named by the
+/// token (so that the host learns which handler serves while it holds the read).
+const TOKEN_WRITER: &str = "import os, specfaas\nTOKEN = os.urandom(8).hex()\ndef main(a):\n    if a.get('write'):\n        with open('/tmp/left', 'w') as f:\n            f.write('x')\n    if a.get('read'):\n        specfaas.kv.get(TOKEN)\n    return {'token': TOKEN}\n";
 
 /// The `token` a fixture returned.
 fn token(o: Outcome) -> String {
@@ -551,23 +596,23 @@ async fn squash_while_running(warm: &dyn Warm, input: serde_json::Value) -> Stri
 /// `/tmp` as it found it. If it wrote there, the handler is retired.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_squashed_while_running_is_reused_only_if_it_left_its_scratch_space_as_it_was() {
-    if !crate::process_runtime().confined() {
+    let pool = OwnPool::load(TOKEN_WRITER).await;
+    if !pool.rt.confined() {
         eprintln!("not exercised: handlers are not confined, so their /tmp is not their own");
         return;
     }
     // The key a run reads names the handler (its module's token).
-    let code = "import os, specfaas\nTOKEN = os.urandom(8).hex()\ndef main(a):\n    if a.get('write'):\n        with open('/tmp/left', 'w') as f:\n            f.write('x')\n    if a.get('read'):\n        specfaas.kv.get(TOKEN)\n    return {'token': TOKEN}\n";
-    let warm = load(Kind::Python, code, Limits::default()).await;
-    tokio::time::sleep(Duration::from_millis(500)).await; // the spare is ready
-    let abandoned = squash_while_running(&*warm, json!({"read": true})).await;
+    let abandoned = squash_while_running(&*pool.warm, json!({"read": true})).await;
     // It runs to its end on the refusal and goes back to the pool, sooner or later on a loaded machine: a later
     // run is served by it. A killed or retired handler never serves again.
-    let served = served_until(&*warm, &abandoned).await;
+    let served = pool.rounds_until(&abandoned).await;
     assert!(served.contains(&abandoned), "an abandoned clean handler was not reused: {abandoned} not in {served:?}");
-    let wrote = squash_while_running(&*warm, json!({"read": true, "write": true})).await;
+    let wrote = squash_while_running(&*pool.warm, json!({"read": true, "write": true})).await;
+    // Once it has run to its end, it is retired rather than given back.
+    let c = counts_until(&pool.rt, |c| c.retired_killed == 1).await;
+    assert_eq!(c.retired_killed, 1, "a handler that wrote to its /tmp was not retired: {c:?}");
     for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let served = both(&*warm).await;
+        let served = pool.round().await;
         assert!(!served.contains(&wrote), "a handler that wrote to its /tmp served again: {wrote} in {served:?}");
     }
 }
@@ -657,36 +702,38 @@ async fn handlers_are_counted_as_started_and_as_retired_by_reason() {
 /// the run stays speculative would only make the pool start more. One that wrote there stays parked until settled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_finished_speculative_activation_that_left_nothing_gives_its_handler_back_before_it_is_settled() {
-    if !crate::process_runtime().confined() {
+    let pool = OwnPool::load(TOKEN_WRITER).await;
+    if !pool.rt.confined() {
         eprintln!("not exercised: handlers are not confined, so their /tmp is not their own");
         return;
     }
-    let warm = load(Kind::Python, TOKEN_WRITER, Limits::default()).await;
-    tokio::time::sleep(Duration::from_millis(500)).await; // the spare is ready
     let speculative = |input| {
         let mut a = activation(input);
         a.speculative = true;
         a.after_squash = runtime::AfterSquash::Reuse;
         a
     };
-    let clean = start(&*warm, speculative(json!({})), &MockHost::default());
+    let clean = start(&*pool.warm, speculative(json!({})), &MockHost::default());
     let report = tokio::time::timeout(Duration::from_secs(30), clean.done).await.unwrap().unwrap();
     let clean_token = token(report.outcome);
-    let served = served_until(&*warm, &clean_token).await;
+    // Given back by the activation's task, just after it reported.
+    let served = pool.rounds_until(&clean_token).await;
     assert!(served.contains(&clean_token), "a clean unsettled handler was held: {clean_token} not in {served:?}");
 
-    let wrote = start(&*warm, speculative(json!({"write": true})), &MockHost::default());
+    let wrote = start(&*pool.warm, speculative(json!({"write": true})), &MockHost::default());
     let report = tokio::time::timeout(Duration::from_secs(30), wrote.done).await.unwrap().unwrap();
     let wrote_token = token(report.outcome);
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let served = both(&*warm).await;
+        let served = pool.round().await;
         assert!(!served.contains(&wrote_token), "an unsettled handler that wrote to /tmp served: {served:?}");
     }
-    wrote.killer.settle(); // committed: now it serves, as any committed run's handler does
-    let served = served_until(&*warm, &wrote_token).await;
+    // Committed: it serves again at once, as any committed run's handler does.
+    wrote.killer.settle();
+    let served = pool.round().await;
     assert!(served.contains(&wrote_token), "a settled handler was not reused: {wrote_token} not in {served:?}");
     drop(clean.killer);
+    assert_eq!(pool.rt.handlers().ended(), 0, "no handler was retired: {:?}", pool.rt.handlers());
 }
 
 type Held = (
